@@ -1,0 +1,215 @@
+"""The immutable token record shared by every storage backend.
+
+Expiry is computed once, from KIS's ``access_token_token_expired`` string read as
+Korean wall-clock time, and kept as epoch seconds.  ``expires_in`` is ignored on
+purpose: KIS sends 86400 even when it re-answers an older token with less life.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..errors import TokenIssueError
+
+#: Korea has used UTC+9 with no daylight saving since 1988.  A fixed offset avoids
+#: depending on a tz database, which slim containers and Windows often lack.
+KST = timezone(timedelta(hours=9), "KST")
+
+#: A token this close to its expiry counts as expired, so callers refresh ahead
+#: of the boundary instead of failing on it.  Five minutes is far more than any
+#: request takes and a tiny fraction of the 24 h lifetime.
+DEFAULT_REFRESH_MARGIN = 300.0
+
+EXPIRY_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+_FINGERPRINT_CONTEXT = b"korea-investment-stock/credential-fingerprint/v1\x00"
+
+
+def parse_kst(text: str) -> float:
+    """Epoch seconds for a KIS ``YYYY-MM-DD HH:MM:SS`` string in Korean time."""
+    return datetime.strptime(text, EXPIRY_FORMAT).replace(tzinfo=KST).timestamp()
+
+
+def format_kst(epoch: float) -> str:
+    """The KIS expiry string for ``epoch``: the inverse of :func:`parse_kst`."""
+    return datetime.fromtimestamp(epoch, KST).strftime(EXPIRY_FORMAT)
+
+
+def credential_fingerprint(api_key: str, api_secret: str) -> str:
+    """A keyed fingerprint of the key/secret pair, stored instead of the secret.
+
+    It lets a store tell whether a token was issued for the caller's secret
+    without ever keeping the secret at rest.  HMAC keyed by the secret means the
+    fingerprint reveals nothing usable about it.
+    """
+    mac = hmac.new(api_secret.encode("utf-8"), _FINGERPRINT_CONTEXT + api_key.encode("utf-8"), hashlib.sha256)
+    return mac.hexdigest()
+
+
+def key_id(api_key: str) -> str:
+    """A short stable id for an app key, used to name files entries and Redis keys."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One access token for one app key.
+
+    ``expires_at`` and ``issued_at`` are epoch seconds; ``fingerprint`` is
+    :func:`credential_fingerprint` of the pair that obtained the token.
+    """
+
+    access_token: str
+    expires_at: float
+    api_key: str
+    fingerprint: str
+    issued_at: float
+    token_type: str = "Bearer"
+
+    def __repr__(self) -> str:  # never show the bearer token itself
+        return (
+            f"TokenRecord(access_token='{mask_token(self.access_token)}', "
+            f"expires='{self.expired_text}', api_key='{mask_token(self.api_key)}')"
+        )
+
+    @property
+    def expired_text(self) -> str:
+        """Expiry as KIS writes it (KST, no zone marker)."""
+        return format_kst(self.expires_at)
+
+    @property
+    def authorization(self) -> str:
+        """The value of the ``authorization`` header: ``Bearer <jwt>``."""
+        return f"Bearer {self.access_token}"
+
+    def seconds_left(self, now: float | None = None) -> float:
+        """Seconds until the hard expiry (negative once expired)."""
+        return self.expires_at - (time.time() if now is None else now)
+
+    def is_valid(self, margin: float = DEFAULT_REFRESH_MARGIN, now: float | None = None) -> bool:
+        """True while the token has more than ``margin`` seconds left."""
+        return self.seconds_left(now) > margin
+
+    def matches(self, api_key: str, api_secret: str) -> bool:
+        """True when this token was obtained with exactly this key and secret."""
+        if self.api_key != api_key:
+            return False
+        return hmac.compare_digest(self.fingerprint, credential_fingerprint(api_key, api_secret))
+
+    @classmethod
+    def from_issue_response(
+        cls, body: Mapping[str, Any], api_key: str, api_secret: str, now: float | None = None
+    ) -> TokenRecord:
+        """Build a record from a tokenP success body; raise on a wrong shape."""
+        token = body.get("access_token")
+        expired = body.get("access_token_token_expired")
+        if not isinstance(token, str) or not token or not isinstance(expired, str):
+            raise TokenIssueError("tokenP answered 200 without access_token / access_token_token_expired")
+        try:
+            expires_at = parse_kst(expired)
+        except ValueError:
+            raise TokenIssueError(f"tokenP answered an unreadable expiry {expired!r}") from None
+        token_type = body.get("token_type")
+        return cls(
+            access_token=token,
+            expires_at=expires_at,
+            api_key=api_key,
+            fingerprint=credential_fingerprint(api_key, api_secret),
+            issued_at=time.time() if now is None else now,
+            token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        )
+
+    def to_legacy_dict(self, api_secret: str) -> dict[str, Any]:
+        """The 0.6.x dict shape; ``api_secret`` is the caller's, never read from disk.
+
+        ``timestamp`` is the expiry in epoch seconds, as 0.6.x computed it.
+        """
+        return {
+            "access_token": self.access_token,
+            "access_token_token_expired": self.expired_text,
+            "timestamp": int(self.expires_at),
+            "api_key": self.api_key,
+            "api_secret": api_secret,
+        }
+
+    @classmethod
+    def from_legacy_dict(cls, data: Mapping[str, Any], now: float | None = None) -> TokenRecord:
+        """Read the 0.6.x dict shape (from ``save_token`` callers or a legacy file).
+
+        Raises ``ValueError`` when a field is missing or of the wrong type.
+        """
+        token = data.get("access_token")
+        api_key = data.get("api_key")
+        api_secret = data.get("api_secret")
+        if not isinstance(token, str) or not token:
+            raise ValueError("access_token must be a non-empty string")
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if not isinstance(api_secret, str) or not api_secret:
+            raise ValueError("api_secret must be a non-empty string")
+        expires_at = _legacy_expiry(data)
+        return cls(
+            access_token=token,
+            expires_at=expires_at,
+            api_key=api_key,
+            fingerprint=credential_fingerprint(api_key, api_secret),
+            issued_at=time.time() if now is None else now,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The at-rest shape: no secret, only its fingerprint."""
+        return {
+            "access_token": self.access_token,
+            "access_token_token_expired": self.expired_text,
+            "expires_at": self.expires_at,
+            "issued_at": self.issued_at,
+            "api_key": self.api_key,
+            "fingerprint": self.fingerprint,
+            "token_type": self.token_type,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> TokenRecord:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on any wrong shape."""
+        if not isinstance(data, Mapping):
+            raise ValueError("token entry is not an object")
+        fields: dict[str, Any] = {}
+        for name in ("access_token", "api_key", "fingerprint"):
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+            fields[name] = value
+        for name in ("expires_at", "issued_at"):
+            value = data.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number")
+            fields[name] = float(value)
+        token_type = data.get("token_type", "Bearer")
+        return cls(token_type=token_type if isinstance(token_type, str) else "Bearer", **fields)
+
+
+def _legacy_expiry(data: Mapping[str, Any]) -> float:
+    expired = data.get("access_token_token_expired")
+    if isinstance(expired, str):
+        try:
+            return parse_kst(expired)
+        except ValueError:
+            pass
+    stamp = data.get("timestamp")
+    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
+        return float(stamp)
+    raise ValueError("neither access_token_token_expired nor timestamp gives an expiry")
+
+
+def mask_token(value: str) -> str:
+    """Show only enough of a token or key to tell two apart in logs."""
+    if len(value) <= 12:
+        return "***"
+    return f"{value[:6]}...{value[-4:]}"
