@@ -1,0 +1,113 @@
+"""The tokenP / revokeP HTTP calls and the mapping of their errors.
+
+KIS answers token errors with HTTP 403 and an ``error_code`` body; the mapping
+tells the single flight what may be retried (``EGW00133``: after a wait) and
+what may never be (``EGW00103``/``EGW00105``: wrong credentials).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+
+from ..errors import InvalidCredentialsError, TokenIssueError, TokenRateLimitedError
+from .record import TokenRecord
+
+logger = logging.getLogger(__name__)
+
+#: (connect, read) seconds for token calls.  KIS answers tokenP in well under a
+#: second; ten seconds of read covers a slow day without hanging a fleet.
+DEFAULT_TOKEN_TIMEOUT: tuple[float, float] = (3.05, 10.0)
+
+TOKEN_PATH = "/oauth2/tokenP"
+REVOKE_PATH = "/oauth2/revokeP"
+
+RATE_LIMIT_CODE = "EGW00133"
+BAD_CREDENTIAL_CODES = {"EGW00103": "app key", "EGW00105": "app secret"}
+
+
+class TokenIssuer:
+    """Issues and revokes tokens for one app key against one KIS host."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        timeout: tuple[float, float] = DEFAULT_TOKEN_TIMEOUT,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"TokenIssuer(base_url={self._base_url!r})"
+
+    def issue(self) -> TokenRecord:
+        """Call tokenP once; return the new record or raise a mapped error."""
+        body = {"grant_type": "client_credentials", "appkey": self._api_key, "appsecret": self._api_secret}
+        status, answer = self._post(TOKEN_PATH, body, "tokenP")
+        if status == 200 and isinstance(answer.get("access_token"), str):
+            return TokenRecord.from_issue_response(answer, self._api_key, self._api_secret)
+        raise _issue_error(status, answer)
+
+    def revoke(self, access_token: str) -> dict[str, Any]:
+        """Call revokeP for ``access_token``; return KIS's answer or raise ``TokenIssueError``."""
+        body = {"appkey": self._api_key, "appsecret": self._api_secret, "token": access_token}
+        status, answer = self._post(REVOKE_PATH, body, "revokeP")
+        if status == 200 and str(answer.get("code", "200")) == "200":
+            return answer
+        code = answer.get("error_code") or answer.get("msg_cd")
+        message = answer.get("error_description") or answer.get("message") or answer.get("msg1") or ""
+        raise TokenIssueError(
+            f"revokeP failed: HTTP {status} {code or ''} {message}".strip(),
+            code=code if isinstance(code, str) else None,
+            status=status,
+        )
+
+    def _post(self, path: str, body: dict[str, str], name: str) -> tuple[int, dict[str, Any]]:
+        url = self._base_url + path
+        try:
+            response = self._session.post(url, json=body, timeout=self.timeout)
+        except requests.Timeout:
+            raise TokenIssueError(f"{name} at {self._base_url} did not answer within {self.timeout[1]:.0f}s") from None
+        except requests.RequestException as exc:
+            raise TokenIssueError(f"cannot reach {name} at {self._base_url}: {type(exc).__name__}") from None
+        try:
+            answer = response.json()
+        except ValueError:
+            raise TokenIssueError(
+                f"{name} answered HTTP {response.status_code} with a body that is not JSON",
+                status=response.status_code,
+            ) from None
+        if not isinstance(answer, dict):
+            raise TokenIssueError(
+                f"{name} answered HTTP {response.status_code} with JSON that is not an object",
+                status=response.status_code,
+            )
+        return response.status_code, answer
+
+
+def _issue_error(status: int, answer: dict[str, Any]) -> TokenIssueError:
+    code = answer.get("error_code") or answer.get("msg_cd")
+    code = code if isinstance(code, str) else None
+    description = answer.get("error_description") or answer.get("msg1") or ""
+    if code == RATE_LIMIT_CODE:
+        return TokenRateLimitedError(
+            f"KIS refused a new token: {description} ({code}: one issuance per minute per app key)",
+            code=code,
+            status=status,
+        )
+    if code in BAD_CREDENTIAL_CODES:
+        return InvalidCredentialsError(
+            f"KIS rejected the {BAD_CREDENTIAL_CODES[code]}: {description} ({code}). "
+            "Check the key and secret for this environment (real and mock differ); retrying cannot help.",
+            code=code,
+            status=status,
+        )
+    return TokenIssueError(f"tokenP failed: HTTP {status} {code or ''} {description}".strip(), code=code, status=status)
