@@ -1,0 +1,69 @@
+"""A Korea Investment & Securities (KIS) Open API client whose token store issues once.
+
+Any number of threads, processes and servers sharing one app key make one
+``/oauth2/tokenP`` call; the rest read the stored token.  The Redis stores are
+imported lazily so that the optional ``redis`` package is needed only when used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .client import KoreaInvestment
+from .errors import (
+    ConfigurationError,
+    InvalidCredentialsError,
+    KISAPIError,
+    KISConnectionError,
+    KoreaInvestmentError,
+    RateLimitExceededError,
+    StorageError,
+    StorageUnavailableError,
+    TokenError,
+    TokenIssueError,
+    TokenRateLimitedError,
+    TokenWaitTimeout,
+)
+from .token.factory import storage_from_env
+from .token.file import FileTokenStorage
+from .token.record import TokenRecord
+from .token.storage import TokenStorage
+
+if TYPE_CHECKING:
+    from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
+
+__version__ = "0.6.1"
+
+_LAZY = {"RedisTokenStorage", "LockingRedisTokenStorage"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from .token import redis as _redis
+
+        return getattr(_redis, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ConfigurationError",
+    "FileTokenStorage",
+    "InvalidCredentialsError",
+    "KISAPIError",
+    "KISConnectionError",
+    "KoreaInvestment",
+    "KoreaInvestmentError",
+    "LockingRedisTokenStorage",
+    "RateLimitExceededError",
+    "RedisTokenStorage",
+    "StorageError",
+    "StorageUnavailableError",
+    "TokenError",
+    "TokenIssueError",
+    "TokenRateLimitedError",
+    "TokenRecord",
+    "TokenStorage",
+    "TokenWaitTimeout",
+    "__version__",
+    "storage_from_env",
+]

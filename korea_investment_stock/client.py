@@ -1,0 +1,404 @@
+"""``KoreaInvestment``: configuration, one HTTP session, the REST call path, quotations.
+
+Tokens come from a :class:`~.token.storage.TokenStorage` through its single
+flight, so any number of clients sharing one app key cause one issuance.  The
+REST path parses KIS's body whatever the HTTP status, replaces a dead token
+once (compare-and-delete, then single flight) and retries ``EGW00201`` with
+bounded backoff; every other answer comes back as the decoded dict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
+from .token.factory import storage_from_env
+from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
+from .token.record import TokenRecord, mask_token
+from .token.storage import TokenStorage
+
+logger = logging.getLogger(__name__)
+
+REAL_BASE_URL = "https://openapi.koreainvestment.com:9443"
+MOCK_BASE_URL = "https://openapivts.koreainvestment.com:29443"
+ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
+
+#: (connect, read) seconds for every REST call: a dead host fails in ~3 s and a
+#: stuck one in 10 s, instead of hanging a worker forever.
+DEFAULT_TIMEOUT: tuple[float, float] = DEFAULT_TOKEN_TIMEOUT
+#: Retries after ``EGW00201`` (per-second limit) before raising.
+DEFAULT_RATE_LIMIT_RETRIES = 3
+RATE_LIMIT_BACKOFF = 0.25
+
+DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
+RATE_LIMIT_CODE = "EGW00201"
+ACCOUNT_PATTERN = re.compile(r"^\d{8}-\d{2}$")
+
+#: ``PRDT_TYPE_CD`` values per market for the product info endpoint.
+PRODUCT_TYPE_CODES: dict[str, tuple[str, ...]] = {
+    "KR": ("300",),
+    "KRX": ("300",),
+    "US": ("512", "513", "529"),
+    "NASDAQ": ("512",),
+    "NYSE": ("513",),
+    "AMEX": ("529",),
+}
+#: ``EXCD`` values per market for the overseas price endpoint.
+EXCHANGE_CODES: dict[str, tuple[str, ...]] = {
+    "US": ("NAS", "NYS", "AMS"),
+    "NASDAQ": ("NAS",),
+    "NAS": ("NAS",),
+    "NYSE": ("NYS",),
+    "NYS": ("NYS",),
+    "AMEX": ("AMS",),
+    "AMS": ("AMS",),
+}
+ETF_CLASS_NAMES = frozenset({"ETF", "ETN"})
+
+Timeout = float | tuple[float, float]
+
+
+class KoreaInvestment:
+    """A KIS Open API client for one app key and account.
+
+    Args:
+        api_key: the app key (``appkey``).
+        api_secret: the app secret (``appsecret``); kept in memory only.
+        acc_no: the account, ``12345678-01``.
+        mock: use the mock-trading (모의투자) host.
+        token_storage: where tokens live; default from ``KOREA_INVESTMENT_TOKEN_STORAGE``
+            (a :class:`~.token.file.FileTokenStorage` unless set to ``redis``).
+        base_url: override the host, e.g. a fake server; also ``KOREA_INVESTMENT_BASE_URL``.
+        timeout: seconds, or (connect, read), for every HTTP call.
+        rate_limit_retries: retries after ``EGW00201`` before raising.
+        session: a ``requests.Session`` to use instead of a new one (it is closed by
+            :meth:`shutdown` all the same).
+
+    Construction obtains a token: from the store when a valid one is there (no
+    HTTP call), else through the store's single flight.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_secret: str,
+        acc_no: str,
+        mock: bool = False,
+        token_storage: TokenStorage | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES,
+        session: requests.Session | None = None,
+    ) -> None:
+        _require_text("api_key", api_key)
+        _require_text("api_secret", api_secret)
+        _require_text("acc_no", acc_no)
+        if not ACCOUNT_PATTERN.match(acc_no):
+            raise ConfigurationError("acc_no must look like 12345678-01 (8 digits, a dash, 2 digits)")
+        if rate_limit_retries < 0:
+            raise ConfigurationError("rate_limit_retries must be >= 0")
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.acc_no = acc_no
+        self.acc_no_prefix, self.acc_no_postfix = acc_no.split("-")
+        self.mock = mock
+        self.base_url = _resolve_base_url(base_url, mock)
+        self.timeout = _resolve_timeout(timeout)
+        self.rate_limit_retries = rate_limit_retries
+        self.token_storage = token_storage if token_storage is not None else storage_from_env()
+        self._session = session if session is not None else requests.Session()
+        self._issuer = TokenIssuer(self._session, self.base_url, api_key, api_secret, self.timeout)
+        self._token_lock = threading.Lock()
+        try:
+            self._token = self.token_storage.get_token(api_key, api_secret, self._issuer.issue)
+        except BaseException:
+            self._session.close()
+            raise
+        self.access_token = self._token.authorization
+
+    def __repr__(self) -> str:
+        return (
+            f"KoreaInvestment(api_key='{mask_token(self.api_key)}', acc_no='{self.acc_no_prefix[:4]}****-"
+            f"{self.acc_no_postfix}', mock={self.mock}, base_url={self.base_url!r})"
+        )
+
+    def __enter__(self) -> KoreaInvestment:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the HTTP session; the stored token stays for other clients."""
+        self._session.close()
+
+    # ------------------------------------------------------------------ tokens
+    def check_access_token(self) -> bool:
+        """True when the store holds a valid token for this key and secret."""
+        return self.token_storage.check_token_valid(self.api_key, self.api_secret)
+
+    def load_access_token(self) -> None:
+        """Adopt the stored token (0.6.x); obtains one through the single flight if none is valid."""
+        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+
+    def issue_access_token(self) -> None:
+        """Replace the current token with a newly issued one.
+
+        The current token is deleted only if it is still the stored one, then
+        the single flight runs: many callers doing this at once make one issuance.
+        """
+        self.token_storage.invalidate_token(self.api_key, self.api_secret, self._token.access_token)
+        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+
+    def revoke_access_token(self) -> dict[str, Any]:
+        """Revoke the current token at KIS and remove it from the store if still stored.
+
+        Other clients notice on their next call (``EGW00121``) and converge on one
+        new issuance.
+        """
+        revoked = self._token.access_token
+        answer = self._issuer.revoke(revoked)
+        self.token_storage.invalidate_token(self.api_key, self.api_secret, revoked)
+        return answer
+
+    def _set_token(self, record: TokenRecord) -> None:
+        with self._token_lock:
+            self._token = record
+            self.access_token = record.authorization
+
+    def _current_token(self) -> TokenRecord:
+        """The token to send; refreshed through the store once it nears expiry."""
+        record = self._token
+        if not record.is_valid(self.token_storage.refresh_margin):
+            record = self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue)
+            self._set_token(record)
+        return record
+
+    def _replace_dead_token(self, dead: TokenRecord) -> None:
+        logger.info("KIS reports the token dead; replacing it once")
+        self.token_storage.invalidate_token(self.api_key, self.api_secret, dead.access_token)
+        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+
+    # ---------------------------------------------------------------- REST path
+    def request(
+        self,
+        method: str,
+        path: str,
+        tr_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        tr_cont: str = "",
+    ) -> dict[str, Any]:
+        """Call a KIS REST endpoint and return the decoded body.
+
+        A dead token (``EGW00121``/``EGW00123``) is replaced once and the call
+        retried once; ``EGW00201`` is retried with backoff up to
+        ``rate_limit_retries`` times.  Any other answer, including ``rt_cd != "0"``,
+        is returned as the dict for the caller to inspect.
+        """
+        replaced_dead_token = False
+        rate_limited = 0
+        while True:
+            token = self._current_token()
+            status, answer = self._send(method, path, tr_id, token, params, body, tr_cont)
+            code = answer.get("msg_cd")
+            if code in DEAD_TOKEN_CODES:
+                if replaced_dead_token:
+                    raise KISAPIError(
+                        f"KIS rejected a freshly obtained token too: {answer.get('msg1', '')} ({code})",
+                        msg_cd=code,
+                        msg1=answer.get("msg1"),
+                        status=status,
+                    )
+                replaced_dead_token = True
+                self._replace_dead_token(token)
+                continue
+            if code == RATE_LIMIT_CODE:
+                if rate_limited >= self.rate_limit_retries:
+                    raise RateLimitExceededError(
+                        f"KIS per-second request limit exceeded (EGW00201) after {rate_limited} retries; "
+                        "slow down or spread calls over time",
+                        msg_cd=code,
+                        msg1=answer.get("msg1"),
+                        status=status,
+                    )
+                pause = RATE_LIMIT_BACKOFF * (2**rate_limited) * random.uniform(0.5, 1.5)
+                rate_limited += 1
+                time.sleep(pause)
+                continue
+            return answer
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        tr_id: str,
+        token: TokenRecord,
+        params: dict[str, str] | None,
+        body: dict[str, Any] | None,
+        tr_cont: str,
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {
+            "content-type": "application/json; charset=utf-8",
+            "authorization": token.authorization,
+            "appkey": self.api_key,
+            "appsecret": self.api_secret,
+            "tr_id": tr_id,
+            "custtype": "P",
+            "tr_cont": tr_cont,
+        }
+        try:
+            response = self._session.request(
+                method, self.base_url + path, headers=headers, params=params, json=body, timeout=self.timeout
+            )
+        except requests.Timeout:
+            raise KISConnectionError(f"{path} did not answer within {self.timeout[1]:.0f}s") from None
+        except requests.RequestException as exc:
+            raise KISConnectionError(f"cannot reach {self.base_url}{path}: {type(exc).__name__}") from None
+        try:
+            answer = response.json()
+        except ValueError:
+            raise KISAPIError(
+                f"{path} answered HTTP {response.status_code} with a body that is not JSON",
+                status=response.status_code,
+            ) from None
+        if not isinstance(answer, dict):
+            raise KISAPIError(f"{path} answered JSON that is not an object", status=response.status_code)
+        return response.status_code, answer
+
+    def issue_hashkey(self, data: dict[str, Any]) -> str:
+        """The ``HASH`` KIS computes for an order body (optional on order requests)."""
+        headers = {
+            "content-type": "application/json; charset=utf-8",
+            "appkey": self.api_key,
+            "appsecret": self.api_secret,
+        }
+        try:
+            response = self._session.post(
+                self.base_url + "/uapi/hashkey", headers=headers, json=data, timeout=self.timeout
+            )
+            answer = response.json()
+        except requests.RequestException as exc:
+            raise KISConnectionError(f"cannot reach hashkey at {self.base_url}: {type(exc).__name__}") from None
+        except ValueError:
+            raise KISAPIError("hashkey answered a body that is not JSON", status=response.status_code) from None
+        if not isinstance(answer, dict) or not isinstance(answer.get("HASH"), str):
+            raise KISAPIError("hashkey answered without a HASH", status=response.status_code)
+        hash_value: str = answer["HASH"]
+        return hash_value
+
+    # --------------------------------------------------------------- quotations
+    def fetch_domestic_price(self, market_code: str, symbol: str) -> dict[str, Any]:
+        """Domestic stock price (주식현재가 시세), ``market_code`` usually ``"J"``."""
+        return self.request(
+            "GET",
+            "/uapi/domestic-stock/v1/quotations/inquire-price",
+            "FHKST01010100",
+            params={"FID_COND_MRKT_DIV_CODE": market_code, "FID_INPUT_ISCD": symbol},
+        )
+
+    def fetch_etf_domestic_price(self, market_code: str, symbol: str) -> dict[str, Any]:
+        """ETF/ETN price (real environment only at KIS)."""
+        return self.request(
+            "GET",
+            "/uapi/etfetn/v1/quotations/inquire-price",
+            "FHPST02400000",
+            params={"FID_COND_MRKT_DIV_CODE": market_code, "FID_INPUT_ISCD": symbol},
+        )
+
+    def fetch_price_detail_oversea(self, symbol: str, market: str = "US") -> dict[str, Any]:
+        """Overseas price detail; ``market`` is ``US`` (tries NAS, NYS, AMS) or one exchange."""
+        answer: dict[str, Any] = {}
+        for exchange in _codes_for(EXCHANGE_CODES, market):
+            answer = self.request(
+                "GET",
+                "/uapi/overseas-price/v1/quotations/price-detail",
+                "HHDFS76200200",
+                params={"AUTH": "", "EXCD": exchange, "SYMB": symbol},
+            )
+            if _has_data(answer):
+                break
+        return answer
+
+    def fetch_stock_info(self, symbol: str, market: str = "KR") -> dict[str, Any]:
+        """Product basic info (상품기본조회); for ``US`` tries NASDAQ, NYSE, AMEX codes."""
+        answer: dict[str, Any] = {}
+        for product_type in _codes_for(PRODUCT_TYPE_CODES, market):
+            answer = self.request(
+                "GET",
+                "/uapi/domestic-stock/v1/quotations/search-info",
+                "CTPF1604R",
+                params={"PDNO": symbol, "PRDT_TYPE_CD": product_type},
+            )
+            if _has_data(answer):
+                break
+        return answer
+
+    def fetch_search_stock_info(self, symbol: str, market: str = "KR") -> dict[str, Any]:
+        """Domestic stock basic info (주식기본조회); KIS offers it for Korean stocks only."""
+        if market not in ("KR", "KRX"):
+            raise ConfigurationError(f"fetch_search_stock_info supports market 'KR' only, got {market!r}")
+        return self.request(
+            "GET",
+            "/uapi/domestic-stock/v1/quotations/search-stock-info",
+            "CTPF1002R",
+            params={"PDNO": symbol, "PRDT_TYPE_CD": "300"},
+        )
+
+    def fetch_price(self, symbol: str, market: str = "KR") -> dict[str, Any]:
+        """Current price: Korean stocks and ETFs (``KR``) or US stocks (``US``)."""
+        if market in ("KR", "KRX"):
+            info = self.fetch_stock_info(symbol, market)
+            output = info.get("output")
+            product_class = output.get("prdt_clsf_name") if isinstance(output, dict) else None
+            if product_class in ETF_CLASS_NAMES:
+                return self.fetch_etf_domestic_price("J", symbol)
+            return self.fetch_domestic_price("J", symbol)
+        if market == "US":
+            return self.fetch_price_detail_oversea(symbol, market)
+        raise ConfigurationError(f"market must be 'KR' or 'US', got {market!r}")
+
+
+def _require_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string")
+
+
+def _resolve_base_url(base_url: str | None, mock: bool) -> str:
+    chosen = base_url or os.environ.get(ENV_BASE_URL) or (MOCK_BASE_URL if mock else REAL_BASE_URL)
+    if not chosen.startswith(("https://", "http://")):
+        raise ConfigurationError(f"base_url must start with https:// or http://, got {chosen!r}")
+    return chosen.rstrip("/")
+
+
+def _resolve_timeout(timeout: Timeout) -> tuple[float, float]:
+    pair = (timeout, timeout) if isinstance(timeout, int | float) else tuple(timeout)
+    if len(pair) != 2 or not all(isinstance(t, int | float) and t > 0 for t in pair):
+        raise ConfigurationError(f"timeout must be positive seconds or a (connect, read) pair, got {timeout!r}")
+    return (float(pair[0]), float(pair[1]))
+
+
+def _codes_for(table: dict[str, tuple[str, ...]], market: str) -> tuple[str, ...]:
+    try:
+        return table[market.upper()]
+    except KeyError:
+        raise ConfigurationError(f"unknown market {market!r}; choose one of: {', '.join(table)}") from None
+
+
+def _has_data(answer: dict[str, Any]) -> bool:
+    """True when KIS answered with a non-empty ``output`` (unknown symbols come back blank)."""
+    output = answer.get("output")
+    return answer.get("rt_cd") == "0" and isinstance(output, dict) and any(output.values())
