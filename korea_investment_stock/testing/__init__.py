@@ -1,0 +1,31 @@
+"""A faithful fake of the Korea Investment & Securities (KIS) Open API, for tests.
+
+Why: KIS has no test server, its mock environment is slow and rate-limited,
+and the behaviour clients get wrong (one token per minute, the same token
+within 6 hours, HTTP 500 for dead tokens, the per-second limit) is hard to
+provoke on purpose. :class:`FakeKIS` serves those rules over real HTTP on
+loopback, with virtual time and injectable faults::
+
+    from korea_investment_stock.testing import FakeKIS
+
+    with FakeKIS(rest_rate_limit=None) as kis:
+        client = MyClient(base_url=kis.url, app_key=kis.app_key, app_secret=kis.app_secret)
+        ...
+        kis.advance(24 * 3600)          # every token is now expired
+        assert kis.stats.tokens_issued == 1
+
+For pytest, enable the fixtures ``fake_kis`` and ``fake_kis_factory`` with::
+
+    pytest_plugins = ["korea_investment_stock.testing.pytest_plugin"]
+
+To run it as a separate process: ``python -m korea_investment_stock.testing``
+(prints one JSON line with ``url``, ``app_key``, ``app_secret``), then drive it
+through ``GET /__fake__/stats`` and ``POST /__fake__/control``.
+
+This package uses the standard library only (pytest only in the plugin).
+"""
+
+from .server import FakeKIS
+from .state import KST, FakeKISStats, TokenFault
+
+__all__ = ["KST", "FakeKIS", "FakeKISStats", "TokenFault"]
