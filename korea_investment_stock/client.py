@@ -265,7 +265,7 @@ class KoreaInvestment:
                 method, self.base_url + path, headers=headers, params=params, json=body, timeout=self.timeout
             )
         except requests.Timeout:
-            raise KISConnectionError(f"{path} did not answer within {self.timeout[1]:.0f}s") from None
+            raise KISConnectionError(f"{path} did not answer within {self.timeout[1]:g}s") from None
         except requests.RequestException as exc:
             raise KISConnectionError(f"cannot reach {self.base_url}{path}: {type(exc).__name__}") from None
         try:
@@ -290,9 +290,10 @@ class KoreaInvestment:
             response = self._session.post(
                 self.base_url + "/uapi/hashkey", headers=headers, json=data, timeout=self.timeout
             )
-            answer = response.json()
         except requests.RequestException as exc:
             raise KISConnectionError(f"cannot reach hashkey at {self.base_url}: {type(exc).__name__}") from None
+        try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
+            answer = response.json()
         except ValueError:
             raise KISAPIError("hashkey answered a body that is not JSON", status=response.status_code) from None
         if not isinstance(answer, dict) or not isinstance(answer.get("HASH"), str):

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -47,6 +48,32 @@ MAX_FILE_BYTES = 1 << 20
 LOCK_POLL_INTERVAL = 0.002
 
 _SUPPORTS_CANCEL = "cancel_check" in inspect.signature(FileLock.acquire).parameters
+
+#: Tokens this process could not write to disk (read-only directory, full disk), per
+#: token file (real path), shared by every instance: a second client built in a
+#: read-only deployment must reuse the token, not issue again (KIS would answer
+#: EGW00133 for a minute).
+_UNSAVED: dict[str, dict[str, TokenRecord]] = {}
+_UNSAVED_LOCK = threading.Lock()
+
+
+def _reset_unsaved_lock() -> None:
+    global _UNSAVED_LOCK  # noqa: PLW0603 - a lock held by a parent thread would never be released in a child
+    _UNSAVED_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_unsaved_lock)
+
+#: Serialises making a forked child's own FileLock (see ``FileTokenStorage._lock``).
+_FORK_GUARD = threading.Lock()
+
+
+def _reset_fork_guard() -> None:
+    global _FORK_GUARD  # noqa: PLW0603 - a lock held by a parent thread would never be released in a child
+    _FORK_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_fork_guard)
 
 
 @dataclass
@@ -84,14 +111,34 @@ class FileTokenStorage(TokenStorage):
         super().__init__(refresh_margin=refresh_margin, issue_deadline=issue_deadline, wait_timeout=wait_timeout)
         self.file_path = Path(file_path).expanduser() if file_path is not None else default_token_path()
         self.lock_path = self.file_path.with_name(self.file_path.name + ".lock")
-        self._lock = FileLock(str(self.lock_path), mode=0o600)
-        # Tokens this process could not write to disk (read-only directory, full disk).
-        self._memory: dict[str, TokenRecord] = {}
-        self._memory_lock = threading.Lock()
+        self._file_lock = FileLock(str(self.lock_path), mode=0o600)
+        self._lock_pid = os.getpid()
+        # Tokens this process could not write to disk, shared with other instances on this file.
+        with _UNSAVED_LOCK:
+            self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(os.path.realpath(self.file_path), {})
         self._warned: set[str] = set()
+
+    @property
+    def _memory_lock(self) -> threading.Lock:
+        return _UNSAVED_LOCK
 
     def __repr__(self) -> str:
         return f"FileTokenStorage(file_path={str(self.file_path)!r})"
+
+    @property
+    def _lock(self) -> FileLock:
+        """This process's file lock.
+
+        filelock (4.x) refuses a lock object inherited across ``fork``, and a
+        pre-fork server (gunicorn ``--preload``, a prefork pool) builds its
+        storage before forking, so each process makes its own, once.
+        """
+        if self._lock_pid != os.getpid():
+            with _FORK_GUARD:
+                if self._lock_pid != os.getpid():
+                    self._file_lock = FileLock(str(self.lock_path), mode=0o600)
+                    self._lock_pid = os.getpid()
+        return self._file_lock
 
     # ------------------------------------------------------------------ 0.6.x API
     def save_token(self, token_data: dict[str, Any]) -> bool:
@@ -156,8 +203,8 @@ class FileTokenStorage(TokenStorage):
         return self._lock
 
     def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
-        if handle is self._lock:
-            self._lock.release()
+        if isinstance(handle, FileLock):
+            handle.release()  # the very object acquired, whatever self._lock is by now
 
     def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
         return self._store(record)
@@ -238,8 +285,10 @@ class FileTokenStorage(TokenStorage):
 
     def _read_file(self) -> _Snapshot:
         """Parse the token file; any problem reads as "no tokens" plus a warning."""
+        # O_NONBLOCK: opening a FIFO planted at the path must not wait for a writer forever.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            fd = os.open(self.file_path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(self.file_path, flags)
         except FileNotFoundError:
             return _Snapshot()
         except OSError as exc:
@@ -247,8 +296,10 @@ class FileTokenStorage(TokenStorage):
             return self._damaged(problem)
         try:
             with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a directory, FIFO, device...
+                    return self._damaged("it is not a regular file")
                 data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:  # e.g. a directory where the file should be
+        except OSError as exc:
             return self._damaged(exc.strerror or str(exc))
         if len(data) > MAX_FILE_BYTES:
             return self._damaged(f"it is larger than {MAX_FILE_BYTES} bytes")

@@ -75,7 +75,7 @@ class TokenIssuer:
         try:
             response = self._session.post(url, json=body, timeout=self.timeout)
         except requests.Timeout:
-            raise TokenIssueError(f"{name} at {self._base_url} did not answer within {self.timeout[1]:.0f}s") from None
+            raise TokenIssueError(f"{name} at {self._base_url} did not answer within {self.timeout[1]:g}s") from None
         except requests.RequestException as exc:
             raise TokenIssueError(f"cannot reach {name} at {self._base_url}: {type(exc).__name__}") from None
         try:

@@ -101,7 +101,10 @@ class TokenRecord:
         """True when this token was obtained with exactly this key and secret."""
         if self.api_key != api_key:
             return False
-        return hmac.compare_digest(self.fingerprint, credential_fingerprint(api_key, api_secret))
+        # Bytes, not str: compare_digest raises TypeError for non-ASCII str, and a hostile
+        # token file or Redis hash must read as "not ours", never crash the caller.
+        stored = self.fingerprint.encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(stored, credential_fingerprint(api_key, api_secret).encode("ascii"))
 
     @classmethod
     def from_issue_response(
@@ -185,12 +188,13 @@ class TokenRecord:
             value = data.get(name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string")
+            try:
+                value.encode("utf-8")  # JSON can carry lone surrogates; hashing them would crash later
+            except UnicodeEncodeError:
+                raise ValueError(f"{name} is not valid text") from None
             fields[name] = value
         for name in ("expires_at", "issued_at"):
-            value = data.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number")
-            fields[name] = float(value)
+            fields[name] = _epoch(data.get(name), name)
         token_type = data.get("token_type", "Bearer")
         return cls(token_type=token_type if isinstance(token_type, str) else "Bearer", **fields)
 
@@ -202,10 +206,29 @@ def _legacy_expiry(data: Mapping[str, Any]) -> float:
             return parse_kst(expired)
         except ValueError:
             pass
-    stamp = data.get("timestamp")
-    if isinstance(stamp, int | float) and not isinstance(stamp, bool) and math.isfinite(stamp):
-        return float(stamp)
-    raise ValueError("neither access_token_token_expired nor timestamp gives an expiry")
+    try:
+        return _epoch(data.get("timestamp"), "timestamp")
+    except ValueError:
+        raise ValueError("neither access_token_token_expired nor timestamp gives an expiry") from None
+
+
+def _epoch(value: Any, name: str) -> float:
+    """``value`` as epoch seconds, or ``ValueError`` unless it is a number a clock can show.
+
+    Files and callers can carry numbers JSON allows but ``datetime`` does not
+    (``1e20``, a 400-digit integer); those must fail here, as "no token", not
+    later in ``repr`` or ``to_legacy_dict``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    try:
+        epoch = float(value)
+        if not math.isfinite(epoch):
+            raise ValueError
+        format_kst(epoch)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{name} must be a finite epoch a calendar can show") from None
+    return epoch
 
 
 def mask_token(value: str) -> str:
