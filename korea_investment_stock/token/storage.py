@@ -16,7 +16,10 @@ to add cross-process locking and cheaper reads.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
@@ -75,8 +78,8 @@ class TokenStorage(ABC):
         ):
             if value is None:
                 continue
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
             setattr(self, name, float(value))
 
     # ------------------------------------------------------------------ 0.6.x API
@@ -138,8 +141,15 @@ class TokenStorage(ABC):
                     return record
                 record = self._issue_within_deadline(api_key, api_secret, issue)
                 logger.info("issued a new access token (expires %s KST)", record.expired_text)
-                if not self._save_issued(record, api_secret, handle):
-                    logger.warning("the new token could not be stored; using it in this process only")
+                try:
+                    saved = self._save_issued(record, api_secret, handle)
+                except Exception as exc:  # KIS already issued it: losing it would cost an EGW00133 minute
+                    logger.warning(
+                        "the new token could not be stored (%s); using it in this process only", type(exc).__name__
+                    )
+                else:
+                    if not saved:
+                        logger.warning("the new token could not be stored; using it in this process only")
                 return record
             except BaseException as exc:
                 failure = exc
@@ -147,8 +157,14 @@ class TokenStorage(ABC):
             finally:
                 self._release_issue_lock(api_key, handle, failure)
 
-    def _issue_within_deadline(self, api_key: str, api_secret: str, issue: IssueFn) -> TokenRecord:
-        """Call ``issue``; while KIS says "one per minute", re-read the store and back off."""
+    def _issue_within_deadline(
+        self, api_key: str, api_secret: str, issue: IssueFn, *, stale: str | None = None
+    ) -> TokenRecord:
+        """Call ``issue``; while KIS says "one per minute", re-read the store and back off.
+
+        A valid stored token ends the wait, unless it is ``stale`` (the token a
+        forced refresh is replacing).
+        """
         deadline = time.monotonic() + self.issue_deadline
         delay = 1.0
         while True:
@@ -156,7 +172,7 @@ class TokenStorage(ABC):
                 return issue()
             except TokenRateLimitedError as exc:
                 record = self._read_valid(api_key, api_secret)
-                if record is not None:
+                if record is not None and record.access_token != stale:
                     return record
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -170,6 +186,9 @@ class TokenStorage(ABC):
                 pause = min(remaining, delay * random.uniform(0.8, 1.2))
                 logger.info("tokenP answered EGW00133 (one per minute); retrying in %.1fs", pause)
                 time.sleep(pause)
+                record = self._read_valid(api_key, api_secret)  # a peer may have stored one meanwhile
+                if record is not None and record.access_token != stale:
+                    return record
                 delay = min(delay * 2, 10.0)
 
     def _read_valid(self, api_key: str, api_secret: str) -> TokenRecord | None:
@@ -210,14 +229,35 @@ class TokenStorage(ABC):
 
     def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
         """Store a freshly issued record while holding the lock ``handle``."""
-        return self.save_token(record.to_legacy_dict(api_secret))
+        with _key_lock(self._flight_scope(), record.api_key):
+            return self.save_token(record.to_legacy_dict(api_secret))
 
     def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
         """Delete only if the stored token is ``access_token``.
 
         The default compares then deletes in two steps; backends make it atomic.
+        Within this process the two steps and the default save share a lock, so
+        a delete never lands on a token saved between the compare and the delete.
         """
-        record = self._read_record(api_key, api_secret)
-        if record is None or record.access_token != access_token:
-            return False
-        return self.delete_token(api_key, api_secret)
+        with _key_lock(self._flight_scope(), api_key):
+            record = self._read_record(api_key, api_secret)
+            if record is None or record.access_token != access_token:
+                return False
+            return self.delete_token(api_key, api_secret)
+
+
+#: Striped locks for the default compare-and-delete and save: a fixed pool, so
+#: short-lived storages and many app keys cost nothing; collisions only serialise.
+_KEY_LOCK_STRIPES = 64
+_KEY_LOCKS = [threading.RLock() for _ in range(_KEY_LOCK_STRIPES)]
+
+
+def _key_lock(scope: Hashable, api_key: str) -> threading.RLock:
+    return _KEY_LOCKS[hash((scope, api_key)) % _KEY_LOCK_STRIPES]
+
+
+def _reset_key_locks() -> None:  # a lock held by a parent thread would never be released in the child
+    _KEY_LOCKS[:] = [threading.RLock() for _ in range(_KEY_LOCK_STRIPES)]
+
+
+os.register_at_fork(after_in_child=_reset_key_locks)
