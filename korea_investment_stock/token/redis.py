@@ -1,0 +1,614 @@
+"""``RedisTokenStorage`` and ``LockingRedisTokenStorage``: one token for a whole fleet, through Redis.
+
+Why two classes: :class:`RedisTokenStorage` is the 0.6.x store done right (a
+hash whose expiry is set in the same Lua script as the write, no app secret,
+one round trip per read); it coordinates the threads of one process only.
+:class:`LockingRedisTokenStorage` adds the cross-server single flight, so a
+fleet sharing an app key makes one tokenP call.  ``KOREA_INVESTMENT_TOKEN_STORAGE=redis``
+builds the locking one.
+
+The cross-server protocol (see ``token/storage.py`` for the steps around it):
+
+- **Lease.** ``SET {token}:lock <host:pid:random> NX PX 15000``, taken by a Lua
+  script that first honours a failure marker.  The lock key embeds the token
+  key, hash tag included (``korea_investment:token:{<key id>}:lock``), so one
+  script may touch both on Redis Cluster.
+- **Renewal.** While issuance runs (up to the 70 s issue deadline when KIS
+  answers ``EGW00133``) a daemon thread extends the lease every third of it,
+  owner-checked.  A holder killed with SIGKILL stops renewing, so the others
+  wait at most one lease (15 s) before one of them takes over.
+- **Fenced save.** One script stores the token only if we still hold the lease
+  or our generation (a counter bumped per lease) is newer than the stored
+  one, never over a token that expires later; then releases the lease and
+  publishes "ready".
+- **Followers** (one per process, thanks to the in-process flight) subscribe
+  to the ready channel *before* re-checking, then wait for a message, each
+  wait bounded by the lease's remaining TTL and a 0.5 s poll.  A wake-up costs
+  O(1) commands.  The subscription lives on the waiting thread for the length
+  of the wait: nothing persists, so nothing can leak across ``os.fork()``.
+- **Failure.** A leader whose issuance failed releases the lease and leaves a
+  ``{token}:failed`` marker for ``failure_backoff`` seconds (3 s).  Its own
+  process's followers get its exception from the in-process flight; callers
+  elsewhere who meet the marker raise a :class:`~..errors.TokenIssueError`
+  naming the failure and the time left, instead of queueing one more tokenP
+  call each.
+- **Hostile values heal.** A key of the wrong type, bytes that are not UTF-8 or
+  a hash no reader accepts under our names reads as "no token" (one warning)
+  and the next save replaces it, as the file store does with a damaged file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from ..errors import (
+    ConfigurationError,
+    InvalidCredentialsError,
+    StorageError,
+    TokenIssueError,
+    TokenRateLimitedError,
+    TokenWaitTimeout,
+)
+from . import redis_scripts as lua
+from .record import TokenRecord, key_id
+from .redis_connect import (
+    DEFAULT_REDIS_URL,
+    DEFAULT_SOCKET_TIMEOUT,
+    ENV_REDIS_PASSWORD,
+    ENV_REDIS_URL,
+    UnreadableKeyError,
+    connect,
+    describe_client,
+    import_redis,
+    resolve_target,
+    text,
+    translated_errors,
+)
+from .storage import TokenStorage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEY_PREFIX = "korea_investment:token"
+#: Longer than one tokenP call with its HTTP timeouts (3 s connect + 10 s read),
+#: so a healthy holder rarely even needs the renewal; short enough that a
+#: crashed holder stalls the fleet for 15 s at most.
+DEFAULT_LEASE_SECONDS = 15.0
+#: How long a failed issuance stops other servers from calling tokenP.  Long
+#: enough to absorb the fleet's simultaneous retries, short enough that a
+#: transient failure does not keep a caller from trying again soon.
+DEFAULT_FAILURE_BACKOFF = 3.0
+#: Upper bound of one follower wait between two looks at the lease.
+MAX_POLL_INTERVAL = 0.5
+#: The generation counter outlives any token (24 h), so fences stay monotonic.
+GENERATION_TTL_MS = 2 * 86400 * 1000
+
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "DEFAULT_LEASE_SECONDS",
+    "ENV_REDIS_PASSWORD",
+    "ENV_REDIS_URL",
+    "LockingRedisTokenStorage",
+    "RedisHealth",
+    "RedisKeys",
+    "RedisTokenStorage",
+]
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Every Redis name used for one app key.
+
+    All embed the token key and so its ``{<key id>}`` hash tag: one cluster slot,
+    so one Lua script may touch the token, the lease and the marker together.
+    """
+
+    token: str
+    lock: str
+    generation: str
+    failed: str
+    channel: str
+
+    @classmethod
+    def for_api_key(cls, key_prefix: str, api_key: str) -> RedisKeys:
+        """The names for ``api_key`` under ``key_prefix``: ``{prefix}:{<sha256 prefix>}`` and siblings."""
+        token = f"{key_prefix}:{{{key_id(api_key)}}}"
+        return cls(
+            token=token,
+            lock=f"{token}:lock",
+            generation=f"{token}:generation",
+            failed=f"{token}:failed",
+            channel=f"{token}:ready",
+        )
+
+
+@dataclass(frozen=True)
+class RedisHealth:
+    """What :meth:`RedisTokenStorage.health_check` found; ``location`` is redacted."""
+
+    reachable: bool
+    round_trip_ms: float | None
+    location: str
+    error: str | None = None
+
+
+class RedisTokenStorage(TokenStorage):
+    """Tokens in Redis, one hash per app key, shared by every process that can reach it.
+
+    Args:
+        redis_url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL; an ACL
+            user may be given as ``redis://user@host``.
+        password: wins over a password in the URL, which wins over
+            ``KOREA_INVESTMENT_REDIS_PASSWORD``; ``""`` means none.
+        key_prefix: the token hash is ``{key_prefix}:{<sha256 of the app key>}``.
+        client: a ready ``redis.Redis``, Sentinel ``master_for(...)`` or cluster
+            client to use instead of ``redis_url``/``password``.
+        socket_timeout, socket_connect_timeout: seconds; an unreachable server
+            fails within them with :class:`~..errors.StorageUnavailableError`.
+        refresh_margin, issue_deadline, wait_timeout: see :class:`TokenStorage`.
+
+    Nothing connects until first use.  Only threads of one process are
+    coordinated; use :class:`LockingRedisTokenStorage` for a fleet.
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        password: str | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        *,
+        client: Any = None,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        refresh_margin: float | None = None,
+        issue_deadline: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> None:
+        super().__init__(refresh_margin=refresh_margin, issue_deadline=issue_deadline, wait_timeout=wait_timeout)
+        import_redis()
+        _check_key_prefix(key_prefix)
+        self.key_prefix = key_prefix
+        self.socket_timeout = _positive_seconds("socket_timeout", socket_timeout)
+        self.socket_connect_timeout = _positive_seconds("socket_connect_timeout", socket_connect_timeout)
+        self._secrets: list[str]
+        if client is not None:
+            self.location, self._secrets = describe_client(client)
+            self._client = client
+            self._scope: Hashable = ("redis-client", id(client), key_prefix)
+        else:
+            target = resolve_target(redis_url, password)
+            self.location = target.location
+            self._secrets = [target.password] if target.password else []
+            self._client = connect(
+                target, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_connect_timeout
+            )
+            self._scope = ("redis", target.location, key_prefix)
+        self._store_script = self._client.register_script(lua.STORE)
+        self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``) and
+        ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password)."""
+        env = os.environ if environ is None else environ
+        url = (env.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
+        target = resolve_target(url, None, env)
+        return cls(url, password=target.password or "")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(location={self.location!r}, key_prefix={self.key_prefix!r})"
+
+    def redis_keys(self, api_key: str) -> RedisKeys:
+        """The Redis names this store uses for ``api_key`` (for operators and tests)."""
+        return RedisKeys.for_api_key(self.key_prefix, api_key)
+
+    def health_check(self) -> RedisHealth:
+        """PING the server: reachability and round-trip time, never raising for an outage."""
+        started = time.perf_counter()
+        try:
+            self._call("checking health", self._client.ping)
+        except StorageError as exc:
+            return RedisHealth(reachable=False, round_trip_ms=None, location=self.location, error=str(exc))
+        return RedisHealth(reachable=True, round_trip_ms=(time.perf_counter() - started) * 1000, location=self.location)
+
+    # ------------------------------------------------------------------ 0.6.x API
+    def save_token(self, token_data: dict[str, Any]) -> bool:
+        """Store a 0.6.x-shaped token dict (without its secret); False if a newer token is kept."""
+        return self._store(TokenRecord.from_legacy_dict(token_data))
+
+    def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
+        """The stored token for this key and secret, in the 0.6.x shape, in one round trip."""
+        record = self._read_record(api_key, api_secret)
+        return None if record is None else record.to_legacy_dict(api_secret)
+
+    def check_token_valid(self, api_key: str, api_secret: str) -> bool:
+        """True when a token for this key and secret has more than the refresh margin left (one round trip)."""
+        return self._read_valid(api_key, api_secret) is not None
+
+    def delete_token(self, api_key: str, api_secret: str) -> bool:
+        """Delete this app key's token; True when one was stored."""
+        deleted = self._call("deleting the token", self._client.delete, self.redis_keys(api_key).token)
+        return bool(deleted)
+
+    # ------------------------------------------------------------------ the hooks
+    def _flight_scope(self) -> Hashable:
+        return self._scope
+
+    def _read_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
+        try:
+            fields = self._call("reading the token", self._client.hgetall, self.redis_keys(api_key).token)
+        except UnreadableKeyError as exc:
+            self._warn_once("type", "ignoring what is stored at the token key (%s); the next save replaces it", exc)
+            return None
+        if not fields:
+            return None
+        try:
+            record = _record_from_hash(fields)
+        except ValueError as exc:
+            self._warn_once(
+                "hash", "ignoring a malformed token hash at %s (%s); the next save replaces it", self.location, exc
+            )
+            return None
+        return record if record.matches(api_key, api_secret) else None
+
+    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
+        return self._store(record)
+
+    def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
+        deleted = self._call(
+            "deleting a dead token",
+            self._delete_script,
+            keys=[self.redis_keys(api_key).token],
+            args=[access_token],
+        )
+        return bool(deleted)
+
+    # ---------------------------------------------------------------- internals
+    def _store(self, record: TokenRecord) -> bool:
+        if record.seconds_left() <= 0:
+            logger.debug("not storing a token that has already expired")
+            return False
+        stored = self._call(
+            "storing the token",
+            self._store_script,
+            keys=[self.redis_keys(record.api_key).token],
+            args=[repr(record.expires_at), _expire_at_ms(record), *_hash_fields(record)],
+        )
+        return bool(stored)
+
+    def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one redis-py call with its errors translated and redacted."""
+        with translated_errors(self.location, action, self._secrets):
+            return fn(*args, **kwargs)
+
+    def _warn_once(self, topic: str, message: str, *args: Any) -> None:
+        if topic in self._warned:
+            return
+        self._warned.add(topic)
+        logger.warning(message, *args)
+
+
+class LockingRedisTokenStorage(RedisTokenStorage):
+    """:class:`RedisTokenStorage` plus the cross-server single flight: a fleet issues once.
+
+    Extra args:
+        lease_seconds: lease length; renewed every third of it while issuing.
+            A crashed holder delays the others by at most this.
+        failure_backoff: seconds during which a failed issuance stops other
+            servers from calling tokenP (0 disables the marker).
+        poll_interval: longest single follower wait before it looks at the
+            lease again, pub/sub messages notwithstanding (at most 0.5 s).
+    """
+
+    def __init__(
+        self,
+        redis_url: str = DEFAULT_REDIS_URL,
+        password: str | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        *,
+        client: Any = None,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        socket_connect_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        refresh_margin: float | None = None,
+        issue_deadline: float | None = None,
+        wait_timeout: float | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        failure_backoff: float = DEFAULT_FAILURE_BACKOFF,
+        poll_interval: float = MAX_POLL_INTERVAL,
+    ) -> None:
+        super().__init__(
+            redis_url,
+            password,
+            key_prefix,
+            client=client,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            refresh_margin=refresh_margin,
+            issue_deadline=issue_deadline,
+            wait_timeout=wait_timeout,
+        )
+        self.lease_seconds = _positive_seconds("lease_seconds", lease_seconds)
+        if lease_seconds < 0.03:
+            raise ConfigurationError("lease_seconds must be at least 0.03 (it is renewed every third of it)")
+        if (
+            isinstance(failure_backoff, bool)
+            or not isinstance(failure_backoff, int | float)
+            or not (0 <= failure_backoff < math.inf)
+        ):
+            raise ConfigurationError(f"failure_backoff must be finite seconds >= 0, got {failure_backoff!r}")
+        self.failure_backoff = float(failure_backoff)
+        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
+        if self.poll_interval > MAX_POLL_INTERVAL:
+            raise ConfigurationError(f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {poll_interval!r}")
+        self._acquire_script = self._client.register_script(lua.ACQUIRE)
+        self._renew_script = self._client.register_script(lua.RENEW)
+        self._release_script = self._client.register_script(lua.RELEASE)
+        self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
+
+    # ------------------------------------------------------------------ the hooks
+    def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
+        keys = self.redis_keys(api_key)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(12)}"
+        with self._ready_inbox(keys.channel) as inbox:
+            while True:  # subscribed before this first look, so no "ready" can slip past
+                verdict = self._call(
+                    "taking the issuance lease",
+                    self._acquire_script,
+                    keys=[keys.lock, keys.generation, keys.failed, keys.token],
+                    args=[owner, _ms(self.lease_seconds), GENERATION_TTL_MS],
+                )
+                kind, number = text(verdict[0]), int(verdict[1])
+                if kind == "lead":
+                    return self._hold(keys, owner, generation=number)
+                if kind == "failed":
+                    raise _peer_failure(text(verdict[2]) if len(verdict) > 2 else "", number)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TokenWaitTimeout(
+                        f"waited {self.wait_timeout:.0f}s for another process or server holding the token "
+                        f"issuance lease at {self.location} to store a token"
+                    )
+                pause = self.poll_interval if number < 0 else min(number / 1000, self.poll_interval)
+                if inbox.wait(min(pause, left)) in ("ready", "released"):
+                    return None  # the store changed: let the caller read it
+                # a timeout (lease may have vanished) or "failed": look at the lease again
+
+    def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
+        if not isinstance(handle, _Lease):
+            return
+        handle.stopped.set()
+        if handle.settled or handle.pid != os.getpid():
+            return  # the fenced save released it, or it belongs to the process we were forked from
+        marker = ""
+        if isinstance(failure, Exception) and not isinstance(failure, StorageError | TokenWaitTimeout):
+            marker = _failure_marker(failure)
+        marker_ms = _ms(self.failure_backoff) if marker and self.failure_backoff > 0 else 0
+        try:
+            self._call(
+                "releasing the issuance lease",
+                self._release_script,
+                keys=[handle.keys.lock, handle.keys.failed],
+                args=[handle.owner, handle.keys.channel, marker_ms, marker],
+            )
+        except StorageError as exc:  # never mask the caller's own outcome; the lease expires by itself
+            logger.warning(
+                "could not release the token issuance lease (%s); it expires within %.0fs", exc, self.lease_seconds
+            )
+        handle.settled = True
+
+    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
+        if not isinstance(handle, _Lease):
+            return self._store(record)
+        handle.stopped.set()  # no renewal may race the release inside the save
+        keys = handle.keys
+        owner = handle.owner if handle.pid == os.getpid() else ""  # a forked child never holds its parent's lease
+        saved = self._call(
+            "saving the new token",
+            self._fenced_save_script,
+            keys=[keys.token, keys.lock, keys.failed],
+            args=[
+                owner,
+                handle.generation,
+                repr(record.expires_at),
+                _expire_at_ms(record),
+                keys.channel,
+                *_hash_fields(record),
+            ],
+        )
+        handle.settled = True
+        if not saved:
+            logger.info(
+                "a newer token was already stored (our lease %s); keeping it",
+                "had expired" if handle.lost else "generation is older",
+            )
+        return bool(saved)
+
+    # ---------------------------------------------------------------- internals
+    def _hold(self, keys: RedisKeys, owner: str, generation: int) -> _Lease:
+        """Start renewing a lease we just took; the renewal stops on save or release."""
+        lease = _Lease(keys=keys, owner=owner, generation=generation)
+        interval = self.lease_seconds / 3
+        threading.Thread(
+            target=self._renew_until_stopped, args=(lease, interval), name="kis-token-lease-renewal", daemon=True
+        ).start()
+        logger.debug("took the token issuance lease (generation %d)", generation)
+        return lease
+
+    def _renew_until_stopped(self, lease: _Lease, interval: float) -> None:
+        while not lease.stopped.wait(interval):
+            try:
+                renewed = self._call(
+                    "renewing the issuance lease",
+                    self._renew_script,
+                    keys=[lease.keys.lock],
+                    args=[lease.owner, _ms(self.lease_seconds)],
+                )
+            except StorageError as exc:
+                logger.warning("could not renew the token issuance lease (%s); trying again in %.1fs", exc, interval)
+                continue
+            if not renewed and not lease.stopped.is_set():
+                lease.lost = True
+                logger.warning(
+                    "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
+                )
+                return
+
+    @contextlib.contextmanager
+    def _ready_inbox(self, channel: str) -> Iterator[_Inbox]:
+        """Subscribe to ``channel`` on a connection of our own, confirmed before we yield."""
+        pubsub = self._call("subscribing to the ready channel", self._client.pubsub)
+        try:
+            self._call("subscribing to the ready channel", pubsub.subscribe, channel)
+            inbox = _Inbox(pubsub, self)
+            if not inbox.confirmed(self.socket_timeout):
+                logger.debug("no subscription confirmation from %s; relying on the poll", self.location)
+            yield inbox
+        finally:
+            with contextlib.suppress(Exception):
+                pubsub.close()
+
+
+class _Inbox:
+    """The ready channel of one wait, read only by the thread that waits."""
+
+    def __init__(self, pubsub: Any, storage: RedisTokenStorage) -> None:
+        self._pubsub = pubsub
+        self._storage = storage
+
+    def confirmed(self, timeout: float) -> bool:
+        """True once the server confirmed the subscription (so later publishes reach us)."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            message = self._get(left)
+            if message is not None and text(message.get("type")) == "subscribe":
+                return True
+        return False
+
+    def wait(self, timeout: float) -> str | None:
+        """The next message on the channel within ``timeout`` seconds, or None."""
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            message = self._get(left)
+            if message is not None and text(message.get("type")) == "message":
+                return text(message.get("data"))
+        return None
+
+    def _get(self, timeout: float) -> Any:
+        return self._storage._call("waiting on the ready channel", self._pubsub.get_message, timeout=timeout)
+
+
+@dataclass(eq=False)
+class _Lease:
+    """One held issuance lease: who we are to Redis, and the fence we save with."""
+
+    keys: RedisKeys
+    owner: str
+    generation: int
+    pid: int = field(default_factory=os.getpid)
+    stopped: threading.Event = field(default_factory=threading.Event)
+    settled: bool = False
+    lost: bool = False
+
+    def __repr__(self) -> str:
+        return f"_Lease(generation={self.generation}, settled={self.settled}, lost={self.lost})"
+
+
+# ---------------------------------------------------------------------- helpers
+_PEER_ERRORS: dict[str, type[TokenIssueError]] = {
+    "InvalidCredentialsError": InvalidCredentialsError,
+    "TokenRateLimitedError": TokenRateLimitedError,
+}
+
+
+def _failure_marker(failure: Exception) -> str:
+    """What other servers learn of a failed issuance: the error's class and KIS code, never its text."""
+    code = getattr(failure, "code", None)
+    return f"{type(failure).__name__[:64]}:{code if isinstance(code, str) else ''}"
+
+
+def _peer_failure(marker: str, ttl_ms: int) -> TokenIssueError:
+    name, _, code = marker.partition(":")
+    kind = _PEER_ERRORS.get(name, TokenIssueError)
+    what = " ".join(part for part in (name or "an error", code) if part)
+    return kind(
+        f"another process or server just failed to obtain a token for this app key ({what}). "
+        f"To spare KIS a stampede of retries, nobody retries for {max(ttl_ms, 0) / 1000:.1f}s more; "
+        "try again after that.",
+        code=code or None,
+    )
+
+
+def _hash_fields(record: TokenRecord) -> list[str]:
+    """The hash as a flat field/value list: the 0.6.x fields, a fingerprint instead of the secret."""
+    return [
+        "access_token", record.access_token,
+        "access_token_token_expired", record.expired_text,
+        "timestamp", str(int(record.expires_at)),
+        "api_key", record.api_key,
+        "fingerprint", record.fingerprint,
+        "token_type", record.token_type,
+        "expires_at", repr(record.expires_at),
+        "issued_at", repr(record.issued_at),
+    ]  # fmt: skip
+
+
+def _record_from_hash(fields: Mapping[Any, Any]) -> TokenRecord:
+    """Parse an HGETALL reply; ``ValueError`` when it is not one of our token hashes."""
+    data = {text(k): text(v) for k, v in fields.items()}
+
+    def number(*names: str) -> float:
+        for name in names:
+            if name in data:
+                try:
+                    return float(data[name])
+                except ValueError:
+                    raise ValueError(f"{name} is not a number") from None
+        raise ValueError(f"{names[0]} is missing")
+
+    return TokenRecord.from_json(
+        {
+            "access_token": data.get("access_token"),
+            "api_key": data.get("api_key"),
+            "fingerprint": data.get("fingerprint"),
+            "expires_at": number("expires_at", "timestamp"),
+            "issued_at": number("issued_at") if "issued_at" in data else 0.0,
+            "token_type": data.get("token_type", "Bearer"),
+        }
+    )
+
+
+def _expire_at_ms(record: TokenRecord) -> int:
+    """The absolute PEXPIREAT time: never later than the token's own expiry."""
+    return math.floor(record.expires_at * 1000)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _positive_seconds(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
+        raise ConfigurationError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_key_prefix(prefix: str) -> None:
+    """Reject prefixes whose keys would not share a hash slot (an empty ``{}`` tag)."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError("key_prefix must be a non-empty string")
+    start = prefix.find("{")
+    if start != -1 and prefix.find("}", start + 1) == start + 1:
+        raise ConfigurationError(
+            "key_prefix must not contain an empty hash tag '{}': the token and its lease would land in "
+            "different Redis Cluster slots"
+        )

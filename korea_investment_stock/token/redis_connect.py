@@ -1,0 +1,228 @@
+"""Reaching Redis for the token stores: the optional import, URLs, redaction, error mapping.
+
+Kept apart from the stores so that ``redis.py`` reads as the protocol only, and
+so the rules that keep a password out of every message live in one place:
+
+- the password comes from the ``password`` argument, else the URL, else
+  ``KOREA_INVESTMENT_REDIS_PASSWORD``; it is passed to redis-py separately and
+  never appears in a location string (``redis://:***@host:port/db``);
+- every redis-py connection or timeout error becomes
+  :class:`~..errors.StorageUnavailableError` naming that redacted location,
+  with any secret scrubbed from the underlying reason;
+- the client fails within the 3 s connect/socket timeouts: one immediate
+  retry on a refused or dropped connection (a restarted server), none on a
+  timeout, so an unreachable server never costs more than one timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from ..errors import ConfigurationError, StorageError, StorageUnavailableError
+
+ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
+ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+INSTALL_HINT = "pip install korea-investment-stock[redis]"
+#: Seconds; a dead server fails a call within this, and an unreachable one too.
+DEFAULT_SOCKET_TIMEOUT = 3.0
+
+_SCHEMES = ("redis", "rediss", "unix")
+_REDACTED = "***"
+
+
+def import_redis() -> Any:
+    """The ``redis`` module, or an ``ImportError`` that says how to install it."""
+    try:
+        import redis
+    except ImportError as exc:
+        raise ImportError(f"the Redis token stores need the optional 'redis' package: {INSTALL_HINT}") from exc
+    return redis
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where to connect: the URL without its password, the password, and a safe description."""
+
+    url: str
+    password: str | None
+    location: str
+
+    def __repr__(self) -> str:  # the password stays out of reprs, tracebacks and logs
+        return f"RedisTarget(location={self.location!r})"
+
+
+def resolve_target(redis_url: str, password: str | None, environ: Mapping[str, str] | None = None) -> RedisTarget:
+    """Split ``redis_url`` into a password-free URL, the effective password and a redacted location.
+
+    ``password=""`` means "no password" and skips the environment variable.
+    Raises :class:`ConfigurationError` (never echoing the URL) when it cannot be used.
+    """
+    env = os.environ if environ is None else environ
+    if not isinstance(redis_url, str) or not redis_url.strip():
+        raise ConfigurationError("redis_url must be a non-empty redis://, rediss:// or unix:// URL")
+    parts = urlsplit(redis_url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        got = f"{scheme}://" if scheme else "no scheme"
+        raise ConfigurationError(f"redis_url must start with redis://, rediss:// or unix:// (got {got})")
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    url_password = unquote(parts.password) if parts.password else None
+    url_password = url_password or next((v for k, v in query if k == "password" and v), None)
+    username = unquote(parts.username) if parts.username else next((v for k, v in query if k == "username"), None)
+    # An explicit argument wins (even ""), then the URL, then the environment.
+    effective = (password if password is not None else url_password or env.get(ENV_REDIS_PASSWORD)) or None
+
+    hostport = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}@{hostport}" if parts.username else hostport
+    clean_query = urlencode([(k, v) for k, v in query if k != "password"])
+    clean_url = f"{scheme}://{netloc}{parts.path}" + (f"?{clean_query}" if clean_query else "")
+
+    credentials = f"{username or ''}:{_REDACTED}@" if effective else (f"{username}@" if username else "")
+    db = next((v for k, v in query if k == "db"), None)
+    if scheme == "unix":
+        location = f"unix://{credentials}{parts.path}?db={db or 0}"
+    else:
+        try:
+            port = parts.port or 6379
+        except ValueError:
+            raise ConfigurationError(f"redis_url has an invalid port (scheme {scheme}://)") from None
+        host = parts.hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        db = db or parts.path.strip("/") or "0"
+        location = f"{scheme}://{credentials}{host}:{port}/{db}"
+    return RedisTarget(url=clean_url, password=effective, location=location)
+
+
+def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Any:
+    """A ``redis.Redis`` for ``target`` with our timeouts, retry policy and quiet handshake."""
+    redis = import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs: dict[str, Any] = {
+        "password": target.password,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        # Replies stay bytes and are decoded by us with errors="replace": a value that is
+        # not UTF-8 then reads as "not our token" instead of breaking the reply parser.
+        "decode_responses": False,
+        # Once, at once, and only when the connection was refused or dropped (an idle
+        # pooled socket closed by the server or a NAT): a health-check PING instead
+        # would cost one more command on every new connection.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+    }
+    if not target.url.startswith("unix:"):
+        kwargs["socket_keepalive"] = True
+    kwargs.update(_lean_handshake(redis))
+    try:
+        return redis.Redis.from_url(target.url, **kwargs)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"cannot use the Redis URL {target.location}: {scrub(str(exc), [target.password])}"
+        ) from None
+
+
+def _lean_handshake(redis: Any) -> dict[str, Any]:
+    """Connect with no extra commands: RESP2 (no ``HELLO``) and no ``CLIENT SETINFO``.
+
+    A stampede opens one connection per calling thread; redis-py 8 would add three
+    commands to each.  RESP2 also keeps servers older than Redis 6 working.
+    """
+    parameters = inspect.signature(redis.Redis.__init__).parameters
+    extra: dict[str, Any] = {}
+    if "protocol" in parameters:
+        extra["protocol"] = 2
+    if "driver_info" in parameters:
+        extra["driver_info"] = None
+    elif "lib_name" in parameters:
+        extra.update(lib_name=None, lib_version=None)
+    return extra
+
+
+def describe_client(client: Any) -> tuple[str, list[str]]:
+    """A redacted location for a ready-made client, and the secrets to scrub from its errors."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs: Mapping[str, Any] = getattr(pool, "connection_kwargs", None) or {}
+    password = kwargs.get("password")
+    secrets = [password] if isinstance(password, str) and password else []
+    username = kwargs.get("username")
+    credentials = f"{username or ''}:{_REDACTED}@" if secrets else (f"{username}@" if username else "")
+    db = kwargs.get("db", 0)
+    service = getattr(pool, "service_name", None)
+    if isinstance(service, str):
+        return f"redis+sentinel://{credentials}{service}/{db}", secrets
+    if "path" in kwargs:
+        return f"unix://{credentials}{kwargs['path']}?db={db}", secrets
+    if "host" in kwargs:
+        connection_class = getattr(pool, "connection_class", None)
+        scheme = "rediss" if "SSL" in getattr(connection_class, "__name__", "") else "redis"
+        return f"{scheme}://{credentials}{kwargs['host']}:{kwargs.get('port', 6379)}/{db}", secrets
+    get_node = getattr(client, "get_default_node", None)
+    if callable(get_node):  # redis.cluster.RedisCluster
+        node = get_node()
+        host, port = getattr(node, "host", "?"), getattr(node, "port", "?")
+        return f"redis-cluster://{credentials}{host}:{port}", secrets
+    return f"<{type(client).__name__}>", secrets
+
+
+class UnreadableKeyError(StorageError):
+    """A key under our names holds another Redis type, or bytes that do not decode.
+
+    Not a token, so readers treat it as none and the next save replaces it,
+    instead of every caller failing until an operator deletes it.
+    """
+
+
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+@contextlib.contextmanager
+def translated_errors(location: str, action: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
+    """Turn redis-py errors into ours: unreachable -> ``StorageUnavailableError``, others -> ``StorageError``.
+
+    The original exception is not chained: its text is re-stated, scrubbed.
+    """
+    import redis
+
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        reason = scrub(str(exc) or type(exc).__name__, secrets)
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            hint = "check the password (KOREA_INVESTMENT_REDIS_PASSWORD) and ACL user"
+        else:
+            hint = "check KOREA_INVESTMENT_REDIS_URL and that the server is up"
+        raise StorageUnavailableError(
+            f"cannot reach Redis at {location} while {action}: {reason} ({type(exc).__name__}); {hint}"
+        ) from None
+    except redis.exceptions.ResponseError as exc:
+        reason = scrub(str(exc) or type(exc).__name__, secrets)
+        kind = UnreadableKeyError if reason.startswith("WRONGTYPE") else StorageError
+        raise kind(f"Redis at {location} failed while {action}: {reason} ({type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise UnreadableKeyError(
+            f"Redis at {location} answered bytes that are not UTF-8 while {action} (the client decodes responses)"
+        ) from None
+    except redis.exceptions.RedisError as exc:
+        reason = scrub(str(exc) or type(exc).__name__, secrets)
+        raise StorageError(f"Redis at {location} failed while {action}: {reason} ({type(exc).__name__})") from None
+
+
+def text(value: Any) -> str:
+    """A reply value as ``str``, whether the client decodes responses or not."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
