@@ -219,45 +219,31 @@ class RefreshResult:
 def force_reissue(
     storage: TokenStorage, api_key: str, api_secret: str, issuer: TokenIssuer
 ) -> tuple[TokenRecord, bool]:
-    """Replace the stored token through the store's issuance lock; return (record, issued_by_peer).
+    """Replace the stored token through the store's single flight; return (record, issued_by_peer).
 
-    The token seen before taking the lock is the one to replace: if a peer
-    stored a different valid token meanwhile, that is the refresh, and KIS is
-    not called again.  Otherwise tokenP is called; on ``EGW00133`` the store is
-    re-read and the call retried with backoff within ``issue_deadline``, as on
-    every issuance, except that the old token does not end the wait.  The old
-    token stays readable throughout, so other callers never wait on this.
+    The token seen now is the one to replace (``get_token(stale=...)``): if a
+    peer stores a different valid token meanwhile, that is the refresh, and KIS
+    is not called again.  The old token stays readable throughout, so other
+    callers never wait on this.  Raises :class:`StorageError` when KIS issued
+    a token that the store then failed to keep.
     """
-    seen = storage._read_record(api_key, api_secret)
-    stale = seen.access_token if seen is not None else None
-    deadline = time.monotonic() + storage.wait_timeout
-    while True:
-        handle = storage._acquire_issue_lock(api_key, deadline)
-        if handle is None:
-            current = storage._read_valid(api_key, api_secret)
-            if current is not None and current.access_token != stale:
-                return current, True
-            continue
-        failure: BaseException | None = None
-        try:
-            current = storage._read_valid(api_key, api_secret)
-            if current is not None and current.access_token != stale:
-                return current, True
-            record = storage._issue_within_deadline(api_key, api_secret, issuer.issue, stale=stale)
-            if not storage._save_issued(record, api_secret, handle):
-                kept = storage._read_valid(api_key, api_secret)
-                if kept is not None and kept.access_token != stale:  # a fenced store kept a newer token
-                    return kept, True
-                raise StorageError(
-                    f"KIS issued a token (expires {record.expired_text} KST) but the store could not save it; "
-                    "check the storage with `health`"
-                )
-            return record, False
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            storage._release_issue_lock(api_key, handle, failure)
+    seen = storage.load_token(api_key, api_secret)
+    issued: list[TokenRecord] = []
+
+    def issue() -> TokenRecord:
+        record = issuer.issue()
+        issued.append(record)
+        return record
+
+    record = storage.get_token(api_key, api_secret, issue, stale=seen["access_token"] if seen else None)
+    if issued and record is issued[-1]:
+        stored = storage.load_token(api_key, api_secret)
+        if stored is None or stored["access_token"] != record.access_token:
+            raise StorageError(
+                f"KIS issued a token (expires {record.expired_text} KST) but the store could not save it; "
+                "check the storage with `health`"
+            )
+    return record, not issued
 
 
 def refresh_token(storage: TokenStorage, creds: Credentials, issuer: TokenIssuer) -> RefreshResult:

@@ -157,10 +157,13 @@ class KoreaInvestment:
         """Replace the current token with a newly issued one.
 
         The current token is deleted only if it is still the stored one, then
-        the single flight runs: many callers doing this at once make one issuance.
+        the single flight runs with that token marked stale: many callers doing
+        this at once make one issuance, and a caller whose view is out of date
+        adopts the token a peer just stored instead of replacing it again.
         """
-        self.token_storage.invalidate_token(self.api_key, self.api_secret, self._token.access_token)
-        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+        current = self._token.access_token
+        self.token_storage.invalidate_token(self.api_key, self.api_secret, current)
+        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue, stale=current))
 
     def revoke_access_token(self) -> dict[str, Any]:
         """Revoke the current token at KIS and remove it from the store if still stored.

@@ -538,20 +538,22 @@ def test_forced_refresh_keeps_the_old_token_readable_meanwhile(fake_kis_factory:
 def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, token_file: Path) -> None:
     kis = fake_kis_factory(issue_window=0, same_token_window=0)
     creds = admin.Credentials(kis.app_key, kis.app_secret)
+    peer = Cli(kis, token_file)
 
     class PeerRefreshesFirst(FileTokenStorage):
         """While we wait for the lock, another process refreshes and stores its token."""
 
         def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
             if not peer_done:
-                peer_done.append(admin.force_reissue(FileTokenStorage(token_file), kis.app_key, kis.app_secret, issuer))
+                peer_done.append(peer("token", "refresh"))
             return super()._acquire_issue_lock(api_key, deadline)
 
-    peer_done: list[Any] = []
+    peer_done: list[Result] = []
     with requests.Session() as http:
         issuer = TokenIssuer(http, kis.url, kis.app_key, kis.app_secret)
         admin.force_reissue(FileTokenStorage(token_file), kis.app_key, kis.app_secret, issuer)
         result = admin.refresh_token(PeerRefreshesFirst(token_file), creds, issuer)
+    assert peer_done[0].code == 0, peer_done[0].stderr
     assert result.issued_by_peer is True
     assert kis.stats.tokenp_requests == 2  # ours and the peer's; not a third
     assert result.token == mask_token(kis.issued_tokens()[-1])

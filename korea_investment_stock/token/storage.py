@@ -100,19 +100,23 @@ class TokenStorage(ABC):
         """Forget the token for this key; True when something was deleted."""
 
     # ------------------------------------------------------------ the single flight
-    def get_token(self, api_key: str, api_secret: str, issue: IssueFn) -> TokenRecord:
+    def get_token(self, api_key: str, api_secret: str, issue: IssueFn, *, stale: str | None = None) -> TokenRecord:
         """A valid token for this key, calling ``issue`` only if nobody else can.
 
         ``issue`` performs the tokenP request and returns the new record; it is
         called at most once per miss across everything that shares this store.
+        ``stale`` names a token the caller wants replaced (a forced refresh): a
+        stored token equal to it counts as missing, so the flight issues a new
+        one, while a different valid token (a peer's refresh) is used as is.
+        The stale token stays readable for everyone else meanwhile.
         """
-        record = self._read_valid(api_key, api_secret)
+        record = self._read_valid(api_key, api_secret, stale)
         if record is not None:
             logger.debug("token cache hit")
             return record
         return _FLIGHTS.run(
-            (self._flight_scope(), api_key),
-            lambda: self._lead(api_key, api_secret, issue),
+            (self._flight_scope(), api_key, stale),
+            lambda: self._lead(api_key, api_secret, issue, stale),
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
         )
 
@@ -124,11 +128,11 @@ class TokenStorage(ABC):
         """
         return self._compare_and_delete(api_key, api_secret, access_token)
 
-    def _lead(self, api_key: str, api_secret: str, issue: IssueFn) -> TokenRecord:
+    def _lead(self, api_key: str, api_secret: str, issue: IssueFn, stale: str | None = None) -> TokenRecord:
         """The leader's path: lock, double-check, issue, save, release."""
         deadline = time.monotonic() + self.wait_timeout
         while True:
-            record = self._read_valid(api_key, api_secret)
+            record = self._read_valid(api_key, api_secret, stale)
             if record is not None:
                 return record
             handle = self._acquire_issue_lock(api_key, deadline)
@@ -136,10 +140,10 @@ class TokenStorage(ABC):
                 continue  # something changed while waiting: read again
             failure: BaseException | None = None
             try:
-                record = self._read_valid(api_key, api_secret)
+                record = self._read_valid(api_key, api_secret, stale)
                 if record is not None:
                     return record
-                record = self._issue_within_deadline(api_key, api_secret, issue)
+                record = self._issue_within_deadline(api_key, api_secret, issue, stale=stale)
                 logger.info("issued a new access token (expires %s KST)", record.expired_text)
                 try:
                     saved = self._save_issued(record, api_secret, handle)
@@ -171,8 +175,8 @@ class TokenStorage(ABC):
             try:
                 return issue()
             except TokenRateLimitedError as exc:
-                record = self._read_valid(api_key, api_secret)
-                if record is not None and record.access_token != stale:
+                record = self._read_valid(api_key, api_secret, stale)
+                if record is not None:
                     return record
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -186,14 +190,15 @@ class TokenStorage(ABC):
                 pause = min(remaining, delay * random.uniform(0.8, 1.2))
                 logger.info("tokenP answered EGW00133 (one per minute); retrying in %.1fs", pause)
                 time.sleep(pause)
-                record = self._read_valid(api_key, api_secret)  # a peer may have stored one meanwhile
-                if record is not None and record.access_token != stale:
+                record = self._read_valid(api_key, api_secret, stale)  # a peer may have stored one meanwhile
+                if record is not None:
                     return record
                 delay = min(delay * 2, 10.0)
 
-    def _read_valid(self, api_key: str, api_secret: str) -> TokenRecord | None:
+    def _read_valid(self, api_key: str, api_secret: str, stale: str | None = None) -> TokenRecord | None:
+        """The stored token if it is valid and not ``stale``, else None."""
         record = self._read_record(api_key, api_secret)
-        if record is not None and record.is_valid(self.refresh_margin):
+        if record is not None and record.is_valid(self.refresh_margin) and record.access_token != stale:
             return record
         return None
 
