@@ -32,7 +32,9 @@ def test_custom_storage_example_gets_single_flight_for_free() -> None:
 
         def caller() -> None:
             barrier.wait(30)
-            client = KoreaInvestment(kis.app_key, kis.app_secret, "12345678-01", token_storage=storage, base_url=kis.url)
+            client = KoreaInvestment(
+                kis.app_key, kis.app_secret, "12345678-01", token_storage=storage, base_url=kis.url
+            )
             tokens.append(client.access_token)
 
         threads = [threading.Thread(target=caller) for _ in range(50)]
