@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
+from .client import DEAD_TOKEN_CODES, ETF_CLASS_NAMES
 from .errors import ConfigurationError, KISAPIError, StorageError, TokenError, TokenIssueError
 from .token.issuer import TokenIssuer
 from .token.record import TokenRecord, credential_fingerprint, format_kst, mask_token
@@ -36,8 +37,6 @@ ENV_API_KEY = "KOREA_INVESTMENT_API_KEY"
 ENV_API_SECRET = "KOREA_INVESTMENT_API_SECRET"
 ENV_ACCOUNT_NO = "KOREA_INVESTMENT_ACCOUNT_NO"
 
-#: KIS codes that mean "this token is dead" (REST envelope or revokeP answer).
-DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
 #: Quotations need no account; the client still wants one, so this stands in.
 PLACEHOLDER_ACCOUNT = "00000000-01"
 #: How long the health probe waits for the KIS host: (connect, read) seconds.
@@ -164,6 +163,7 @@ class TokenStatus:
         return self.state in ("fresh", "stale")
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``usable``, for ``--json`` output."""
         data = asdict(self)
         data["usable"] = self.usable
         return data
@@ -213,6 +213,7 @@ class RefreshResult:
     issued_by_peer: bool
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, for ``--json`` output."""
         return asdict(self)
 
 
@@ -271,6 +272,7 @@ class RevokeResult:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, for ``--json`` output."""
         return asdict(self)
 
 
@@ -313,6 +315,7 @@ class Check:
     rtt_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields, for ``--json`` output."""
         return asdict(self)
 
 
@@ -412,7 +415,7 @@ def price_summary(client: Any, symbol: str, market: str = "KR") -> dict[str, Any
     if market in ("KR", "KRX"):
         info = client.fetch_stock_info(symbol, "KR")
         info_out = _output(info, symbol)
-        is_etf = info_out.get("prdt_clsf_name") in ("ETF", "ETN")
+        is_etf = info_out.get("prdt_clsf_name") in ETF_CLASS_NAMES
         answer = (client.fetch_etf_domestic_price if is_etf else client.fetch_domestic_price)("J", symbol)
         out = _output(answer, symbol)
         return {

@@ -39,6 +39,7 @@ from . import admin
 from .errors import ConfigurationError, KoreaInvestmentError, StorageError
 from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
 from .token.record import mask_token
+from .token.redis_connect import DEFAULT_REDIS_URL, ENV_REDIS_PASSWORD, ENV_REDIS_URL, resolve_target
 from .token.storage import TokenStorage
 
 EXIT_OK = 0
@@ -48,8 +49,6 @@ EXIT_NO_TOKEN = 3
 EXIT_INTERRUPTED = 130
 
 PROG = "kis-token"
-ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
-ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
 
 
 class _UsageError(Exception):
@@ -117,7 +116,6 @@ def _storage(args: argparse.Namespace) -> TokenStorage:
         if (os.environ.get(ENV_STORAGE) or "file").strip().lower() != "redis":
             raise _UsageError(f"--key-prefix applies to the redis storage only (set {ENV_STORAGE}=redis)")
         from .token.redis import LockingRedisTokenStorage
-        from .token.redis_connect import DEFAULT_REDIS_URL, resolve_target
 
         url = (os.environ.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
         target = resolve_target(url, None)

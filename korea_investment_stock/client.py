@@ -22,7 +22,7 @@ import requests
 
 from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
 from .token.factory import storage_from_env
-from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
+from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer, request_json
 from .token.record import TokenRecord, mask_token
 from .token.storage import TokenStorage
 
@@ -192,7 +192,11 @@ class KoreaInvestment:
     def _replace_dead_token(self, dead: TokenRecord) -> None:
         logger.info("KIS reports the token dead; replacing it once")
         self.token_storage.invalidate_token(self.api_key, self.api_secret, dead.access_token)
-        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+        # stale=: should the delete not have happened (a store that could not write), the
+        # dead token must still not come back from the store as "valid".
+        self._set_token(
+            self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue, stale=dead.access_token)
+        )
 
     # ---------------------------------------------------------------- REST path
     def request(
@@ -263,24 +267,21 @@ class KoreaInvestment:
             "custtype": "P",
             "tr_cont": tr_cont,
         }
-        try:
-            response = self._session.request(
-                method, self.base_url + path, headers=headers, params=params, json=body, timeout=self.timeout
-            )
-        except requests.Timeout:
-            raise KISConnectionError(f"{path} did not answer within {self.timeout[1]:g}s") from None
-        except requests.RequestException as exc:
-            raise KISConnectionError(f"cannot reach {self.base_url}{path}: {type(exc).__name__}") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            raise KISAPIError(
-                f"{path} answered HTTP {response.status_code} with a body that is not JSON",
-                status=response.status_code,
-            ) from None
-        if not isinstance(answer, dict):
-            raise KISAPIError(f"{path} answered JSON that is not an object", status=response.status_code)
-        return response.status_code, answer
+        return self._call(method, path, headers=headers, params=params, json=body)
+
+    def _call(self, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        """One HTTP call to KIS with this client's session and timeout, errors mapped for REST."""
+        return request_json(
+            self._session,
+            method,
+            self.base_url,
+            path,
+            name=name or path,
+            timeout=self.timeout,
+            unreachable=KISConnectionError,
+            failed=KISAPIError,
+            **kwargs,
+        )
 
     def issue_hashkey(self, data: dict[str, Any]) -> str:
         """The ``HASH`` KIS computes for an order body (optional on order requests)."""
@@ -289,19 +290,10 @@ class KoreaInvestment:
             "appkey": self.api_key,
             "appsecret": self.api_secret,
         }
-        try:
-            response = self._session.post(
-                self.base_url + "/uapi/hashkey", headers=headers, json=data, timeout=self.timeout
-            )
-        except requests.RequestException as exc:
-            raise KISConnectionError(f"cannot reach hashkey at {self.base_url}: {type(exc).__name__}") from None
-        try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
-            answer = response.json()
-        except ValueError:
-            raise KISAPIError("hashkey answered a body that is not JSON", status=response.status_code) from None
-        if not isinstance(answer, dict) or not isinstance(answer.get("HASH"), str):
-            raise KISAPIError("hashkey answered without a HASH", status=response.status_code)
-        hash_value: str = answer["HASH"]
+        status, answer = self._call("POST", "/uapi/hashkey", name="hashkey", headers=headers, json=data)
+        hash_value = answer.get("HASH")
+        if not isinstance(hash_value, str):
+            raise KISAPIError(f"hashkey answered HTTP {status} without a HASH", status=status)
         return hash_value
 
     # --------------------------------------------------------------- quotations

@@ -19,6 +19,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigurationError
 from .testing import FakeKIS
 
 ACCOUNT = "12345678-01"
@@ -120,9 +121,9 @@ def run_demo(
 ) -> DemoResult:
     """Run the stampede against a fresh fake KIS and report what happened."""
     if processes < 1 or threads < 1:
-        raise ValueError("processes and threads must be at least 1")
+        raise ConfigurationError("processes and threads must be at least 1")
     if storage not in ("file", "redis"):
-        raise ValueError("storage must be 'file' or 'redis'")
+        raise ConfigurationError("storage must be 'file' or 'redis'")
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="kis-demo-") as workdir, FakeKIS(rest_rate_limit=None) as kis:
         config = {

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; the JSON line on stdout tells a parent process where."""
     args = _parser().parse_args(argv)
     done = threading.Event()
 

@@ -192,6 +192,18 @@ def _kr_quote(code: str) -> _KRQuote:
     )
 
 
+def _day_range(q: _KRQuote) -> Output:
+    """Open, high, low, the KRX daily limits (base price +/-30%, on ticks) and the base price."""
+    return {
+        "stck_oprc": str(q.open),
+        "stck_hgpr": str(q.high),
+        "stck_lwpr": str(q.low),
+        "stck_mxpr": str(_floor_tick(q.base * 1.3)),
+        "stck_llam": str(_ceil_tick(q.base * 0.7)),
+        "stck_sdpr": str(q.base),
+    }
+
+
 def _pct(part: float, whole: float) -> str:
     return f"{(part / whole * 100) if whole else 0.0:.2f}"
 
@@ -219,12 +231,7 @@ def domestic_price(code: str) -> Output:
         "prdy_ctrt": _pct(diff, q.base),
         "acml_tr_pbmn": str(q.volume * q.price),
         "acml_vol": str(q.volume),
-        "stck_oprc": str(q.open),
-        "stck_hgpr": str(q.high),
-        "stck_lwpr": str(q.low),
-        "stck_mxpr": str(_floor_tick(q.base * 1.3)),
-        "stck_llam": str(_ceil_tick(q.base * 0.7)),
-        "stck_sdpr": str(q.base),
+        **_day_range(q),
         "wghn_avrg_stck_prc": f"{(q.high + q.low + q.price) / 3:.2f}",
         "hts_frgn_ehrt": f"{rng.uniform(0, 60):.2f}",
         "aspr_unit": str(_tick(q.price)),
@@ -266,12 +273,7 @@ def etf_price(code: str) -> Output:
         "acml_vol": str(q.volume),
         "acml_tr_pbmn": str(q.volume * q.price),
         "stck_prdy_clpr": str(q.base),
-        "stck_oprc": str(q.open),
-        "stck_hgpr": str(q.high),
-        "stck_lwpr": str(q.low),
-        "stck_mxpr": str(_floor_tick(q.base * 1.3)),
-        "stck_llam": str(_ceil_tick(q.base * 0.7)),
-        "stck_sdpr": str(q.base),
+        **_day_range(q),
         "nav": f"{nav:.2f}",
         "nav_prdy_vrss": f"{nav_diff:.2f}",
         "nav_prdy_vrss_sign": _sign(round(nav_diff, 2)),

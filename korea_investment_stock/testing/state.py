@@ -312,10 +312,12 @@ class KISState:
                 app.secret = app_secret
 
     def stats(self) -> FakeKISStats:
+        """A consistent copy of the counters, taken under the lock."""
         with self._lock:
             return self._stats.snapshot()
 
     def reset_stats(self) -> None:
+        """Zero every counter; tokens, windows and faults are kept."""
         with self._mutating():
             self._stats = _Counters()
 
@@ -326,15 +328,18 @@ class KISState:
             return self._stats.snapshot() if ok else None
 
     def issued_tokens(self) -> list[str]:
+        """Every token string minted, oldest first (a copy)."""
         with self._lock:
             return list(self._issued)
 
     def revoke_all(self) -> None:
+        """Mark every minted token revoked: REST then answers ``EGW00121``."""
         with self._mutating():
             for token in self._tokens.values():
                 token.revoked = True
 
     def expire_all(self) -> None:
+        """Mark every minted token expired: REST then answers ``EGW00123``."""
         with self._mutating():
             for token in self._tokens.values():
                 token.expired = True
@@ -354,6 +359,7 @@ class KISState:
             self._faults.append(_Fault(fault_kind, times, float(delay)))
 
     def clear_faults(self) -> None:
+        """Forget every queued tokenP fault."""
         with self._mutating():
             self._faults.clear()
 

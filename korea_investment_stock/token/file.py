@@ -21,7 +21,6 @@ import logging
 import os
 import stat
 import tempfile
-import threading
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from filelock import FileLock, Timeout
 from ..errors import StorageError, TokenWaitTimeout
 from .legacy import load_plain_pickle, looks_like_pickle
 from .record import TokenRecord, key_id
-from .storage import NO_LOCK, TokenStorage
+from .storage import NO_LOCK, TokenStorage, key_lock
 
 logger = logging.getLogger(__name__)
 
@@ -52,28 +51,8 @@ _SUPPORTS_CANCEL = "cancel_check" in inspect.signature(FileLock.acquire).paramet
 #: Tokens this process could not write to disk (read-only directory, full disk), per
 #: token file (real path), shared by every instance: a second client built in a
 #: read-only deployment must reuse the token, not issue again (KIS would answer
-#: EGW00133 for a minute).
+#: EGW00133 for a minute).  Entries change under :func:`~.storage.key_lock`.
 _UNSAVED: dict[str, dict[str, TokenRecord]] = {}
-_UNSAVED_LOCK = threading.Lock()
-
-
-def _reset_unsaved_lock() -> None:
-    global _UNSAVED_LOCK  # noqa: PLW0603 - a lock held by a parent thread would never be released in a child
-    _UNSAVED_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_unsaved_lock)
-
-#: Serialises making a forked child's own FileLock (see ``FileTokenStorage._lock``).
-_FORK_GUARD = threading.Lock()
-
-
-def _reset_fork_guard() -> None:
-    global _FORK_GUARD  # noqa: PLW0603 - a lock held by a parent thread would never be released in a child
-    _FORK_GUARD = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_fork_guard)
 
 
 @dataclass
@@ -114,13 +93,8 @@ class FileTokenStorage(TokenStorage):
         self._file_lock = FileLock(str(self.lock_path), mode=0o600)
         self._lock_pid = os.getpid()
         # Tokens this process could not write to disk, shared with other instances on this file.
-        with _UNSAVED_LOCK:
-            self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(os.path.realpath(self.file_path), {})
+        self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(os.path.realpath(self.file_path), {})
         self._warned: set[str] = set()
-
-    @property
-    def _memory_lock(self) -> threading.Lock:
-        return _UNSAVED_LOCK
 
     def __repr__(self) -> str:
         return f"FileTokenStorage(file_path={str(self.file_path)!r})"
@@ -131,13 +105,14 @@ class FileTokenStorage(TokenStorage):
 
         filelock (4.x) refuses a lock object inherited across ``fork``, and a
         pre-fork server (gunicorn ``--preload``, a prefork pool) builds its
-        storage before forking, so each process makes its own, once.
+        storage before forking, so each process makes its own.  Two threads of
+        a new child may both make one; that is harmless, as every caller
+        releases the very object it acquired, and two lock objects on one path
+        exclude each other as two processes do.
         """
         if self._lock_pid != os.getpid():
-            with _FORK_GUARD:
-                if self._lock_pid != os.getpid():
-                    self._file_lock = FileLock(str(self.lock_path), mode=0o600)
-                    self._lock_pid = os.getpid()
+            self._file_lock = FileLock(str(self.lock_path), mode=0o600)
+            self._lock_pid = os.getpid()
         return self._file_lock
 
     # ------------------------------------------------------------------ 0.6.x API
@@ -184,13 +159,15 @@ class FileTokenStorage(TokenStorage):
         kwargs: dict[str, Any] = {"poll_interval": LOCK_POLL_INTERVAL}
         if _SUPPORTS_CANCEL:
             kwargs["cancel_check"] = file_changed
+        lock = self._lock
         try:
-            self._lock.acquire(timeout=max(0.0, deadline - time.monotonic()), **kwargs)
+            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), **kwargs)
         except Timeout:
             if file_changed():
                 return None
             raise TokenWaitTimeout(
-                f"waited {self.wait_timeout:.0f}s for another process holding {self.lock_path} to store a token"
+                f"waited {self.wait_timeout:.0f}s for another process holding {self.lock_path} to store a token; "
+                "retry, or look for a process stuck while holding that lock"
             ) from None
         except OSError as exc:
             self._warn_once(
@@ -200,7 +177,7 @@ class FileTokenStorage(TokenStorage):
                 exc.strerror or exc,
             )
             return NO_LOCK
-        return self._lock
+        return lock
 
     def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
         if isinstance(handle, FileLock):
@@ -220,7 +197,10 @@ class FileTokenStorage(TokenStorage):
         try:
             return self._lock.acquire(timeout=self.wait_timeout, poll_interval=LOCK_POLL_INTERVAL)
         except Timeout:
-            raise TokenWaitTimeout(f"waited {self.wait_timeout:.0f}s for the lock {self.lock_path}") from None
+            raise TokenWaitTimeout(
+                f"waited {self.wait_timeout:.0f}s for the lock {self.lock_path}; "
+                "retry, or look for a process stuck while holding it"
+            ) from None
         except OSError as exc:
             self._warn_once("lock", "cannot create the lock file %s (%s)", self.lock_path, exc.strerror or exc)
             return contextlib.nullcontext()
@@ -230,19 +210,19 @@ class FileTokenStorage(TokenStorage):
         ident = key_id(record.api_key)
         records = self._read_file().records
         records[ident] = record
-        if self._write_file(records):
-            with self._memory_lock:
+        saved = self._write_file(records)
+        with key_lock(self._flight_scope(), record.api_key):
+            if saved:
                 self._memory.pop(ident, None)
-            return True
-        with self._memory_lock:
-            self._memory[ident] = record
-        return False
+            else:
+                self._memory[ident] = record
+        return saved
 
     def _remove(self, api_key: str, only_token: str | None) -> bool:
         """Drop this key's entry, if ``only_token`` is None or still stored (lock held)."""
         ident = key_id(api_key)
         removed = False
-        with self._memory_lock:
+        with key_lock(self._flight_scope(), api_key):
             held = self._memory.get(ident)
             if held is not None and only_token in (None, held.access_token):
                 del self._memory[ident]
@@ -296,9 +276,15 @@ class FileTokenStorage(TokenStorage):
             return self._damaged(problem)
         try:
             with os.fdopen(fd, "rb") as handle:
-                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # a directory, FIFO, device...
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode):  # a directory, FIFO, device...
                     return self._damaged("it is not a regular file")
-                data = handle.read(MAX_FILE_BYTES + 1)
+                # Ask for the size fstat reports, not the cap: a 1 MiB read buffer costs more
+                # than the whole rest of the fast path.  More data than that (a file that grew,
+                # a size that lied) is read on, up to the cap, as before.
+                data = handle.read(min(info.st_size, MAX_FILE_BYTES) + 1)
+                if len(data) > info.st_size:
+                    data += handle.read(MAX_FILE_BYTES + 1 - len(data))
         except OSError as exc:
             return self._damaged(exc.strerror or str(exc))
         if len(data) > MAX_FILE_BYTES:

@@ -58,7 +58,8 @@ class SingleFlight(Generic[T]):
             return self._lead(key, call, fn)
         if not call.done.wait(follower_timeout):
             raise TokenWaitTimeout(
-                f"waited {follower_timeout:.1f}s for another thread of this process to obtain the token"
+                f"waited {follower_timeout:.1f}s for another thread of this process to obtain the token; "
+                "retry, and check the KIS host and the token store if it keeps happening"
             )
         if call.error is not None:
             raise call.error

@@ -3,16 +3,18 @@
 KIS answers token errors with HTTP 403 and an ``error_code`` body; the mapping
 tells the single flight what may be retried (``EGW00133``: after a wait) and
 what may never be (``EGW00103``/``EGW00105``: wrong credentials).
+:func:`request_json`, the one HTTP call with its timeout and transport-error
+mapping, is shared with the client's REST path.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeAlias
 
 import requests
 
-from ..errors import InvalidCredentialsError, TokenIssueError, TokenRateLimitedError
+from ..errors import InvalidCredentialsError, KISAPIError, TokenIssueError, TokenRateLimitedError
 from .record import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -71,26 +73,56 @@ class TokenIssuer:
         )
 
     def _post(self, path: str, body: dict[str, str], name: str) -> tuple[int, dict[str, Any]]:
-        url = self._base_url + path
-        try:
-            response = self._session.post(url, json=body, timeout=self.timeout)
-        except requests.Timeout:
-            raise TokenIssueError(f"{name} at {self._base_url} did not answer within {self.timeout[1]:g}s") from None
-        except requests.RequestException as exc:
-            raise TokenIssueError(f"cannot reach {name} at {self._base_url}: {type(exc).__name__}") from None
-        try:
-            answer = response.json()
-        except ValueError:
-            raise TokenIssueError(
-                f"{name} answered HTTP {response.status_code} with a body that is not JSON",
-                status=response.status_code,
-            ) from None
-        if not isinstance(answer, dict):
-            raise TokenIssueError(
-                f"{name} answered HTTP {response.status_code} with JSON that is not an object",
-                status=response.status_code,
-            )
-        return response.status_code, answer
+        return request_json(
+            self._session,
+            "POST",
+            self._base_url,
+            path,
+            name=name,
+            timeout=self.timeout,
+            unreachable=TokenIssueError,
+            failed=TokenIssueError,
+            json=body,
+        )
+
+
+#: The error classes :func:`request_json` raises: both take ``(message, status=...)``.
+ErrorClass: TypeAlias = type[TokenIssueError] | type[KISAPIError]
+
+
+def request_json(
+    session: requests.Session,
+    method: str,
+    base_url: str,
+    path: str,
+    *,
+    name: str,
+    timeout: tuple[float, float],
+    unreachable: ErrorClass,
+    failed: ErrorClass,
+    **kwargs: Any,
+) -> tuple[int, dict[str, Any]]:
+    """One KIS HTTP call: ``(status, decoded JSON object)``, whatever the status.
+
+    The token calls and the client's REST path share it, so every KIS call has
+    a timeout and the same mapping: no answer or no connection raises
+    ``unreachable``; an answer that is not a JSON object raises ``failed``.
+    Exceptions are not chained, so no header or body (secrets) reaches a traceback.
+    """
+    try:
+        response = session.request(method, base_url + path, timeout=timeout, **kwargs)
+    except requests.Timeout:
+        raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
+    except requests.RequestException as exc:
+        raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
+    status = response.status_code
+    try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
+        answer = response.json()
+    except ValueError:
+        raise failed(f"{name} answered HTTP {status} with a body that is not JSON", status=status) from None
+    if not isinstance(answer, dict):
+        raise failed(f"{name} answered HTTP {status} with JSON that is not an object", status=status)
+    return status, answer
 
 
 def _issue_error(status: int, answer: dict[str, Any]) -> TokenIssueError:

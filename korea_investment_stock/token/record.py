@@ -7,6 +7,7 @@ purpose: KIS sends 86400 even when it re-answers an older token with less life.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -53,8 +54,13 @@ def credential_fingerprint(api_key: str, api_secret: str) -> str:
     return mac.hexdigest()
 
 
+@functools.lru_cache(maxsize=256)
 def key_id(api_key: str) -> str:
-    """A short stable id for an app key, used to name files entries and Redis keys."""
+    """A short stable id for an app key, used to name file entries and Redis keys.
+
+    Cached: every store read needs it, the file store once more per entry, and
+    a process uses a handful of app keys (the cache holds no secret).
+    """
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:32]
 
 

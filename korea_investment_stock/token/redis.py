@@ -74,7 +74,7 @@ from .redis_connect import (
     text,
     translated_errors,
 )
-from .storage import TokenStorage
+from .storage import TokenStorage, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,8 @@ class RedisTokenStorage(TokenStorage):
         import_redis()
         _check_key_prefix(key_prefix)
         self.key_prefix = key_prefix
-        self.socket_timeout = _positive_seconds("socket_timeout", socket_timeout)
-        self.socket_connect_timeout = _positive_seconds("socket_connect_timeout", socket_connect_timeout)
+        self.socket_timeout = check_seconds("socket_timeout", socket_timeout, positive=True)
+        self.socket_connect_timeout = check_seconds("socket_connect_timeout", socket_connect_timeout, positive=True)
         self._secrets: list[str]
         if client is not None:
             self.location, self._secrets = describe_client(client)
@@ -337,17 +337,11 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             issue_deadline=issue_deadline,
             wait_timeout=wait_timeout,
         )
-        self.lease_seconds = _positive_seconds("lease_seconds", lease_seconds)
-        if lease_seconds < 0.03:
+        self.lease_seconds = check_seconds("lease_seconds", lease_seconds, positive=True)
+        if self.lease_seconds < 0.03:
             raise ConfigurationError("lease_seconds must be at least 0.03 (it is renewed every third of it)")
-        if (
-            isinstance(failure_backoff, bool)
-            or not isinstance(failure_backoff, int | float)
-            or not (0 <= failure_backoff < math.inf)
-        ):
-            raise ConfigurationError(f"failure_backoff must be finite seconds >= 0, got {failure_backoff!r}")
-        self.failure_backoff = float(failure_backoff)
-        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
+        self.failure_backoff = check_seconds("failure_backoff", failure_backoff)
+        self.poll_interval = check_seconds("poll_interval", poll_interval, positive=True)
         if self.poll_interval > MAX_POLL_INTERVAL:
             raise ConfigurationError(f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {poll_interval!r}")
         self._acquire_script = self._client.register_script(lua.ACQUIRE)
@@ -376,7 +370,8 @@ class LockingRedisTokenStorage(RedisTokenStorage):
                 if left <= 0:
                     raise TokenWaitTimeout(
                         f"waited {self.wait_timeout:.0f}s for another process or server holding the token "
-                        f"issuance lease at {self.location} to store a token"
+                        f"issuance lease at {self.location} to store a token; retry (a dead holder's lease "
+                        f"expires within {self.lease_seconds:.0f}s)"
                     )
                 pause = self.poll_interval if number < 0 else min(number / 1000, self.poll_interval)
                 if inbox.wait(min(pause, left)) in ("ready", "released"):
@@ -594,12 +589,6 @@ def _expire_at_ms(record: TokenRecord) -> int:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
-
-
-def _positive_seconds(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
-        raise ConfigurationError(f"{name} must be a positive, finite number of seconds, got {value!r}")
-    return float(value)
 
 
 def _check_key_prefix(prefix: str) -> None:

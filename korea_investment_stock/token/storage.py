@@ -25,9 +25,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ..errors import TokenRateLimitedError, TokenWaitTimeout
+from ..errors import ConfigurationError, TokenRateLimitedError, TokenWaitTimeout
 from .flight import SingleFlight
-from .record import DEFAULT_REFRESH_MARGIN, TokenRecord
+from .record import DEFAULT_REFRESH_MARGIN, TokenRecord, credential_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +76,8 @@ class TokenStorage(ABC):
             ("issue_deadline", issue_deadline),
             ("wait_timeout", wait_timeout),
         ):
-            if value is None:
-                continue
-            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf:
-                raise ValueError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
-            setattr(self, name, float(value))
+            if value is not None:
+                setattr(self, name, check_seconds(name, value))
 
     # ------------------------------------------------------------------ 0.6.x API
     @abstractmethod
@@ -114,8 +111,10 @@ class TokenStorage(ABC):
         if record is not None:
             logger.debug("token cache hit")
             return record
+        # The fingerprint keeps callers with another secret for the same key out of this
+        # flight: they must neither receive a token issued for it nor its credential error.
         return _FLIGHTS.run(
-            (self._flight_scope(), api_key, stale),
+            (self._flight_scope(), api_key, credential_fingerprint(api_key, api_secret), stale),
             lambda: self._lead(api_key, api_secret, issue, stale),
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
         )
@@ -226,7 +225,10 @@ class TokenStorage(ABC):
         the deadline.  The default has no cross-process lock.
         """
         if time.monotonic() > deadline:
-            raise TokenWaitTimeout("gave up waiting for the token issuance lock")
+            raise TokenWaitTimeout(
+                f"gave up waiting for the token issuance lock after {self.wait_timeout:.0f}s; "
+                "retry, or raise wait_timeout if issuance is slow"
+            )
         return NO_LOCK
 
     def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
@@ -234,7 +236,7 @@ class TokenStorage(ABC):
 
     def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
         """Store a freshly issued record while holding the lock ``handle``."""
-        with _key_lock(self._flight_scope(), record.api_key):
+        with key_lock(self._flight_scope(), record.api_key):
             return self.save_token(record.to_legacy_dict(api_secret))
 
     def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
@@ -244,20 +246,41 @@ class TokenStorage(ABC):
         Within this process the two steps and the default save share a lock, so
         a delete never lands on a token saved between the compare and the delete.
         """
-        with _key_lock(self._flight_scope(), api_key):
+        with key_lock(self._flight_scope(), api_key):
             record = self._read_record(api_key, api_secret)
             if record is None or record.access_token != access_token:
                 return False
             return self.delete_token(api_key, api_secret)
 
 
-#: Striped locks for the default compare-and-delete and save: a fixed pool, so
-#: short-lived storages and many app keys cost nothing; collisions only serialise.
+def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
+    """``value`` as float seconds, or :class:`ConfigurationError`.
+
+    Every setting that bounds a wait goes through here: NaN would make every
+    token look expired and infinity would make a wait endless.  ``positive``
+    also refuses 0, for settings that are divided or slept in a loop.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ConfigurationError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
+    if positive and value == 0:
+        raise ConfigurationError(f"{name} must be more than 0 seconds, got {value!r}")
+    return float(value)
+
+
+#: Striped locks that make a save and a compare-and-delete of one key exclusive
+#: within this process: a fixed pool, so short-lived storages and many app keys
+#: cost nothing; collisions only serialise.
 _KEY_LOCK_STRIPES = 64
 _KEY_LOCKS = [threading.RLock() for _ in range(_KEY_LOCK_STRIPES)]
 
 
-def _key_lock(scope: Hashable, api_key: str) -> threading.RLock:
+def key_lock(scope: Hashable, api_key: str) -> threading.RLock:
+    """The in-process lock for ``api_key`` in the store ``scope`` (see :meth:`TokenStorage._flight_scope`).
+
+    Held only around one save or one compare-and-delete (bounded by the store's
+    own I/O timeouts), never while waiting for a peer, so it needs no timeout
+    of its own.  Reset in a forked child.
+    """
     return _KEY_LOCKS[hash((scope, api_key)) % _KEY_LOCK_STRIPES]
 
 
