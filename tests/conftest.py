@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from korea_investment_stock.testing.pytest_plugin import fake_kis, fake_kis_factory  # noqa: F401
+from korea_investment_stock.token import flight as flight_module
 
 _OUR_VARIABLES = (
     "KOREA_INVESTMENT_TOKEN_STORAGE",
@@ -34,3 +37,39 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
 def token_file(tmp_path: Path) -> Path:
     """A token file path in a fresh directory that does not exist yet."""
     return tmp_path / "kis" / "token.key"
+
+
+class _CountingEvent(threading.Event):
+    """An Event that counts the threads blocked in ``wait``."""
+
+    waiting = 0
+    cond = threading.Condition()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with _CountingEvent.cond:
+            _CountingEvent.waiting += 1
+            _CountingEvent.cond.notify_all()
+        return super().wait(timeout)
+
+
+@pytest.fixture
+def counting_followers(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make every in-process flight count its parked followers; returns ``wait_for(n)``.
+
+    Tests use it to hold a leader until ``n`` followers are really waiting on it,
+    with no sleep.
+    """
+    _CountingEvent.waiting = 0
+
+    class _Call(flight_module._Call):  # type: ignore[type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.done = _CountingEvent()
+
+    monkeypatch.setattr(flight_module, "_Call", _Call)
+
+    def wait_for(n: int) -> None:
+        with _CountingEvent.cond:
+            assert _CountingEvent.cond.wait_for(lambda: _CountingEvent.waiting >= n, 60.0), "followers never parked"
+
+    return wait_for

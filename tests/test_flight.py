@@ -9,42 +9,9 @@ import time
 import pytest
 
 from korea_investment_stock.errors import TokenWaitTimeout
-from korea_investment_stock.token import flight as flight_module
 from korea_investment_stock.token.flight import SingleFlight
 
 HANG = 30.0  # generous bound: only reached when something is broken
-
-
-class _CountingEvent(threading.Event):
-    """An Event that counts the threads blocked in ``wait``."""
-
-    waiting = 0
-    cond = threading.Condition()
-
-    def wait(self, timeout=None):
-        with _CountingEvent.cond:
-            _CountingEvent.waiting += 1
-            _CountingEvent.cond.notify_all()
-        return super().wait(timeout)
-
-
-@pytest.fixture
-def counting_followers(monkeypatch):
-    """Make every flight's ``done`` event count its waiters (the followers)."""
-    _CountingEvent.waiting = 0
-
-    class _Call(flight_module._Call):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.done = _CountingEvent()
-
-    monkeypatch.setattr(flight_module, "_Call", _Call)
-
-    def wait_for(n: int) -> None:
-        with _CountingEvent.cond:
-            assert _CountingEvent.cond.wait_for(lambda: _CountingEvent.waiting >= n, HANG)
-
-    return wait_for
 
 
 def run_threads(n, target):

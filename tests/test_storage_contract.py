@@ -87,11 +87,11 @@ def test_settings_override_per_instance():
 
 
 # -------------------------------------------------------------------------------- single flight
-def test_fifty_threads_one_issue_call():
+def test_fifty_threads_one_issue_call(counting_followers):
     storage = DictStorage()
     n = 50
-    # Hold the leader inside tokenP until every thread has missed on its fast path.
-    issuer = CountingIssuer(gate=lambda: storage.wait_for_loaders(n, HANG))
+    # Hold the leader inside tokenP until every other thread waits on its flight.
+    issuer = CountingIssuer(gate=lambda: counting_followers(n - 1))
     results, errors = stampede(storage, n, issuer)
     assert errors == [None] * n
     assert issuer.calls == 1
@@ -113,11 +113,11 @@ def test_valid_stored_token_means_no_issue_call():
     assert {r.access_token for r in results} == {"eyJ.stored.sig"}
 
 
-def test_followers_share_the_leaders_error():
+def test_followers_share_the_leaders_error(counting_followers):
     storage = DictStorage()
     n = 30
     error = InvalidCredentialsError("bad key", code="EGW00103", status=403)
-    issuer = CountingIssuer(gate=lambda: storage.wait_for_loaders(n, HANG), errors=[error])
+    issuer = CountingIssuer(gate=lambda: counting_followers(n - 1), errors=[error])
     results, errors = stampede(storage, n, issuer)
     assert issuer.calls == 1  # a permanent error is not retried, and followers do not retry it either
     assert all(e is error for e in errors)
@@ -290,13 +290,13 @@ def test_rate_limited_leader_gives_up_at_the_issue_deadline():
     assert API_SECRET not in text
 
 
-def test_rate_limit_gives_up_for_every_waiting_follower_once():
+def test_rate_limit_gives_up_for_every_waiting_follower_once(counting_followers):
     class Short(DictStorage):
         issue_deadline = 0.2
 
     storage = Short()
     n = 10
-    issuer = CountingIssuer(gate=lambda: storage.wait_for_loaders(n, HANG), errors=[rate_limited() for _ in range(100)])
+    issuer = CountingIssuer(gate=lambda: counting_followers(n - 1), errors=[rate_limited() for _ in range(100)])
     results, errors = stampede(storage, n, issuer)
     assert all(isinstance(e, TokenRateLimitedError) for e in errors)
     assert len({id(e) for e in errors}) == 1  # one failure, shared

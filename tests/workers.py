@@ -85,7 +85,6 @@ class DictStorage(TokenStorage):
     def __init__(self) -> None:
         self.data: dict[str, dict[str, Any]] = {}
         self.saves = 0
-        self.loaders: set[int] = set()
         self.cond = threading.Condition()
 
     def save_token(self, token_data: dict[str, Any]) -> bool:
@@ -97,8 +96,6 @@ class DictStorage(TokenStorage):
 
     def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
         with self.cond:
-            self.loaders.add(threading.get_ident())
-            self.cond.notify_all()
             entry = self.data.get(api_key)
             if entry is None or entry["api_secret"] != api_secret:
                 return None
@@ -111,11 +108,6 @@ class DictStorage(TokenStorage):
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         with self.cond:
             return self.data.pop(api_key, None) is not None
-
-    def wait_for_loaders(self, n: int, timeout: float = 30.0) -> bool:
-        """Block until ``n`` distinct threads have called ``load_token``."""
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.loaders) >= n, timeout)
 
 
 # --------------------------------------------------------------------------- multiprocess workers

@@ -2,11 +2,13 @@
 
 How one token gets issued once, whatever the number of callers:
 
-1. :meth:`TokenStorage.get_token` reads the store (fast path, no lock).
-2. On a miss, one thread per process and store becomes the leader
-   (:class:`~.flight.SingleFlight`); the others wait for its result or error.
-3. The leader runs :meth:`TokenStorage._lead`: take the backend's cross-process
-   lock (a hook), read again, call tokenP, save, release.
+1. :meth:`TokenStorage.get_token` joins the in-process flight
+   (:class:`~.flight.SingleFlight`): one thread per process, store and key
+   leads; the others wait for its result or error.
+2. The leader runs :meth:`TokenStorage._lead`: read the store (fast path, no
+   cross-process lock) and return a valid token at once.
+3. On a miss: take the backend's cross-process lock (a hook), read again,
+   call tokenP, save, release.
 
 A storage that implements only the four abstract methods still gets steps 1-2:
 single flight within the process.  Backends override the ``_``-prefixed hooks
@@ -107,12 +109,10 @@ class TokenStorage(ABC):
         one, while a different valid token (a peer's refresh) is used as is.
         The stale token stays readable for everyone else meanwhile.
         """
-        record = self._read_valid(api_key, api_secret, stale)
-        if record is not None:
-            logger.debug("token cache hit")
-            return record
-        # The fingerprint keeps callers with another secret for the same key out of this
-        # flight: they must neither receive a token issued for it nor its credential error.
+        # Even the fast path goes through the flight: threads of one process that ask at
+        # the same moment share one store read, so store load grows with processes, not
+        # threads.  The fingerprint keeps callers with another secret for the same key out
+        # of this flight: they must neither receive its token nor its credential error.
         return _FLIGHTS.run(
             (self._flight_scope(), api_key, credential_fingerprint(api_key, api_secret), stale),
             lambda: self._lead(api_key, api_secret, issue, stale),
@@ -128,15 +128,19 @@ class TokenStorage(ABC):
         return self._compare_and_delete(api_key, api_secret, access_token)
 
     def _lead(self, api_key: str, api_secret: str, issue: IssueFn, stale: str | None = None) -> TokenRecord:
-        """The leader's path: lock, double-check, issue, save, release."""
+        """The leader's path: read, lock, double-check, issue, save, release."""
+        record = self._read_valid(api_key, api_secret, stale)
+        if record is not None:
+            logger.debug("token cache hit")
+            return record
         deadline = time.monotonic() + self.wait_timeout
         while True:
-            record = self._read_valid(api_key, api_secret, stale)
-            if record is not None:
-                return record
             handle = self._acquire_issue_lock(api_key, deadline)
             if handle is None:
-                continue  # something changed while waiting: read again
+                record = self._read_valid(api_key, api_secret, stale)  # something changed while waiting
+                if record is not None:
+                    return record
+                continue
             failure: BaseException | None = None
             try:
                 record = self._read_valid(api_key, api_secret, stale)
