@@ -1,0 +1,450 @@
+"""The human table, the targets of issue 5 with pass/miss, and the optional plot."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+LOOKUP_OP = "check_token_valid + load_token"
+FAST_PATH_OP = "get_token (fast path)"
+TARGET_SIZE = "8x16"
+FLOOR_MS = 0.1  # ratios divide by at least this, and say so with ">="
+#: Anchors whose lock, by default, never expires: a killed holder blocks everyone.
+NO_EXPIRY = {"redis-py Lock", "python-redis-lock"}
+
+
+def print_header(mode: str, facts: dict[str, Any], sizes: list[tuple[int, int]], runs: int, delay: float) -> None:
+    sizes_text = ", ".join(f"{p}x{t}" for p, t in sizes)
+    print(
+        f"korea-investment-stock bench ({mode}): stampedes {sizes_text}, {runs} run(s) each, "
+        f"{delay * 1000:.0f} ms issuance",
+        flush=True,
+    )
+    print(
+        f"machine: {facts.get('cpu_model')}, {facts.get('nproc')} CPUs, Python {facts.get('python')}, "
+        f"redis-server {facts.get('redis_server') or 'none'}, load {facts.get('load_average')}",
+        flush=True,
+    )
+
+
+# --------------------------------------------------------------------------- targets
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for row in rows:
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _target(name: str, target: str, measured: str, ok: bool | None) -> dict[str, Any]:
+    return {
+        "target": name,
+        "wanted": target,
+        "measured": measured,
+        "result": "not measured" if ok is None else ("pass" if ok else "MISS"),
+    }
+
+
+def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    lookup = result.get("lookup") or []
+    redis_fast = _find(lookup, impl="ours", backend="redis", op=FAST_PATH_OP)
+    redis_pair = _find(lookup, impl="ours", backend="redis", op=LOOKUP_OP)
+    file_fast = _find(lookup, impl="ours", backend="file", op=FAST_PATH_OP)
+    file_pair = _find(lookup, impl="ours", backend="file", op=LOOKUP_OP)
+    if redis_fast:
+        trips = redis_fast["round_trips"]
+        out.append(_target("lookup: Redis round trips (get_token fast path)", "1", f"{trips:g}", trips <= 1))
+    else:
+        out.append(_target("lookup: Redis round trips (get_token fast path)", "1", "-", None))
+    if redis_pair:
+        per_call = redis_pair["round_trips"] / 2
+        out.append(
+            _target(
+                "lookup: Redis round trips per call (check_token_valid, load_token)",
+                "1",
+                f"{per_call:g}",
+                per_call <= 1,
+            )
+        )
+    for label, row in (("check+load", redis_pair), ("get_token", redis_fast)):
+        out.append(
+            _target(
+                f"lookup: Redis p99 ({label})",
+                "<= 1000 us",
+                f"{row['p99_us']:.0f} us" if row else "-",
+                row["p99_us"] <= 1000 if row else None,
+            )
+        )
+    for label, row in (("check+load", file_pair), ("get_token", file_fast)):
+        out.append(
+            _target(
+                f"lookup: file p99 ({label})",
+                "<= 500 us",
+                f"{row['p99_us']:.0f} us" if row else "-",
+                row["p99_us"] <= 500 if row else None,
+            )
+        )
+
+    cells = result.get("stampede") or []
+    for kind in ("ours file", "ours Redis"):
+        cell = _find(cells, kind=kind, size=TARGET_SIZE)
+        name = f"{TARGET_SIZE} {kind}"
+        if cell is None:
+            out.append(_target(f"{name}: issuances", "exactly 1 per run", "-", None))
+            out.append(_target(f"{name}: follower p95", "<= 5 ms", "-", None))
+            continue
+        issuances = cell["issuances"]
+        out.append(
+            _target(
+                f"{name}: issuances",
+                "exactly 1 per run",
+                ",".join(map(str, issuances)),
+                all(n == 1 for n in issuances) and cell["errors"] == 0,
+            )
+        )
+        p95 = cell["follower_wait"]["p95_ms"]
+        out.append(_target(f"{name}: follower p95", "<= 5 ms", f"{p95:.1f} ms", p95 <= 5.0))
+        if kind == "ours Redis":
+            limit = 4 * cell["processes"] + 10
+            worst = max(cell["redis_commands"]) if cell["redis_commands"] else None
+            out.append(
+                _target(
+                    f"{name}: Redis commands per stampede",
+                    f"<= 4/process + 10 = {limit}",
+                    "-" if worst is None else f"{worst} (max of runs)",
+                    None if worst is None else worst <= limit,
+                )
+            )
+    crash = result.get("crash") or []
+    file_crash = _find(crash, kind="ours file")
+    out.append(
+        _target(
+            "crash recovery: file",
+            "<= 100 ms after the holder dies",
+            _ms(file_crash.get("all_hold_ms")) if file_crash else "-",
+            _ok(file_crash, 100.0) if file_crash else None,
+        )
+    )
+    redis_crash = _find(crash, kind="ours Redis")
+    lease = redis_crash.get("lease_s") if redis_crash else None
+    out.append(
+        _target(
+            "crash recovery: Redis",
+            f"<= one lease ({lease:g} s)" if lease else "<= one lease",
+            _ms(redis_crash.get("all_hold_ms")) if redis_crash else "-",
+            _ok(redis_crash, lease * 1000.0) if redis_crash and lease else None,
+        )
+    )
+    return out
+
+
+def _ok(row: dict[str, Any], limit_ms: float) -> bool:
+    value = row.get("all_hold_ms")
+    return value is not None and row.get("errors", 1) == 0 and value <= limit_ms
+
+
+def _ms(value: float | None) -> str:
+    return "never (cap)" if value is None else f"{value:.0f} ms"
+
+
+def automatic_notes(result: dict[str, Any]) -> list[str]:
+    notes = []
+    misses = [t for t in result.get("targets", []) if t["result"] == "MISS"]
+    if misses:
+        notes.append(
+            "Missed: "
+            + "; ".join(f"{t['target']} = {t['measured']} (wanted {t['wanted']})" for t in misses)
+            + ". Why: see the notes below."
+        )
+    for cell in result.get("stampede") or []:
+        if cell["size"] != TARGET_SIZE or not cell["kind"].startswith("ours"):
+            continue
+        callers = cell["processes"] * cell["threads"]
+        p95 = cell["follower_wait"]["p95_ms"]
+        if p95 > 5.0:
+            detect = cell["first_follower_per_other_process"]
+            fan = cell["rest_of_process_after_its_first"]
+            wake_only = next(
+                (c for c in result.get("stampede") or [] if c["size"] == TARGET_SIZE and c["family"] == "none"), None
+            )
+            wake_text = ""
+            if wake_only is not None:
+                fw = wake_only["follower_wait"]
+                wake_text = (
+                    f" In the same run, waking the same callers with no store at all (wake-up only) took p50 "
+                    f"{fw['p50_ms']:.1f} / p95 {fw['p95_ms']:.1f} ms."
+                )
+            notes.append(
+                f"{cell['kind']} {TARGET_SIZE} follower p95 {p95:.1f} ms: the first caller of each other process "
+                f"held the token after p50 {detect['p50_ms']:.1f} / p95 {detect['p95_ms']:.1f} ms (noticing the "
+                f"store across processes), the rest of that process's threads p50 {fan['p50_ms']:.1f} / p95 "
+                f"{fan['p95_ms']:.1f} ms after it (waking {cell['threads'] - 1} waiting threads on "
+                f"{result.get('machine', {}).get('nproc')} CPUs).{wake_text}"
+            )
+        if cell["family"] == "redis" and cell["redis_commands"]:
+            limit = 4 * cell["processes"] + 10
+            worst = max(range(len(cell["redis_commands"])), key=lambda i: cell["redis_commands"][i])
+            total = cell["redis_commands"][worst]
+            per = cell["redis_commands_by_name"][worst]
+            if total > limit:
+                reads = per.get("hgetall", 0)
+                why = ""
+                if reads >= callers:
+                    why = (
+                        f"; {reads} of them are HGETALL for {callers} callers: every caller thread reads the "
+                        "store once on get_token's fast path, before the in-process single flight, so the "
+                        "count grows with threads, not processes"
+                    )
+                by_name = ", ".join(f"{k} {v}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+                notes.append(
+                    f"{cell['kind']} {TARGET_SIZE} used {total} Redis commands (target {limit}){why}. "
+                    f"INFO counts commands run inside Lua scripts too. By command: {by_name}."
+                )
+    for cell in result.get("stampede") or []:
+        if cell["errors"]:
+            callers = cell["processes"] * cell["threads"] * cell["runs"]
+            samples = "; ".join(e.rstrip(": ") for e in cell["error_samples"])
+            notes.append(
+                f"{cell['kind']} at {cell['size']}: {cell['errors']} of {callers} callers failed ({samples}); "
+                "the bench caps every lock wait at 60 s, so a caller that had not got the lock by then raised. "
+                "Their waits are not in the percentiles."
+            )
+    for row in result.get("crash") or []:
+        if any("Timeout reading" in e for e in row.get("error_samples", [])):
+            notes.append(
+                f"Crash row, {row['kind']}: its waiters block in BLPOP on a lock that never expires by default; "
+                "the 5 s default socket timeout of the installed redis-py ends that wait with an error."
+            )
+    load = result.get("machine", {}).get("load_average") or []
+    cpus = result.get("machine", {}).get("nproc") or 1
+    if load and load[0] > 0.5 * cpus:
+        notes.append(
+            f"Load average {load} at the start on {cpus} CPUs: other work shared the machine, so tails are inflated."
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------- table
+def _ratio(anchor: float, ours: float) -> str:
+    if any(math.isnan(x) for x in (anchor, ours)):
+        return "-"
+    if ours < FLOOR_MS:
+        return f">={anchor / FLOOR_MS:.0f}x"
+    value = anchor / ours
+    return f"{value:.1f}x" if value < 100 else f"{value:.0f}x"
+
+
+def _anchor_ratio(anchor: dict[str, Any], ours: dict[str, Any]) -> str:
+    """Anchor p95 / ours p95; when every anchor follower failed at the 60 s cap, a lower bound."""
+    mine = ours["follower_wait"]["p95_ms"]
+    if anchor["follower_wait"]["n"] == 0 and anchor["errors"] and not math.isnan(mine):
+        return f">{60000.0 / max(mine, FLOOR_MS):.0f}x (cap)"
+    return _ratio(anchor["follower_wait"]["p95_ms"], mine)
+
+
+def _num(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] | None = None) -> str:
+    right = right if right is not None else set(range(1, len(headers)))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def render(result: dict[str, Any]) -> str:
+    parts: list[str] = []
+    lookup = result.get("lookup")
+    if lookup:
+        rows = []
+        for r in lookup:
+            unit = "opens" if r["backend"] == "file" else "cmds"
+            ratio = r.get("naive_over_ours")
+            rows.append(
+                [
+                    r["backend"],
+                    r["impl"],
+                    r["op"],
+                    f"{r['round_trips']:g} {unit}",
+                    f"{r['p50_us']:.1f}",
+                    f"{r['p99_us']:.1f}",
+                    f"{ratio['round_trips']:g}x" if ratio else "(base)",
+                    f"{ratio['p50']:.1f}x" if ratio else "(base)",
+                    f"{ratio['p99']:.1f}x" if ratio else "(base)",
+                ]
+            )
+        parts.append(
+            "1. Stored-token lookup: a valid token already stored; naive = the 0.6.x flows; the last three columns\n"
+            "   are naive / ours for trips, p50 and p99 (higher = ours better; ours below 1x is slower than naive)\n"
+            + _table(
+                ["store", "impl", "operation", "round trips", "p50 us", "p99 us", "trips", "p50", "p99"],
+                rows,
+                right={3, 4, 5, 6, 7, 8},
+            )
+        )
+    ctor = result.get("construction")
+    if ctor:
+        rows = [
+            [r["backend"], f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}", str(r["n"]), str(r["tokenp_calls_while_timed"])]
+            for r in ctor
+        ]
+        parts.append(
+            "2. KoreaInvestment() with a valid stored token (fake KIS on loopback, one shared store)\n"
+            + _table(["store", "p50 us", "p99 us", "n", "tokenP calls"], rows)
+        )
+    cells = result.get("stampede")
+    if cells:
+        parts.append(_render_stampede(result, cells))
+    crash = result.get("crash")
+    if crash:
+        rows = []
+        for r in crash:
+            if "error" in r:
+                rows.append([r["kind"], "-", "-", "-", "-", "-", "-", r["error"]])
+                continue
+            rows.append(
+                [
+                    r["kind"],
+                    f"{r['lease_s']:g} s" if r.get("lease_s") else "none" if r["kind"] in NO_EXPIRY else "-",
+                    f"{r['cap_s']:g} s",
+                    _ms(r.get("takeover_ms")),
+                    _ms(r.get("first_hold_ms")),
+                    _ms(r.get("all_hold_ms")),
+                    str(r["issuances"]),
+                    f"{r['errors']}" + (f" ({r['error_samples'][0]})" if r["errors"] else ""),
+                ]
+            )
+        parts.append(
+            "4. Holder crash recovery: the holder is SIGKILLed mid-issuance while 3x4 callers wait; their own "
+            "issuance is instant,\n   so the times (from the kill) are the store's alone. 'never (cap)' = still "
+            "waiting when the bench gave up;\n   'issuances' counts the killed one. Anchors use their default "
+            "lock expiry ('none' = the lock never expires)\n"
+            + _table(
+                ["design", "lease", "gave up at", "new issuer starts", "first holds", "all hold", "issuances"]
+                + ["errors"],
+                rows,
+                right={1, 2, 3, 4, 5, 6},
+            )
+        )
+    targets = result.get("targets")
+    if targets:
+        rows = [[t["target"], t["wanted"], t["measured"], t["result"]] for t in targets]
+        parts.append("Targets (issue 5)\n" + _table(["target", "wanted", "measured", "result"], rows, right={2}))
+    notes = result.get("notes")
+    if notes:
+        parts.append("Notes\n" + "\n".join(f"- {n}" for n in notes))
+    start_load = result.get("machine", {}).get("load_average")
+    parts.append(
+        f"duration {result.get('duration_s')} s; load average at the start {start_load}, at the end "
+        f"{result.get('load_average_end')} (the end value counts the bench's own processes)"
+    )
+    return "\n\n".join(parts)
+
+
+def _render_stampede(result: dict[str, Any], cells: list[dict[str, Any]]) -> str:
+    delay = result.get("config", {}).get("issue_delay_s", 0.2) * 1000
+    out = [
+        f"3. Cold stampede, P x T callers on an empty store, {delay:.0f} ms simulated issuance.\n"
+        "   follower wait = time from the token being stored to a non-issuing caller holding it "
+        "(one time.time() clock);\n   'x ours' = this design's p95 / ours on the same store "
+        "(higher = ours better);\n   'wake-up only (no store)' is a reference, not a design: the issuer writes a "
+        "byte per process to a pipe,\n   one thread per process wakes its siblings (our stores' wake-up shape with "
+        "no read, lock or command):\n   what scheduling the callers alone costs on this machine"
+    ]
+    for size in dict.fromkeys(c["size"] for c in cells):
+        group = [c for c in cells if c["size"] == size]
+        ours = {c["family"]: c for c in group if c["kind"].startswith("ours")}
+        rows = []
+        for c in group:
+            w = c["follower_wait"]
+            mine = ours.get(c["family"])
+            ratio = "-" if c["kind"].startswith("ours") or mine is None else _anchor_ratio(c, mine)
+            cmds = c["redis_commands"]
+            rows.append(
+                [
+                    c["kind"],
+                    "-" if c["family"] == "none" else c["family"],
+                    ",".join(map(str, c["issuances"])),
+                    _num(w["p50_ms"]),
+                    _num(w["p95_ms"]),
+                    _num(w["max_ms"]),
+                    "/".join(map(str, cmds)) if cmds else "-",
+                    str(c["errors"]) + (f" ({c['error_samples'][0].split(':')[0]})" if c["errors"] else ""),
+                    ratio,
+                ]
+            )
+        first = group[0]
+        out.append(
+            f"{size}: {first['processes'] * first['threads']} callers, {first['runs']} run(s); "
+            "issuances and Redis commands listed per run\n"
+            + _table(
+                ["design", "store", "issuances", "p50 ms", "p95 ms", "max ms", "redis cmds", "errors", "p95 x ours"],
+                rows,
+                right={3, 4, 5, 6, 7, 8},
+            )
+        )
+        for mine in ours.values():
+            anchors = [c for c in group if not c["kind"].startswith("ours") and c["family"] != "none"]
+            if not anchors:
+                continue
+            bits = [f"{c['kind']} {_anchor_ratio(c, mine)}" for c in anchors]
+            line = f"   {mine['kind']} vs anchors, follower p95 (anchor / ours): " + ", ".join(bits)
+            if mine["family"] == "redis" and mine["redis_commands"]:
+                own = max(mine["redis_commands"])
+                cmd_bits = [
+                    f"{c['kind']} {_ratio(max(c['redis_commands']), own)}" for c in anchors if c["redis_commands"]
+                ]
+                line += "\n   " + f"{mine['kind']} vs anchors, Redis commands (anchor / ours): " + ", ".join(cmd_bits)
+            out.append(line)
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- plot
+def plot(result: dict[str, Any], path: str) -> None:
+    """Follower wait (p50, p95, max) per design at 8x16 (or the largest size run), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = result.get("stampede") or []
+    sizes = [c["size"] for c in cells]
+    size = TARGET_SIZE if TARGET_SIZE in sizes else (sizes[-1] if sizes else None)
+    group = [c for c in cells if c["size"] == size]
+    if not group:
+        raise ValueError("no stampede rows to plot")
+
+    def order(cell: dict[str, Any]) -> tuple[int, float]:
+        rank = 0 if cell["kind"].startswith("ours") else 1 if cell["family"] == "none" else 2
+        return rank, cell["follower_wait"]["p95_ms"]
+
+    group.sort(key=order)
+    labels = [f"{c['kind']}" for c in group]
+    fig, ax = plt.subplots(figsize=(7.0, 3.4), dpi=90)
+    ys = range(len(group))
+    floor = 0.05
+    for offset, key, colour in ((-0.25, "p50_ms", "#9ecae1"), (0.0, "p95_ms", "#3182bd"), (0.25, "max_ms", "#08519c")):
+        values = [max(c["follower_wait"][key], floor) for c in group]
+        ax.barh([y + offset for y in ys], values, height=0.25, color=colour, label=key.replace("_ms", ""))
+    ax.set_xscale("log")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(5.0, color="#d62728", linestyle="--", linewidth=1)
+    ax.text(5.0, -0.55, " 5 ms target", color="#d62728", fontsize=7, va="top")
+    ax.set_xlabel("follower wait after the token was stored (ms, log scale)", fontsize=8)
+    machine = result.get("machine", {})
+    ax.set_title(
+        f"Cold stampede {size}, {result['config']['issue_delay_s'] * 1000:.0f} ms issuance "
+        f"({machine.get('nproc')} CPUs, {result['mode']} run)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper right")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
