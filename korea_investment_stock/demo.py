@@ -69,13 +69,14 @@ def _caller(
     from .client import KoreaInvestment
 
     try:
+        storage = make_storage()  # as an application would at start-up, before the stampede
         barrier.wait(WORKER_TIMEOUT)
         started = time.perf_counter()
         client = KoreaInvestment(
             config["app_key"],
             config["app_secret"],
             ACCOUNT,
-            token_storage=make_storage(),
+            token_storage=storage,
             base_url=config["url"],
         )
         waited = (time.perf_counter() - started) * 1000.0
