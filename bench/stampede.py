@@ -364,6 +364,11 @@ def _context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+def _child_config(workdir: str, redis_url: str | None) -> dict[str, Any]:
+    """What every child of one run shares: its scratch directory, the Redis and a fresh key prefix."""
+    return {"workdir": workdir, "redis_url": redis_url, "key_prefix": f"kis-bench:{uuid.uuid4().hex[:12]}"}
+
+
 def _drain(
     results: Any, procs: list[Any], per_child: int, timeout: float, barrier: Any = None
 ) -> tuple[list[dict[str, Any]], int]:
@@ -411,12 +416,7 @@ def run_stampede(
 
     ctx = _context()
     with tempfile.TemporaryDirectory(prefix="kis-bench-") as workdir:
-        config = {
-            "workdir": workdir,
-            "redis_url": redis_url,
-            "key_prefix": f"kis-bench:{uuid.uuid4().hex[:12]}",
-            "issue_delay": issue_delay,
-        }
+        config = {**_child_config(workdir, redis_url), "issue_delay": issue_delay}
         if kind == WAKE_ONLY:
             reader, writer = ctx.Pipe(duplex=False)
             config.update(
@@ -471,13 +471,7 @@ def run_crash(
     """SIGKILL a holder mid-issuance; time until the others hold a token."""
     ctx = _context()
     with tempfile.TemporaryDirectory(prefix="kis-bench-crash-") as workdir:
-        config = {
-            "workdir": workdir,
-            "redis_url": redis_url,
-            "key_prefix": f"kis-bench:{uuid.uuid4().hex[:12]}",
-            "hang": CHILD_TIMEOUT,
-            "follower_timeout": cap,
-        }
+        config = {**_child_config(workdir, redis_url), "hang": CHILD_TIMEOUT, "follower_timeout": cap}
         counter = ctx.Value("i", 0)
         in_issue = ctx.Event()
         go = ctx.Event()

@@ -101,6 +101,21 @@ class Outcome:
     def from_dict(cls, data: dict[str, Any]) -> Outcome:
         return cls(**data)
 
+    @classmethod
+    def failure(
+        cls, exc: BaseException, started: float | None = None, *, keep: bool = False, limit: int = 300
+    ) -> Outcome:
+        """A caller that ended with ``exc``; ``elapsed`` since ``started`` (a ``perf_counter``) when
+        given, and the exception object itself in ``extra["exc"]`` with ``keep``."""
+        return cls(
+            ok=False,
+            at=time.time(),
+            error_type=type(exc).__name__,
+            error=str(exc)[:limit],
+            elapsed=0.0 if started is None else time.perf_counter() - started,
+            extra={"exc": exc} if keep else {},
+        )
+
 
 def errors_of(outcomes: Iterable[Outcome]) -> list[Outcome]:
     return [o for o in outcomes if not o.ok]
@@ -183,7 +198,7 @@ def run_threads(n: int, body: Callable[[int, threading.Barrier], Outcome], timeo
         try:
             results[i] = body(i, barrier)
         except BaseException as exc:  # the body reports its own errors; this is a harness bug
-            results[i] = Outcome(ok=False, error_type=type(exc).__name__, error=str(exc)[:300], at=time.time())
+            results[i] = Outcome.failure(exc)
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
@@ -210,6 +225,13 @@ def drain(queue: Any, n: int, timeout: float = HARNESS_TIMEOUT) -> list[Any]:
         except Exception:
             break
     return items
+
+
+def fleet_outcomes(queue: Any, processes: int, callers: int, timeout: float = HARNESS_TIMEOUT) -> list[Outcome]:
+    """Every caller's outcome from ``processes`` workers that each put one batch of outcome dicts
+    on ``queue``; the callers of a process that did not report in time count as hung."""
+    outcomes = [Outcome.from_dict(d) for batch in drain(queue, processes, timeout) for d in batch]
+    return outcomes + [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
 
 
 def acquire_n(semaphore: Any, n: int, timeout: float) -> bool:
@@ -390,14 +412,7 @@ def client_wave(
             with client:
                 quote(client)
         except Exception as exc:
-            return Outcome(
-                ok=False,
-                at=time.time(),
-                error_type=type(exc).__name__,
-                error=str(exc)[:300],
-                elapsed=time.perf_counter() - t0,
-                extra={"exc": exc},
-            )
+            return Outcome.failure(exc, t0, keep=True)
         return Outcome(ok=True, token=client._token.access_token, at=got, elapsed=time.perf_counter() - t0)
 
     return run_threads(n, body, timeout=timeout)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .harness import Outcome, drain, error_sample, summarize
+from .harness import error_sample, fleet_outcomes, summarize
 from .workers import stampede_process
 
 #: (processes, threads).  The CI-sized default runs all four shapes once; the full
@@ -36,10 +36,8 @@ def test_cold_stampede(processes, threads, repeat, backend, kis_factory, issuanc
     started = time.perf_counter()
     for _ in range(processes):
         fleet.start(stampede_process, spec, threads, barrier, queue)
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, processes) for d in batch]
+    outcomes = fleet_outcomes(queue, processes, callers)
     wall = time.perf_counter() - started
-    missing = callers - len(outcomes)
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * missing
     figures = report(summarize(f"cold-matrix[{processes}x{threads}]", backend.name, outcomes, kis, clock, wall))
     assert figures.errors == 0, error_sample(outcomes)
     assert figures.tokenp_requests == 1

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .harness import HARNESS_TIMEOUT, Outcome, acquire_n, drain, error_sample, summarize
+from .harness import HARNESS_TIMEOUT, acquire_n, error_sample, fleet_outcomes, summarize
 from .workers import follower_process, holder_process
 
 FOLLOWER_PROCESSES, FOLLOWER_THREADS = 3, 10
@@ -53,10 +53,9 @@ def test_holder_killed_mid_issuance(kill_at, backend, kis_factory, issuance_cloc
     os.kill(holder.pid, signal.SIGKILL)
     killed_at = time.time()
     started = time.perf_counter()
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, FOLLOWER_PROCESSES, HARNESS_TIMEOUT) for d in batch]
-    wall = time.perf_counter() - started
     callers = FOLLOWER_PROCESSES * FOLLOWER_THREADS
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
+    outcomes = fleet_outcomes(queue, FOLLOWER_PROCESSES, callers, HARNESS_TIMEOUT)
+    wall = time.perf_counter() - started
     holder.join(10)
     finish = max((o.at for o in outcomes), default=killed_at) - killed_at
     figures = report(

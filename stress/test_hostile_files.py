@@ -192,6 +192,23 @@ def _plant(path: Path, kind: str, payload, api_key: str, outside: Path) -> dict:
     return keep
 
 
+def _read_none_then_heal(make_storage, kis, outcomes: list[Outcome], label: str, payload) -> str:
+    """A fresh store over the planted hostile thing reads "no token"; a client on it gets a real
+    token and quotes.  Records the caller's outcome; any exception fails the example."""
+    try:
+        storage = make_storage()
+        assert storage.load_token(kis.app_key, kis.app_secret) is None  # forged/garbage: never a token
+        assert storage.check_token_valid(kis.app_key, kis.app_secret) is False
+        with KoreaInvestment(kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url) as client:
+            quote(client)
+            token = client._token.access_token
+        outcomes.append(Outcome(ok=True, token=token, at=time.time()))
+    except Exception as exc:
+        outcomes.append(Outcome.failure(exc, limit=200))
+        raise AssertionError(f"{label} {payload!r:.200}: {type(exc).__name__}: {exc}") from exc
+    return token
+
+
 @pytest.mark.timeout(300)
 def test_hostile_token_files_never_crash(request, tmp_path, kis_factory, issuance_clock, report):
     from .conftest import full_matrix
@@ -219,19 +236,7 @@ def test_hostile_token_files_never_crash(request, tmp_path, kis_factory, issuanc
         path = workdir / "token.key"
         keep = _plant(path, kind, payload, kis.app_key, outside)
         before = kis.stats.tokenp_requests
-        try:
-            storage = FileTokenStorage(path)
-            assert storage.load_token(kis.app_key, kis.app_secret) is None  # forged/garbage: never a token
-            assert storage.check_token_valid(kis.app_key, kis.app_secret) is False
-            with KoreaInvestment(
-                kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url
-            ) as client:
-                quote(client)
-                token = client._token.access_token
-            outcomes.append(Outcome(ok=True, token=token, at=time.time()))
-        except Exception as exc:
-            outcomes.append(Outcome(ok=False, at=time.time(), error_type=type(exc).__name__, error=str(exc)[:200]))
-            raise AssertionError(f"{kind} {payload!r:.200}: {type(exc).__name__}: {exc}") from exc
+        token = _read_none_then_heal(lambda: FileTokenStorage(path), kis, outcomes, kind, payload)
         assert kis.stats.tokenp_requests - before == 1
         if "target" in keep:
             target, content = keep["target"]
@@ -399,19 +404,13 @@ def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefi
         kinds[label] = kinds.get(label, 0) + 1
         _plant_redis(admin, keys, kind, payload, kis.app_key)
         before = kis.stats.tokenp_requests
-        try:
-            storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix)
-            assert storage.load_token(kis.app_key, kis.app_secret) is None
-            assert storage.check_token_valid(kis.app_key, kis.app_secret) is False
-            with KoreaInvestment(
-                kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url
-            ) as client:
-                quote(client)
-                token = client._token.access_token
-            outcomes.append(Outcome(ok=True, token=token, at=time.time()))
-        except Exception as exc:
-            outcomes.append(Outcome(ok=False, at=time.time(), error_type=type(exc).__name__, error=str(exc)[:200]))
-            raise AssertionError(f"{label} {payload!r:.200}: {type(exc).__name__}: {exc}") from exc
+        token = _read_none_then_heal(
+            lambda: LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix),
+            kis,
+            outcomes,
+            label,
+            payload,
+        )
         assert kis.stats.tokenp_requests - before == 1
         stored = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix).load_token(
             kis.app_key, kis.app_secret
@@ -460,14 +459,7 @@ def _wrong_type_case(shared_redis_url, redis_prefix, kis, payload):
             quote(client)
         outcome = Outcome(ok=True, token=client._token.access_token, at=time.time())
     except Exception as exc:
-        outcome = Outcome(
-            ok=False,
-            at=time.time(),
-            error_type=type(exc).__name__,
-            error=str(exc)[:300],
-            elapsed=time.perf_counter() - started,
-            extra={"exc": exc},
-        )
+        outcome = Outcome.failure(exc, started, keep=True)
     finally:
         admin.delete(keys.token, keys.lock, keys.generation, keys.failed)
         admin.close()

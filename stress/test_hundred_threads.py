@@ -33,7 +33,7 @@ def test_100_threads_share_one_client(repeat, backend, kis_factory, issuance_clo
         try:
             quote(client)
         except Exception as exc:
-            return Outcome(ok=False, at=time.time(), error_type=type(exc).__name__, error=str(exc)[:300])
+            return Outcome.failure(exc)
         return Outcome(ok=True, token=client._token.access_token, at=time.time(), elapsed=time.perf_counter() - t0)
 
     with client:
@@ -64,13 +64,13 @@ def test_100_threads_100_separate_clients(repeat, backend, kis_factory, issuance
         try:
             client = new_client(spec, storages[i])
         except Exception as exc:
-            return Outcome(ok=False, at=time.time(), error_type=type(exc).__name__, error=str(exc)[:300])
+            return Outcome.failure(exc)
         got = time.time()
         with client:
             try:
                 quote(client)
             except Exception as exc:
-                return Outcome(ok=False, at=time.time(), error_type=type(exc).__name__, error=str(exc)[:300])
+                return Outcome.failure(exc)
         return Outcome(ok=True, token=client._token.access_token, at=got, elapsed=time.perf_counter() - t0)
 
     started = time.perf_counter()

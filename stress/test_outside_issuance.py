@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from .harness import HARNESS_TIMEOUT, Outcome, drain, error_sample, summarize
+from .harness import HARNESS_TIMEOUT, error_sample, fleet_outcomes, summarize
 from .workers import stampede_process
 
 #: A short issue window on the fake server keeps the test quick (KIS's is 60 s).
@@ -40,9 +40,8 @@ def test_outside_issuance_then_egw00133(backend, kis_factory, issuance_clock, fl
     clock = issuance_clock(kis)
     started = time.perf_counter()
     go.wait(HARNESS_TIMEOUT)
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, PROCESSES) for d in batch]
+    outcomes = fleet_outcomes(queue, PROCESSES, callers)
     wall = time.perf_counter() - started
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
     after = kis.stats
     refused = after.tokenp_rejected.get("EGW00133", 0) - before.tokenp_rejected.get("EGW00133", 0)
     figures = report(

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .harness import Outcome, drain, error_sample, summarize
+from .harness import error_sample, fleet_outcomes, summarize
 from .workers import stampede_process
 
 #: tokenP answers after this long on the fake server...
@@ -32,9 +32,8 @@ def test_lease_shorter_than_issuance(backend, kis_factory, issuance_clock, fleet
     started = time.perf_counter()
     for _ in range(PROCESSES):
         fleet.start(stampede_process, spec, THREADS, barrier, queue)
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, PROCESSES) for d in batch]
+    outcomes = fleet_outcomes(queue, PROCESSES, callers)
     wall = time.perf_counter() - started
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
     figures = report(
         summarize(
             "lease-shorter-than-issuance",

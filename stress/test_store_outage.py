@@ -23,7 +23,7 @@ import pytest
 
 from korea_investment_stock.errors import StorageError, StorageUnavailableError, TokenWaitTimeout
 
-from .harness import HARNESS_TIMEOUT, Outcome, client_wave, drain, error_sample, free_port, summarize
+from .harness import HARNESS_TIMEOUT, Outcome, client_wave, error_sample, fleet_outcomes, free_port, summarize
 from .workers import holder_process, make_storage, new_client, quote, restart_process
 
 OUTAGE_BOUND = 3.5
@@ -57,14 +57,39 @@ def test_store_restarted_losing_its_data(backend, own_redis, tmp_path, kis_facto
         shutil.rmtree(Path(spec["token_file"]).parent)  # the token file, its lock file, the directory
     started = time.perf_counter()
     after.wait(HARNESS_TIMEOUT)
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, PROCESSES) for d in batch]
+    outcomes = fleet_outcomes(queue, PROCESSES, callers)
     wall = time.perf_counter() - started
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
     figures = report(summarize("store-restarted-data-lost", backend.name, outcomes, kis, clock, wall, before=phase1))
 
     assert figures.errors == 0, error_sample(outcomes)
     assert figures.tokenp_requests == 1, "not exactly one re-issuance after the store lost its data"
     assert len({o.token for o in outcomes}) == 1
+
+
+def _assert_outage_then_recovery(
+    scenario, backend, kis, clock, report, during: list[Outcome], recovered: list[Outcome], wall, expected
+) -> None:
+    """Report the scenario; every caller during the outage failed fast with ``expected``, every
+    caller after it got the one token, and the outage cost no extra tokenP call."""
+    figures = report(
+        summarize(
+            scenario,
+            backend.name,
+            during + recovered,
+            kis,
+            clock,
+            wall,
+            error_s=round(max(o.elapsed for o in during), 2),
+            recover_s=round(max(o.elapsed for o in recovered), 2),
+        )
+    )
+
+    for o in during:
+        assert not o.ok and isinstance(o.extra["exc"], expected), f"{o.error_type}: {o.error}"
+        assert o.elapsed <= OUTAGE_BOUND, f"error after {o.elapsed:.2f}s (bound {OUTAGE_BOUND}s)"
+    assert all(o.ok for o in recovered), error_sample(recovered)
+    assert figures.tokenp_requests == 1, "the outage caused extra tokenP calls"
+    assert len({o.token for o in recovered}) == 1
 
 
 def _paused_file_holder(spec, fleet, kis):
@@ -109,25 +134,7 @@ def test_store_paused(backend, own_redis, kis_factory, issuance_clock, fleet, re
     wall = time.perf_counter() - started
     if warm is not None:
         warm.shutdown()
-    figures = report(
-        summarize(
-            "store-paused",
-            backend.name,
-            during + recovered,
-            kis,
-            clock,
-            wall,
-            error_s=round(max(o.elapsed for o in during), 2),
-            recover_s=round(max(o.elapsed for o in recovered), 2),
-        )
-    )
-
-    for o in during:
-        assert not o.ok and isinstance(o.extra["exc"], expected), f"{o.error_type}: {o.error}"
-        assert o.elapsed <= OUTAGE_BOUND, f"error after {o.elapsed:.2f}s (bound {OUTAGE_BOUND}s)"
-    assert all(o.ok for o in recovered), error_sample(recovered)
-    assert figures.tokenp_requests == 1, "the outage caused extra tokenP calls"
-    assert len({o.token for o in recovered}) == 1
+    _assert_outage_then_recovery("store-paused", backend, kis, clock, report, during, recovered, wall, expected)
 
 
 @pytest.mark.timeout(120)
@@ -153,22 +160,4 @@ def test_store_unreachable(backend, own_redis, tmp_path, kis_factory, issuance_c
         blocker.unlink()
     recovered = client_wave(spec, WAVE, storages)
     wall = time.perf_counter() - started
-    figures = report(
-        summarize(
-            "store-unreachable",
-            backend.name,
-            during + recovered,
-            kis,
-            clock,
-            wall,
-            error_s=round(max(o.elapsed for o in during), 2),
-            recover_s=round(max(o.elapsed for o in recovered), 2),
-        )
-    )
-
-    for o in during:
-        assert not o.ok and isinstance(o.extra["exc"], expected), f"{o.error_type}: {o.error}"
-        assert o.elapsed <= OUTAGE_BOUND
-    assert all(o.ok for o in recovered), error_sample(recovered)
-    assert figures.tokenp_requests == 1
-    assert len({o.token for o in recovered}) == 1
+    _assert_outage_then_recovery("store-unreachable", backend, kis, clock, report, during, recovered, wall, expected)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .harness import HARNESS_TIMEOUT, Outcome, drain, error_sample, summarize
+from .harness import HARNESS_TIMEOUT, error_sample, fleet_outcomes, summarize
 from .workers import death_process
 
 DEATHS = {
@@ -46,9 +46,8 @@ def test_simultaneous_death(death, processes, threads, backend, kis_factory, iss
     getattr(kis, kill)()
     started = time.perf_counter()
     killed.wait(HARNESS_TIMEOUT)  # every caller now makes its next quotation call
-    outcomes = [Outcome.from_dict(d) for batch in drain(queue, processes) for d in batch]
+    outcomes = fleet_outcomes(queue, processes, callers)
     wall = time.perf_counter() - started
-    outcomes += [Outcome(ok=False, error_type="Hang", error="process did not report")] * (callers - len(outcomes))
     after = kis.stats
     rejected = after.rest_rejected.get(code, 0) - before.rest_rejected.get(code, 0)
     figures = report(

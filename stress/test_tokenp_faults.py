@@ -72,14 +72,7 @@ def _wave(spec, n: int, pile_up: bool) -> list[Outcome]:
         try:
             client = new_client(spec, storages[i], timeout=TIMEOUT)
         except Exception as exc:
-            return Outcome(
-                ok=False,
-                at=time.time(),
-                error_type=type(exc).__name__,
-                error=str(exc)[:300],
-                elapsed=time.perf_counter() - t0,
-                extra={"exc": exc},
-            )
+            return Outcome.failure(exc, t0, keep=True)
         with client:
             return Outcome(ok=True, token=client._token.access_token, at=time.time(), elapsed=time.perf_counter() - t0)
 

@@ -84,6 +84,25 @@ def failed(exc: BaseException, started: float, **extra: Any) -> dict[str, Any]:
     }
 
 
+def build_and_quote(build: Callable[[], KoreaInvestment]) -> dict[str, Any]:
+    """One caller: build a client (it obtains its token), then quote once with it.
+
+    ``at`` is when the client held its token; ``elapsed`` runs to the end (client shut down).
+    """
+    started = time.perf_counter()
+    try:
+        client = build()
+    except Exception as exc:
+        return failed(exc, started)
+    got = time.time()
+    with client:
+        try:
+            quote(client)
+        except Exception as exc:
+            return failed(exc, started)
+    return ok(client._token.access_token, started, at=got)
+
+
 def run_callers(threads: int, body: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
     """Run ``body(i)`` in ``threads`` threads; a caller that hangs reports an error."""
     results: list[dict[str, Any] | None] = [None] * threads
@@ -127,18 +146,7 @@ def stampede_process(spec: dict[str, Any], threads: int, barrier: Any, queue: An
         if ready is not None:
             ready.wait(WORKER_TIMEOUT)
         barrier.wait(WORKER_TIMEOUT)
-        started = time.perf_counter()
-        try:
-            client = new_client(spec, storages[i])
-        except Exception as exc:
-            return failed(exc, started)
-        got = time.time()
-        with client:
-            try:
-                quote(client)
-            except Exception as exc:
-                return failed(exc, started)
-            return ok(client._token.access_token, started, at=got)
+        return build_and_quote(lambda: new_client(spec, storages[i]))
 
     queue.put(run_callers(threads, body))
 
@@ -254,21 +262,7 @@ def follower_process(spec: dict[str, Any], threads: int, go: Any, waiting: Any, 
         storage._acquire_issue_lock = signalling  # type: ignore[method-assign]
     go.wait(WORKER_TIMEOUT)
 
-    def body(i: int) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            client = new_client(spec, storages[i])
-        except Exception as exc:
-            return failed(exc, started)
-        got = time.time()
-        with client:
-            try:
-                quote(client)
-            except Exception as exc:
-                return failed(exc, started)
-        return ok(client._token.access_token, started, at=got)
-
-    queue.put(run_callers(threads, body))
+    queue.put(run_callers(threads, lambda i: build_and_quote(lambda: new_client(spec, storages[i]))))
 
 
 # -------------------------------------------------------------- read-only directory
@@ -294,18 +288,9 @@ def readonly_main(spec: dict[str, Any]) -> dict[str, Any]:
     outcomes: list[dict[str, Any]] = []
 
     def one(_: int) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            client = KoreaInvestment(spec["app_key"], spec["app_secret"], ACCOUNT, base_url=spec["url"])
-        except Exception as exc:
-            return failed(exc, started)
-        got = time.time()
-        with client:
-            try:
-                quote(client)
-            except Exception as exc:
-                return failed(exc, started)
-        return ok(client._token.access_token, started, at=got)
+        return build_and_quote(
+            lambda: KoreaInvestment(spec["app_key"], spec["app_secret"], ACCOUNT, base_url=spec["url"])
+        )
 
     for i in range(spec["sequential"]):
         outcomes.append(one(i))

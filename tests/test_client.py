@@ -26,7 +26,7 @@ from korea_investment_stock import (
 from korea_investment_stock import client as client_module
 from korea_investment_stock.client import MOCK_BASE_URL, REAL_BASE_URL
 
-from .workers import ACCOUNT, make_record
+from .workers import ACCOUNT, make_record, run_together
 
 HANG = 60.0
 
@@ -97,27 +97,6 @@ def html_url():
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
-
-
-def run_together(n, target):
-    barrier = threading.Barrier(n)
-    results: list[object] = [None] * n
-    errors: list[BaseException | None] = [None] * n
-
-    def body(i):
-        try:
-            barrier.wait(HANG)
-            results[i] = target(i)
-        except BaseException as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG)
-        assert not t.is_alive(), "a caller hung"
-    return results, errors
 
 
 # -------------------------------------------------------------------------------- validation

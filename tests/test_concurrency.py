@@ -5,42 +5,29 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
-import traceback
 
 import pytest
 
 from korea_investment_stock import FileTokenStorage, KoreaInvestment
 
-from .workers import ACCOUNT, file_storage_worker, inherited_storage_worker
+from .workers import (
+    ACCOUNT,
+    access_token_of,
+    file_storage_worker,
+    inherited_storage_worker,
+    join_all,
+    start_threads,
+    tokens_and_tracebacks,
+)
 
 HANG = 90.0
 
 
 def construct_together(n: int, make_client) -> tuple[list[str], list[str]]:
     """``n`` threads released by one barrier, each constructing a client; returns tokens and errors."""
-    barrier = threading.Barrier(n)
-    tokens: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def caller(i: int) -> None:
-        try:
-            barrier.wait(HANG)
-            with make_client(i) as client:
-                token = client.access_token
-            with lock:
-                tokens.append(token)
-        except BaseException:
-            with lock:
-                errors.append(traceback.format_exc())
-
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG)
-        assert not t.is_alive(), "a caller hung"
-    return tokens, errors
+    threads, results, errors = start_threads(n, lambda i: access_token_of(make_client(i)), threading.Barrier(n), HANG)
+    join_all(threads, HANG)
+    return tokens_and_tracebacks(results, errors)
 
 
 def assert_exactly_one_issuance(fake, tokens: list[str], errors: list[str], callers: int) -> None:

@@ -11,29 +11,9 @@ import pytest
 from korea_investment_stock.errors import TokenWaitTimeout
 from korea_investment_stock.token.flight import SingleFlight
 
+from .workers import join_all, start_threads
+
 HANG = 30.0  # generous bound: only reached when something is broken
-
-
-def run_threads(n, target):
-    results: list[object] = [None] * n
-    errors: list[BaseException | None] = [None] * n
-
-    def body(i):
-        try:
-            results[i] = target(i)
-        except BaseException as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    return threads, results, errors
-
-
-def join_all(threads):
-    for t in threads:
-        t.join(HANG)
-        assert not t.is_alive(), "a caller hung"
 
 
 def test_one_leader_all_followers_share_its_result(counting_followers):
@@ -48,10 +28,10 @@ def test_one_leader_all_followers_share_its_result(counting_followers):
         assert release.wait(HANG)
         return result
 
-    threads, results, errors = run_threads(n, lambda i: flight.run("key", fn, follower_timeout=HANG))
+    threads, results, errors = start_threads(n, lambda i: flight.run("key", fn, follower_timeout=HANG))
     counting_followers(n - 1)  # everyone but the leader is parked on the leader's flight
     release.set()
-    join_all(threads)
+    join_all(threads, HANG)
     assert errors == [None] * n
     assert len(calls) == 1
     assert all(r is result for r in results)
@@ -69,10 +49,10 @@ def test_followers_share_the_leaders_error(counting_followers):
         assert release.wait(HANG)
         raise boom
 
-    threads, results, errors = run_threads(n, lambda i: flight.run("key", fn, follower_timeout=HANG))
+    threads, results, errors = start_threads(n, lambda i: flight.run("key", fn, follower_timeout=HANG))
     counting_followers(n - 1)
     release.set()
-    join_all(threads)
+    join_all(threads, HANG)
     assert len(calls) == 1
     assert all(e is boom for e in errors)
     assert results == [None] * n
@@ -112,12 +92,12 @@ def test_keys_fly_independently():
         assert release_a.wait(HANG)
         return "a"
 
-    threads, results, errors = run_threads(1, lambda i: flight.run("a", slow_a, HANG))
+    threads, results, errors = start_threads(1, lambda i: flight.run("a", slow_a, HANG))
     assert inside_a.wait(HANG)
     # "a" is still in flight; "b" must not wait for it.
     assert flight.run("b", lambda: "b", follower_timeout=0.0) == "b"
     release_a.set()
-    join_all(threads)
+    join_all(threads, HANG)
     assert results == ["a"] and errors == [None]
 
 
@@ -131,7 +111,7 @@ def test_follower_timeout(counting_followers):
         assert release.wait(HANG)
         return "late"
 
-    threads, results, errors = run_threads(1, lambda i: flight.run("k", slow, HANG))
+    threads, results, errors = start_threads(1, lambda i: flight.run("k", slow, HANG))
     assert inside.wait(HANG)
     started = time.monotonic()
     with pytest.raises(TokenWaitTimeout) as info:
@@ -140,7 +120,7 @@ def test_follower_timeout(counting_followers):
     assert 0.15 <= elapsed < 5.0
     assert "0.2s" in str(info.value)
     release.set()
-    join_all(threads)
+    join_all(threads, HANG)
     assert results == ["late"]
 
 
@@ -157,10 +137,10 @@ def test_base_exceptions_are_shared_too(counting_followers):
         assert release.wait(HANG)
         raise stop
 
-    threads, results, errors = run_threads(4, lambda i: flight.run("k", fn, HANG))
+    threads, results, errors = start_threads(4, lambda i: flight.run("k", fn, HANG))
     counting_followers(3)
     release.set()
-    join_all(threads)
+    join_all(threads, HANG)
     assert all(e is stop for e in errors)
     assert flight._calls == {}
 
@@ -176,7 +156,7 @@ def test_fork_resets_flights_in_the_child():
         assert release.wait(HANG)
         return "parent"
 
-    threads, results, errors = run_threads(1, lambda i: flight.run("k", parent_leader, HANG))
+    threads, results, errors = start_threads(1, lambda i: flight.run("k", parent_leader, HANG))
     assert inside.wait(HANG)
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -196,7 +176,7 @@ def test_fork_resets_flights_in_the_child():
             answer = pipe.read()
     finally:
         release.set()
-        join_all(threads)
+        join_all(threads, HANG)
     assert os.waitstatus_to_exitcode(status) == 0
     assert answer == b"child"  # led its own flight instead of waiting for a parent thread
     assert results == ["parent"]

@@ -42,19 +42,35 @@ def reap(processes) -> None:
             process.join(5)
 
 
-def test_8_processes_x_25_threads_cold_issue_exactly_once(redis_url, redis_prefix, fake_kis_factory):  # noqa: F811
-    kis = fake_kis_factory(token_delay=0.2)
-    processes_n, threads_n = 8, 25
-    barrier = CTX.Barrier(processes_n * threads_n)
+def start_stampede(kwargs: dict, processes_n: int) -> tuple[list, object, object]:
+    """``processes_n`` stampede workers of ``kwargs["threads"]`` threads each, all behind one barrier.
+
+    Returns the processes, the results queue and the barrier: the caller must keep the barrier
+    referenced until the workers are done (a started spawn process drops its arguments, and a
+    collected barrier's semaphores are gone before the children can open them).
+    """
+    barrier = CTX.Barrier(processes_n * kwargs["threads"])
     results = CTX.Queue()
-    kwargs = {"redis_url": redis_url, "prefix": redis_prefix, "threads": threads_n, **kis_kwargs(kis)}
     processes = [CTX.Process(target=stampede_worker, args=(kwargs, barrier, results)) for _ in range(processes_n)]
     for process in processes:
         process.start()
+    return processes, results, barrier
+
+
+def stampede(kwargs: dict, processes_n: int) -> list[dict]:
+    """Run a stampede to the end; every worker's report."""
+    processes, results, barrier = start_stampede(kwargs, processes_n)
     try:
-        reports = collect(results, processes_n)
+        return collect(results, processes_n)
     finally:
         reap(processes)
+
+
+def test_8_processes_x_25_threads_cold_issue_exactly_once(redis_url, redis_prefix, fake_kis_factory):  # noqa: F811
+    kis = fake_kis_factory(token_delay=0.2)
+    processes_n, threads_n = 8, 25
+    kwargs = {"redis_url": redis_url, "prefix": redis_prefix, "threads": threads_n, **kis_kwargs(kis)}
+    reports = stampede(kwargs, processes_n)
     errors = [e for r in reports for e in r["errors"]]
     tokens = [t for r in reports for t in r["tokens"]]
     assert errors == []
@@ -101,8 +117,6 @@ def test_sigkill_of_the_lease_holder_mid_issuance(redis_url, redis_prefix, fake_
     lease = 3.0
     kis = fake_kis_factory(token_delay=3.0, issue_window=0)
     processes_n, threads_n = 4, 4
-    barrier = CTX.Barrier(processes_n * threads_n)
-    results = CTX.Queue()
     kwargs = {
         "redis_url": redis_url,
         "prefix": redis_prefix,
@@ -110,9 +124,7 @@ def test_sigkill_of_the_lease_holder_mid_issuance(redis_url, redis_prefix, fake_
         "storage": {"lease_seconds": lease},
         **kis_kwargs(kis),
     }
-    processes = [CTX.Process(target=stampede_worker, args=(kwargs, barrier, results)) for _ in range(processes_n)]
-    for process in processes:
-        process.start()
+    processes, results, barrier = start_stampede(kwargs, processes_n)
     try:
         kis.wait_for_stats(lambda s: s.tokenp_requests >= 1, 60)  # the holder is inside tokenP now
         client = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -140,16 +152,8 @@ def test_failed_issuance_fails_every_server_once_without_a_stampede(redis_url, r
     kis = fake_kis_factory()
     kis.set_token_fault("http500", delay=1.5)
     processes_n, threads_n = 3, 3
-    barrier = CTX.Barrier(processes_n * threads_n)
-    results = CTX.Queue()
     kwargs = {"redis_url": redis_url, "prefix": redis_prefix, "threads": threads_n, **kis_kwargs(kis)}
-    processes = [CTX.Process(target=stampede_worker, args=(kwargs, barrier, results)) for _ in range(processes_n)]
-    for process in processes:
-        process.start()
-    try:
-        reports = collect(results, processes_n)
-    finally:
-        reap(processes)
+    reports = stampede(kwargs, processes_n)
     errors = [e for r in reports for e in r["errors"]]
     assert [t for r in reports for t in r["tokens"]] == []
     assert len(errors) == processes_n * threads_n

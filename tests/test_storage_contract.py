@@ -14,34 +14,17 @@ from korea_investment_stock.errors import (
     TokenIssueError,
     TokenRateLimitedError,
 )
-from korea_investment_stock.token.record import DEFAULT_REFRESH_MARGIN, TokenRecord
+from korea_investment_stock.token.record import DEFAULT_REFRESH_MARGIN
 from korea_investment_stock.token.storage import DEFAULT_ISSUE_DEADLINE, DEFAULT_WAIT_TIMEOUT, TokenStorage
 
-from .workers import API_KEY, API_SECRET, CountingIssuer, DictStorage, make_record
+from .workers import API_KEY, API_SECRET, CountingIssuer, DictStorage, make_record, run_together
 
 HANG = 60.0
 
 
 def stampede(storage: TokenStorage, n: int, issue, api_key: str = API_KEY, api_secret: str = API_SECRET):
     """``n`` threads released together by a barrier, each calling ``get_token``."""
-    barrier = threading.Barrier(n)
-    results: list[TokenRecord | None] = [None] * n
-    errors: list[BaseException | None] = [None] * n
-
-    def body(i):
-        try:
-            barrier.wait(HANG)
-            results[i] = storage.get_token(api_key, api_secret, issue)
-        except BaseException as exc:
-            errors[i] = exc
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(HANG)
-        assert not t.is_alive(), "a caller hung"
-    return results, errors
+    return run_together(n, lambda i: storage.get_token(api_key, api_secret, issue), HANG)
 
 
 def rate_limited() -> TokenRateLimitedError:
@@ -150,46 +133,39 @@ def test_separate_keys_do_not_share_a_flight():
     assert set(storage.data) == {API_KEY, other_key}
 
 
-def test_malformed_load_token_reads_as_no_token(caplog):
-    class Broken(DictStorage):
-        def load_token(self, api_key, api_secret):
-            super().load_token(api_key, api_secret)
-            return {"access_token": 5}
-
-    storage = Broken()
-    issuer = CountingIssuer()
-    with caplog.at_level(logging.WARNING):
-        record = storage.get_token(API_KEY, API_SECRET, issuer)
-    assert issuer.calls == 1 and record.access_token
-    assert any("malformed" in r.getMessage() for r in caplog.records)
+class _MalformedLoad(DictStorage):
+    def load_token(self, api_key, api_secret):
+        super().load_token(api_key, api_secret)
+        return {"access_token": 5}
 
 
-def test_a_failing_save_still_hands_out_the_issued_token(caplog):
-    class ReadOnly(DictStorage):
-        def save_token(self, token_data):
-            return False
-
-    storage = ReadOnly()
-    issuer = CountingIssuer()
-    with caplog.at_level(logging.WARNING):
-        record = storage.get_token(API_KEY, API_SECRET, issuer)
-    assert issuer.calls == 1 and record.access_token
-    assert any("could not be stored" in r.getMessage() for r in caplog.records)
+class _ReadOnly(DictStorage):
+    def save_token(self, token_data):
+        return False
 
 
-def test_a_raising_save_still_hands_out_the_issued_token(caplog):
+class _Down(DictStorage):
     # A user's store whose backend is down must not throw away a token KIS already issued:
     # the next attempt would land inside KIS's one-per-minute window.
-    class Down(DictStorage):
-        def save_token(self, token_data):
-            raise ConnectionError("database is down")
+    def save_token(self, token_data):
+        raise ConnectionError("database is down")
 
-    storage = Down()
+
+@pytest.mark.parametrize(
+    ("storage_class", "warning"),
+    [
+        pytest.param(_MalformedLoad, "malformed", id="malformed-load-reads-as-no-token"),
+        pytest.param(_ReadOnly, "could not be stored", id="failing-save"),
+        pytest.param(_Down, "could not be stored", id="raising-save"),
+    ],
+)
+def test_a_broken_store_still_hands_out_the_issued_token(caplog, storage_class, warning):
+    storage = storage_class()
     issuer = CountingIssuer()
     with caplog.at_level(logging.WARNING):
         record = storage.get_token(API_KEY, API_SECRET, issuer)
     assert issuer.calls == 1 and record.access_token
-    assert any("could not be stored" in r.getMessage() for r in caplog.records)
+    assert any(warning in r.getMessage() for r in caplog.records)
 
 
 # ---------------------------------------------------------------------------------- invalidation

@@ -110,7 +110,80 @@ class DictStorage(TokenStorage):
             return self.data.pop(api_key, None) is not None
 
 
+# ------------------------------------------------------------------------------- caller threads
+def start_threads(
+    n: int, target: Callable[[int], Any], barrier: Any = None, wait: float = 60.0
+) -> tuple[list[threading.Thread], list[Any], list[BaseException | None]]:
+    """Start ``n`` threads running ``target(i)`` (each after ``barrier.wait(wait)`` when given).
+
+    Returns the threads and the ``results`` and ``errors`` lists they fill in by index.
+    """
+    results: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+
+    def body(i: int) -> None:
+        try:
+            if barrier is not None:
+                barrier.wait(wait)
+            results[i] = target(i)
+        except BaseException as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, results, errors
+
+
+def join_all(threads: list[threading.Thread], timeout: float) -> None:
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a caller hung"
+
+
+def run_together(
+    n: int, target: Callable[[int], Any], hang: float = 60.0
+) -> tuple[list[Any], list[BaseException | None]]:
+    """``n`` threads released together by one barrier, each calling ``target(i)``; fails if one hangs."""
+    threads, results, errors = start_threads(n, target, threading.Barrier(n), hang)
+    join_all(threads, hang)
+    return results, errors
+
+
+def access_token_of(client: Any) -> str:
+    """The token a freshly constructed client holds (the client is shut down afterwards)."""
+    with client:
+        return client.access_token
+
+
+def tokens_and_tracebacks(results: list[Any], errors: list[BaseException | None]) -> tuple[list[str], list[str]]:
+    """Split :func:`start_threads` output into the tokens got and the formatted errors."""
+    tokens = [r for r, e in zip(results, errors) if e is None and r is not None]
+    failures = ["".join(traceback.format_exception(e)) for e in errors if e is not None]
+    return tokens, failures
+
+
 # --------------------------------------------------------------------------- multiprocess workers
+def _construct_in_threads(
+    storages: list[Any], base_url: str, api_key: str, api_secret: str, barrier: Any
+) -> tuple[int, list[str], list[str]]:
+    """Each caller waits on ``barrier`` then constructs a client on ``storages[i]``; ``(pid, tokens, errors)``."""
+    import os
+
+    from korea_investment_stock import KoreaInvestment
+
+    def caller(i: int) -> str:
+        return access_token_of(
+            KoreaInvestment(api_key, api_secret, ACCOUNT, token_storage=storages[i], base_url=base_url)
+        )
+
+    threads, results, errors = start_threads(len(storages), caller, barrier, 60)
+    for t in threads:
+        t.join(120)
+    tokens, failures = tokens_and_tracebacks(results, errors)
+    return os.getpid(), tokens, failures
+
+
 def file_storage_worker(
     path: str,
     base_url: str,
@@ -124,67 +197,21 @@ def file_storage_worker(
     """Run ``threads`` callers that each wait on ``barrier`` then construct a client.
 
     Puts one ``(pid, tokens, errors)`` tuple on ``results``.  With
-    ``per_thread_storage`` each caller builds its own ``FileTokenStorage``;
+    ``per_thread_storage`` each caller gets its own ``FileTokenStorage``;
     otherwise the process shares one.
     """
-    import os
-
-    from korea_investment_stock import FileTokenStorage, KoreaInvestment
+    from korea_investment_stock import FileTokenStorage
 
     shared = FileTokenStorage(path)
-    tokens: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def caller() -> None:
-        try:
-            storage = FileTokenStorage(path) if per_thread_storage else shared
-            barrier.wait(60)
-            with KoreaInvestment(api_key, api_secret, ACCOUNT, token_storage=storage, base_url=base_url) as client:
-                token = client.access_token
-            with lock:
-                tokens.append(token)
-        except BaseException:
-            with lock:
-                errors.append(traceback.format_exc())
-
-    workers = [threading.Thread(target=caller) for _ in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(120)
-    results.put((os.getpid(), tokens, errors))
+    storages = [FileTokenStorage(path) if per_thread_storage else shared for _ in range(threads)]
+    results.put(_construct_in_threads(storages, base_url, api_key, api_secret, barrier))
 
 
 def inherited_storage_worker(
     storage: Any, base_url: str, api_key: str, api_secret: str, threads: int, barrier: Any, results: Any
 ) -> None:
     """Like :func:`file_storage_worker`, for a forked child that inherited ``storage`` from its parent."""
-    import os
-
-    from korea_investment_stock import KoreaInvestment
-
-    tokens: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def caller() -> None:
-        try:
-            barrier.wait(60)
-            with KoreaInvestment(api_key, api_secret, ACCOUNT, token_storage=storage, base_url=base_url) as client:
-                token = client.access_token
-            with lock:
-                tokens.append(token)
-        except BaseException:
-            with lock:
-                errors.append(traceback.format_exc())
-
-    workers = [threading.Thread(target=caller) for _ in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(120)
-    results.put((os.getpid(), tokens, errors))
+    results.put(_construct_in_threads([storage] * threads, base_url, api_key, api_secret, barrier))
 
 
 def run_in_timezone(tz: str, text: str) -> float:
