@@ -39,7 +39,7 @@ from . import admin
 from .errors import ConfigurationError, KoreaInvestmentError, StorageError
 from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
 from .token.record import mask_token
-from .token.redis_connect import DEFAULT_REDIS_URL, ENV_REDIS_PASSWORD, ENV_REDIS_URL, resolve_target
+from .token.redis_connect import ENV_REDIS_KEY_PREFIX, ENV_REDIS_PASSWORD, ENV_REDIS_URL
 from .token.storage import TokenStorage
 
 EXIT_OK = 0
@@ -106,20 +106,16 @@ def _known_secrets(environ: Mapping[str, str]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- helpers
 def _storage(args: argparse.Namespace) -> TokenStorage:
-    """The store from the usual variables; ``--key-prefix`` picks another Redis prefix."""
+    """The store from the usual variables; ``--key-prefix`` overrides ``KOREA_INVESTMENT_REDIS_KEY_PREFIX``."""
     from .token.factory import ENV_STORAGE, storage_from_env
 
-    prefix = args.key_prefix
+    environ: dict[str, str] = dict(os.environ)
     try:
-        if prefix is None:
-            return storage_from_env()
-        if (os.environ.get(ENV_STORAGE) or "file").strip().lower() != "redis":
-            raise _UsageError(f"--key-prefix applies to the redis storage only (set {ENV_STORAGE}=redis)")
-        from .token.redis import LockingRedisTokenStorage
-
-        url = (os.environ.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
-        target = resolve_target(url, None)
-        return LockingRedisTokenStorage(url, password=target.password or "", key_prefix=prefix)
+        if args.key_prefix is not None:
+            if (environ.get(ENV_STORAGE) or "file").strip().lower() != "redis":
+                raise _UsageError(f"--key-prefix applies to the redis storage only (set {ENV_STORAGE}=redis)")
+            environ[ENV_REDIS_KEY_PREFIX] = args.key_prefix
+        return storage_from_env(environ)
     except ImportError as exc:
         raise ConfigurationError(
             f"the redis token storage needs the redis package ({exc.name}): pip install 'korea-investment-stock[redis]'"

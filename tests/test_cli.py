@@ -401,6 +401,8 @@ def test_token_commands_on_redis(fake_kis: FakeKIS, token_file: Path, redis_url:
     port = redis_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
     assert doc["backend"] == "redis" and f"127.0.0.1:{port}" in doc["location"] and redis_prefix in doc["location"]
     assert doc["token"] == mask_token(token) and doc["usable"] is True
+    from_variable = cli("token", "status", "--json", KOREA_INVESTMENT_REDIS_KEY_PREFIX=redis_prefix).json()
+    assert from_variable["token"] == doc["token"]  # the variable names the same keys as --key-prefix
     health = cli("health", "--json", *prefix)
     assert health.code == EXIT_OK
     (redis_check,) = [c for c in health.json()["checks"] if c["name"] == "storage (redis)"]

@@ -325,6 +325,10 @@ def test_from_env_and_the_factory():
     assert default.location == "redis://localhost:6379/0"
     url_wins = LockingRedisTokenStorage.from_env({**env, "KOREA_INVESTMENT_REDIS_URL": "redis://:in-url@h/0"})
     assert url_wins._client.connection_pool.connection_kwargs["password"] == "in-url"
+    assert storage.key_prefix == default.key_prefix == "korea_investment:token"
+    prefixed = storage_from_env({**env, "KOREA_INVESTMENT_REDIS_KEY_PREFIX": "team-a:kis"})
+    assert prefixed.key_prefix == "team-a:kis"
+    assert prefixed.redis_keys("PSkey").token.startswith("team-a:kis:{")
 
 
 def test_missing_redis_package_says_how_to_install_it():

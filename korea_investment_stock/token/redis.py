@@ -64,6 +64,7 @@ from .record import TokenRecord, key_id
 from .redis_connect import (
     DEFAULT_REDIS_URL,
     DEFAULT_SOCKET_TIMEOUT,
+    ENV_REDIS_KEY_PREFIX,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
     UnreadableKeyError,
@@ -95,6 +96,7 @@ GENERATION_TTL_MS = 2 * 86400 * 1000
 __all__ = [
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_LEASE_SECONDS",
+    "ENV_REDIS_KEY_PREFIX",
     "ENV_REDIS_PASSWORD",
     "ENV_REDIS_URL",
     "LockingRedisTokenStorage",
@@ -198,12 +200,15 @@ class RedisTokenStorage(TokenStorage):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``) and
-        ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password)."""
+        """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``),
+        ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password) and
+        ``KOREA_INVESTMENT_REDIS_KEY_PREFIX`` (default ``korea_investment:token``), so that
+        applications and the CLI agree on the keys with no code."""
         env = os.environ if environ is None else environ
         url = (env.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
+        key_prefix = (env.get(ENV_REDIS_KEY_PREFIX) or "").strip() or DEFAULT_KEY_PREFIX
         target = resolve_target(url, None, env)
-        return cls(url, password=target.password or "")
+        return cls(url, password=target.password or "", key_prefix=key_prefix)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(location={self.location!r}, key_prefix={self.key_prefix!r})"

@@ -28,6 +28,7 @@ from ..errors import ConfigurationError, StorageError, StorageUnavailableError
 
 ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
 ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
+ENV_REDIS_KEY_PREFIX = "KOREA_INVESTMENT_REDIS_KEY_PREFIX"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 INSTALL_HINT = "pip install korea-investment-stock[redis]"
 #: Seconds; a dead server fails a call within this, and an unreachable one too.
