@@ -95,13 +95,13 @@ class Caller:
 def _stamped(cls: type) -> type:
     """A subclass of one of our stores that notes when its save of an issued token returned.
 
-    ``_save_issued`` is the documented hook the single flight calls right after
-    issuance, with the lock held; the bench only adds a timestamp after it.
+    ``_store_issued`` is the step the single flight runs right after issuance,
+    with the lease held; the bench only adds a timestamp after it.
     """
 
     class Stamped(cls):  # type: ignore[valid-type,misc]
-        def _save_issued(self, *args: Any, **kwargs: Any) -> Any:
-            result = super()._save_issued(*args, **kwargs)
+        def _store_issued(self, *args: Any, **kwargs: Any) -> Any:
+            result = super()._store_issued(*args, **kwargs)
             _tls.stored_at = time.time()
             return result
 

@@ -179,7 +179,7 @@ def token_status(storage: TokenStorage, creds: Credentials, now: float | None = 
     """Read (never issue) the stored token for ``creds``."""
     now = time.time() if now is None else now
     info = describe_storage(storage)
-    record = storage._read_record(creds.api_key, creds.api_secret)
+    record = storage.stored_record(creds.api_key, creds.api_secret)
     common: dict[str, Any] = {
         "backend": info.backend,
         "location": info.location,
@@ -249,7 +249,7 @@ def force_reissue(
 
 def refresh_token(storage: TokenStorage, creds: Credentials, issuer: TokenIssuer) -> RefreshResult:
     """Force one re-issue (see :func:`force_reissue`) and report it, masked."""
-    before = storage._read_record(creds.api_key, creds.api_secret)
+    before = storage.stored_record(creds.api_key, creds.api_secret)
     record, by_peer = force_reissue(storage, creds.api_key, creds.api_secret, issuer)
     return RefreshResult(
         previous=mask_token(before.access_token) if before is not None else None,
@@ -283,7 +283,7 @@ def revoke_token(storage: TokenStorage, creds: Credentials, issuer: TokenIssuer)
     all the same.  Any other failure leaves the store untouched and raises.
     Raises :class:`NoTokenError` when nothing is stored.
     """
-    record = storage._read_record(creds.api_key, creds.api_secret)
+    record = storage.stored_record(creds.api_key, creds.api_secret)
     if record is None:
         raise NoTokenError("no token is stored for this app key and secret; nothing to revoke")
     already_dead = False

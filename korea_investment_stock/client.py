@@ -21,8 +21,9 @@ from typing import Any
 import requests
 
 from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
+from .token.credentials import Credentials
 from .token.factory import storage_from_env
-from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer, request_json
+from .token.issuer import DEFAULT_TOKEN_TIMEOUT, CredentialHeaders, TokenIssuer, request_json
 from .token.record import TokenRecord, mask_token
 from .token.storage import TokenStorage
 
@@ -102,13 +103,17 @@ class KoreaInvestment:
     ) -> None:
         _require_text("api_key", api_key)
         _require_text("api_secret", api_secret)
+        credentials = Credentials(api_key, api_secret)
+        #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
+        self.api_secret = api_secret
+        del api_secret  # from here on no frame of ours holds the bare secret
         _require_text("acc_no", acc_no)
         if not ACCOUNT_PATTERN.match(acc_no):
             raise ConfigurationError("acc_no must look like 12345678-01 (8 digits, a dash, 2 digits)")
         if rate_limit_retries < 0:
             raise ConfigurationError("rate_limit_retries must be >= 0")
         self.api_key = api_key
-        self.api_secret = api_secret
+        self.credentials = credentials
         self.acc_no = acc_no
         self.acc_no_prefix, self.acc_no_postfix = acc_no.split("-")
         self.mock = mock
@@ -117,10 +122,10 @@ class KoreaInvestment:
         self.rate_limit_retries = rate_limit_retries
         self.token_storage = token_storage if token_storage is not None else storage_from_env()
         self._session = session if session is not None else requests.Session()
-        self._issuer = TokenIssuer(self._session, self.base_url, api_key, api_secret, self.timeout)
+        self._issuer = TokenIssuer(self._session, self.base_url, credentials, timeout=self.timeout)
         self._token_lock = threading.Lock()
         try:
-            self._token = self.token_storage.get_token(api_key, api_secret, self._issuer.issue)
+            self._token = self.token_storage.token_for(credentials, self._issuer.issue)
         except BaseException:
             self._session.close()
             raise
@@ -147,11 +152,11 @@ class KoreaInvestment:
     # ------------------------------------------------------------------ tokens
     def check_access_token(self) -> bool:
         """True when the store holds a valid token for this key and secret."""
-        return self.token_storage.check_token_valid(self.api_key, self.api_secret)
+        return self.token_storage.check_token_valid(self.credentials.api_key, self.credentials.secret())
 
     def load_access_token(self) -> None:
         """Adopt the stored token (0.6.x); obtains one through the single flight if none is valid."""
-        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue))
+        self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue))
 
     def issue_access_token(self) -> None:
         """Replace the current token with a newly issued one.
@@ -162,8 +167,8 @@ class KoreaInvestment:
         adopts the token a peer just stored instead of replacing it again.
         """
         current = self._token.access_token
-        self.token_storage.invalidate_token(self.api_key, self.api_secret, current)
-        self._set_token(self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue, stale=current))
+        self._invalidate(current)
+        self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue, stale=current))
 
     def revoke_access_token(self) -> dict[str, Any]:
         """Revoke the current token at KIS and remove it from the store if still stored.
@@ -173,8 +178,11 @@ class KoreaInvestment:
         """
         revoked = self._token.access_token
         answer = self._issuer.revoke(revoked)
-        self.token_storage.invalidate_token(self.api_key, self.api_secret, revoked)
+        self._invalidate(revoked)
         return answer
+
+    def _invalidate(self, access_token: str) -> bool:
+        return self.token_storage.invalidate_token(self.credentials.api_key, self.credentials.secret(), access_token)
 
     def _set_token(self, record: TokenRecord) -> None:
         with self._token_lock:
@@ -185,18 +193,16 @@ class KoreaInvestment:
         """The token to send; refreshed through the store once it nears expiry."""
         record = self._token
         if not record.is_valid(self.token_storage.refresh_margin):
-            record = self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue)
+            record = self.token_storage.token_for(self.credentials, self._issuer.issue)
             self._set_token(record)
         return record
 
     def _replace_dead_token(self, dead: TokenRecord) -> None:
         logger.info("KIS reports the token dead; replacing it once")
-        self.token_storage.invalidate_token(self.api_key, self.api_secret, dead.access_token)
+        self._invalidate(dead.access_token)
         # stale=: should the delete not have happened (a store that could not write), the
         # dead token must still not come back from the store as "valid".
-        self._set_token(
-            self.token_storage.get_token(self.api_key, self.api_secret, self._issuer.issue, stale=dead.access_token)
-        )
+        self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue, stale=dead.access_token))
 
     # ---------------------------------------------------------------- REST path
     def request(
@@ -260,14 +266,12 @@ class KoreaInvestment:
     ) -> tuple[int, dict[str, Any]]:
         headers = {
             "content-type": "application/json; charset=utf-8",
-            "authorization": token.authorization,
-            "appkey": self.api_key,
-            "appsecret": self.api_secret,
             "tr_id": tr_id,
             "custtype": "P",
             "tr_cont": tr_cont,
         }
-        return self._call(method, path, headers=headers, params=params, json=body)
+        auth = CredentialHeaders(self.credentials, token.authorization)
+        return self._call(method, path, headers=headers, params=params, json=body, auth=auth)
 
     def _call(self, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One HTTP call to KIS with this client's session and timeout, errors mapped for REST."""
@@ -285,12 +289,9 @@ class KoreaInvestment:
 
     def issue_hashkey(self, data: dict[str, Any]) -> str:
         """The ``HASH`` KIS computes for an order body (optional on order requests)."""
-        headers = {
-            "content-type": "application/json; charset=utf-8",
-            "appkey": self.api_key,
-            "appsecret": self.api_secret,
-        }
-        status, answer = self._call("POST", "/uapi/hashkey", name="hashkey", headers=headers, json=data)
+        headers = {"content-type": "application/json; charset=utf-8"}
+        auth = CredentialHeaders(self.credentials)
+        status, answer = self._call("POST", "/uapi/hashkey", name="hashkey", headers=headers, json=data, auth=auth)
         hash_value = answer.get("HASH")
         if not isinstance(hash_value, str):
             raise KISAPIError(f"hashkey answered HTTP {status} without a HASH", status=status)

@@ -333,8 +333,17 @@ def _forged_hash(api_key: str) -> dict:
     }
 
 
-def _plant_redis(client, keys, kind: str, payload, api_key: str) -> None:
-    client.delete(keys.token, keys.lock, keys.generation, keys.failed)
+def _our_keys(keys, kis) -> list[str]:
+    """Every Redis key our stores use for the fake KIS credential."""
+    from korea_investment_stock.token.record import credential_fingerprint
+
+    marker = keys.failed(credential_fingerprint(kis.app_key, kis.app_secret))
+    return [keys.token, keys.lock, keys.generation, keys.fence, marker]
+
+
+def _plant_redis(client, keys, kind: str, payload, kis) -> None:
+    api_key = kis.app_key
+    client.delete(*_our_keys(keys, kis))
     if kind == "random-hash":
         client.hset(keys.token, mapping=payload)
     elif kind == "wrong-field":
@@ -366,7 +375,7 @@ def _plant_redis(client, keys, kind: str, payload, api_key: str) -> None:
     elif payload == "generation-not-an-integer":
         client.set(keys.generation, "not-a-number")
     elif payload == "failed-marker-is-a-list":
-        client.rpush(keys.failed, "x")
+        client.rpush(_our_keys(keys, kis)[-1], "x")
     elif payload == "forged-valid-token":
         client.hset(keys.token, mapping=_forged_hash(api_key))
     elif payload == "non-utf8-field-value":
@@ -402,7 +411,7 @@ def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefi
         kind, payload = case
         label = payload if kind == "special" else kind
         kinds[label] = kinds.get(label, 0) + 1
-        _plant_redis(admin, keys, kind, payload, kis.app_key)
+        _plant_redis(admin, keys, kind, payload, kis)
         before = kis.stats.tokenp_requests
         token = _read_none_then_heal(
             lambda: LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix),
@@ -426,7 +435,7 @@ def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefi
         check()
     finally:
         wall = time.perf_counter() - started
-        admin.delete(keys.token, keys.lock, keys.generation, keys.failed)
+        admin.delete(*_our_keys(keys, kis))
         admin.close()
         report(
             summarize(
@@ -452,7 +461,7 @@ def _wrong_type_case(shared_redis_url, redis_prefix, kis, payload):
     admin = redis.Redis.from_url(shared_redis_url, socket_timeout=5)
     storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix)
     keys = storage.redis_keys(kis.app_key)
-    _plant_redis(admin, keys, "special", payload, kis.app_key)
+    _plant_redis(admin, keys, "special", payload, kis)
     started = time.perf_counter()
     try:
         with KoreaInvestment(kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url) as client:
@@ -461,7 +470,7 @@ def _wrong_type_case(shared_redis_url, redis_prefix, kis, payload):
     except Exception as exc:
         outcome = Outcome.failure(exc, started, keep=True)
     finally:
-        admin.delete(keys.token, keys.lock, keys.generation, keys.failed)
+        admin.delete(*_our_keys(keys, kis))
         admin.close()
     outcome.elapsed = time.perf_counter() - started
     return outcome
@@ -523,13 +532,13 @@ def test_unreadable_infinite_expiry_is_replaced(expiry, shared_redis_url, redis_
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     try:
-        _plant_redis(admin, keys, "wrong-field", {"expires_at": expiry}, kis.app_key)
+        _plant_redis(admin, keys, "wrong-field", {"expires_at": expiry}, kis)
         for _ in range(3):  # three callers one after another: only the first may call tokenP
             storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix)
             with KoreaInvestment(kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url) as c:
                 outcomes.append(Outcome(ok=True, token=c._token.access_token, at=time.time()))
     finally:
-        admin.delete(keys.token, keys.lock, keys.generation, keys.failed)
+        admin.delete(*_our_keys(keys, kis))
         admin.close()
         report(
             summarize(f"hostile-store-expiry[{expiry}]", "redis", outcomes, kis, None, time.perf_counter() - started)

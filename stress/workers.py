@@ -235,12 +235,12 @@ def holder_process(spec: dict[str, Any], go: Any, in_save: Any, block_save: bool
     if block_save:
         never = threading.Event()
 
-        def save_then_hang(*args: Any, **kwargs: Any) -> bool:
+        def save_then_hang(*args: Any, **kwargs: Any) -> None:
             in_save.release()
             never.wait(WORKER_TIMEOUT)  # the harness kills us here
             raise SystemExit("holder was not killed")
 
-        storage._save_issued = save_then_hang  # type: ignore[method-assign]
+        storage._store_issued = save_then_hang  # type: ignore[method-assign]
     go.wait(WORKER_TIMEOUT)
     try:
         new_client(spec, storage)
@@ -253,13 +253,13 @@ def follower_process(spec: dict[str, Any], threads: int, go: Any, waiting: Any, 
     this process's leaders starts waiting for the cross-process lock or lease."""
     storages = [make_storage(spec) for _ in range(threads)]
     for storage in storages:
-        original = storage._acquire_issue_lock
+        original = storage._new_lease
 
         def signalling(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            waiting.release()
+            waiting.release()  # a leader opens a lease right before it tries to acquire it
             return _original(*args, **kwargs)
 
-        storage._acquire_issue_lock = signalling  # type: ignore[method-assign]
+        storage._new_lease = signalling  # type: ignore[method-assign]
     go.wait(WORKER_TIMEOUT)
 
     queue.put(run_callers(threads, lambda i: build_and_quote(lambda: new_client(spec, storages[i]))))

@@ -62,12 +62,15 @@ def counting_followers(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]
     """
     _CountingEvent.waiting = 0
 
-    class _Call(flight_module._Call):  # type: ignore[type-arg]
+    class _Flight(flight_module.Flight):  # type: ignore[type-arg]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.done = _CountingEvent()
 
-    monkeypatch.setattr(flight_module, "_Call", _Call)
+        def __class_getitem__(cls, item: Any) -> Any:  # Flight[T]() must build the counting kind
+            return cls
+
+    monkeypatch.setattr(flight_module, "Flight", _Flight)
 
     def wait_for(n: int) -> None:
         with _CountingEvent.cond:

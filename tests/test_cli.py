@@ -113,7 +113,7 @@ def cli(fake_kis: FakeKIS, token_file: Path) -> Cli:
 
 
 def stored(kis: FakeKIS, token_file: Path) -> TokenRecord | None:
-    return FileTokenStorage(token_file)._read_record(kis.app_key, kis.app_secret)
+    return FileTokenStorage(token_file).stored_record(kis.app_key, kis.app_secret)
 
 
 # ----------------------------------------------------------------------------------------- token status
@@ -525,14 +525,14 @@ def test_forced_refresh_keeps_the_old_token_readable_meanwhile(fake_kis_factory:
         worker.start()
         try:
             assert entered.wait(30)  # the refresh holds the lock and is inside tokenP
-            during = FileTokenStorage(token_file)._read_valid(kis.app_key, kis.app_secret)
-            assert during is not None and during.access_token == first.access_token
+            during = FileTokenStorage(token_file).stored_record(kis.app_key, kis.app_secret)
+            assert during is not None and during.is_valid() and during.access_token == first.access_token
         finally:
             release.set()
             worker.join(30)
     (result,) = outcome
     assert result.previous == mask_token(first.access_token) and result.same_token is False
-    after = storage._read_record(kis.app_key, kis.app_secret)
+    after = storage.stored_record(kis.app_key, kis.app_secret)
     assert after is not None and after.access_token == kis.issued_tokens()[-1] != first.access_token
     assert kis.stats.tokenp_requests == 2
 
@@ -545,10 +545,10 @@ def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, t
     class PeerRefreshesFirst(FileTokenStorage):
         """While we wait for the lock, another process refreshes and stores its token."""
 
-        def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
+        def _new_lease(self, credentials: Any) -> Any:
             if not peer_done:
                 peer_done.append(peer("token", "refresh"))
-            return super()._acquire_issue_lock(api_key, deadline)
+            return super()._new_lease(credentials)
 
     peer_done: list[Result] = []
     with requests.Session() as http:

@@ -15,6 +15,9 @@ import pytest
 
 from korea_investment_stock import LockingRedisTokenStorage
 from korea_investment_stock.errors import TokenIssueError, TokenWaitTimeout
+from korea_investment_stock.token.credentials import Credentials
+from korea_investment_stock.token.lease import Acquired, SaveOutcome
+from korea_investment_stock.token.record import credential_fingerprint
 
 from .redis_fixtures import redis_backend, redis_prefix, redis_server_url, redis_url  # noqa: F401
 from .redis_workers import HANG, issuer, make_record
@@ -155,7 +158,7 @@ def test_failed_issuance_reaches_followers_and_the_marker_stops_a_stampede(serve
     for group in others:
         group.join()
     assert len(first.errors) == 4 and all(isinstance(e, TokenIssueError) for e in first.errors)
-    assert len({id(e) for e in first.errors}) == 1, "in-process followers get the leader's own error"
+    assert len({id(e.__cause__ or e) for e in first.errors}) == 1, "in-process followers get the leader's error"
     remote = [e for g in others for e in g.errors]
     assert len(remote) == 4 and all(isinstance(e, TokenIssueError) for e in remote)
     assert all("failed to obtain a token" in str(e) and "TokenIssueError" in str(e) for e in remote)
@@ -185,10 +188,17 @@ def test_permanent_credential_errors_keep_their_class_across_servers(server, fak
 
 
 # ----------------------------------------------------------------------------- fenced save
-def take_lease(storage, api_key):
-    handle = storage._acquire_issue_lock(api_key, time.monotonic() + 5)
-    assert handle is not None
-    return handle
+def take_lease(storage, api_key, api_secret=None):
+    from .redis_workers import API_SECRET
+
+    lease = storage._new_lease(Credentials(api_key, api_secret or API_SECRET))
+    assert lease.acquire(time.monotonic() + 5) is Acquired.HELD
+    return lease
+
+
+def pause(lease):
+    """A "paused" holder: its renewal stops, as it would in a stopped process."""
+    lease._stop.set()
 
 
 def stored_token(storage, api_key, api_secret) -> str | None:
@@ -202,12 +212,12 @@ def test_fenced_save_refuses_a_stale_lease_holder(server):
     a, b = node(server), node(server)
     client = server.client()
     stale = take_lease(a, API_KEY)
-    stale.stopped.set()  # "paused": no renewal
+    pause(stale)
     client.delete(a.redis_keys(API_KEY).lock)  # its lease expired meanwhile
     fresh = take_lease(b, API_KEY)
-    assert fresh.generation == stale.generation + 1
-    assert b._save_issued(make_record("eyJ.fresh.sig", lifetime=86400), API_SECRET, fresh) is True
-    assert a._save_issued(make_record("eyJ.stale.sig", lifetime=86400), API_SECRET, stale) is False
+    assert fresh.generation > stale.generation
+    assert fresh.save(make_record("eyJ.fresh.sig", lifetime=86400)) is SaveOutcome.STORED
+    assert stale.save(make_record("eyJ.stale.sig", lifetime=86400)) is SaveOutcome.REFUSED
     assert stored_token(a, API_KEY, API_SECRET) == "eyJ.fresh.sig"
 
 
@@ -218,9 +228,9 @@ def test_fenced_save_without_the_lease_stores_when_its_generation_is_newer(serve
     client = server.client()
     storage.save_token(make_record("eyJ.old.sig", lifetime=3600).to_legacy_dict(API_SECRET))
     lease = take_lease(storage, API_KEY)
-    lease.stopped.set()
+    pause(lease)
     client.delete(storage.redis_keys(API_KEY).lock)  # lost, but nobody newer came
-    assert storage._save_issued(make_record("eyJ.new.sig"), API_SECRET, lease) is True
+    assert lease.save(make_record("eyJ.new.sig")) is SaveOutcome.STORED
     assert stored_token(storage, API_KEY, API_SECRET) == "eyJ.new.sig"
 
 
@@ -231,7 +241,7 @@ def test_fenced_save_never_overwrites_a_token_that_expires_later_but_releases(se
     client = server.client()
     storage.save_token(make_record("eyJ.longer.sig", lifetime=86400).to_legacy_dict(API_SECRET))
     lease = take_lease(storage, API_KEY)
-    assert storage._save_issued(make_record("eyJ.shorter.sig", lifetime=3600), API_SECRET, lease) is False
+    assert lease.save(make_record("eyJ.shorter.sig", lifetime=3600)) is SaveOutcome.REFUSED
     assert stored_token(storage, API_KEY, API_SECRET) == "eyJ.longer.sig"
     assert client.get(storage.redis_keys(API_KEY).lock) is None, "the lease is released all the same"
 
@@ -240,13 +250,13 @@ def test_a_refused_save_still_hands_the_caller_its_token(server, fake_kis_factor
     kis = fake_kis_factory()
     storage = node(server)
     newer = make_record("eyJ.newer-elsewhere.sig", api_key=kis.app_key, api_secret=kis.app_secret, lifetime=200_000)
-    original = storage._save_issued
+    original = storage._store_issued
 
-    def save_after_a_peer(record, api_secret, handle):
+    def save_after_a_peer(record, lease):
         storage._store(newer)  # a peer stored a longer-lived token meanwhile
-        return original(record, api_secret, handle)
+        return original(record, lease)
 
-    storage._save_issued = save_after_a_peer
+    storage._store_issued = save_after_a_peer
     record = storage.get_token(kis.app_key, kis.app_secret, issuer(kis.url, kis.app_key, kis.app_secret))
     assert record.access_token == kis.issued_tokens()[0]
     assert stored_token(storage, kis.app_key, kis.app_secret) == "eyJ.newer-elsewhere.sig"
@@ -257,9 +267,10 @@ def test_acquire_is_idempotent_for_its_owner(server):
 
     storage = node(server)
     keys = storage.redis_keys(API_KEY)
-    args = dict(keys=[keys.lock, keys.generation, keys.failed, keys.token], args=["me", 5000, 60_000])
+    marker = keys.failed(credential_fingerprint(API_KEY, "s"))
+    args = dict(keys=[keys.lock, keys.generation, marker, keys.fence], args=["me", 5000, 60_000])
     first = storage._acquire_script(**args)
     again = storage._acquire_script(**args)
-    assert first == again == ["lead", 1]
+    assert first == again and first[0] == "lead" and first[1] > 0
     other = storage._acquire_script(keys=args["keys"], args=["someone-else", 5000, 60_000])
     assert other[0] == "wait" and 0 < other[1] <= 5000

@@ -19,9 +19,11 @@ from redis.crc import key_slot
 from korea_investment_stock import LockingRedisTokenStorage, RedisTokenStorage, StorageUnavailableError
 from korea_investment_stock.errors import ConfigurationError, StorageError
 from korea_investment_stock.token import redis_scripts
+from korea_investment_stock.token.credentials import Credentials
 from korea_investment_stock.token.factory import storage_from_env
+from korea_investment_stock.token.lease import Acquired, SaveOutcome
 from korea_investment_stock.token.record import credential_fingerprint, key_id
-from korea_investment_stock.token.redis import RedisKeys, _Lease
+from korea_investment_stock.token.redis import RedisKeys, RedisLease
 from korea_investment_stock.token.redis_connect import resolve_target
 
 from .redis_fixtures import fake_redis, redis_backend, redis_prefix, redis_server_url, redis_url  # noqa: F401
@@ -181,8 +183,8 @@ def test_compare_and_delete_only_deletes_the_matching_token(spy):
 # ------------------------------------------------------------------------------- hash tags
 def test_every_key_of_one_app_key_shares_a_cluster_slot():
     keys = RedisKeys.for_api_key("korea_investment:token", API_KEY)
-    names = [keys.token, keys.lock, keys.generation, keys.failed, keys.channel]
-    assert len(set(names)) == 5
+    names = [keys.token, keys.lock, keys.generation, keys.fence, keys.failed("0" * 64), keys.channel]
+    assert len(set(names)) == 6
     assert {key_slot(name.encode()) for name in names} == {key_slot(f"{{{key_id(API_KEY)}}}".encode())}
     assert all(f"{{{key_id(API_KEY)}}}" in name for name in names)
 
@@ -197,8 +199,9 @@ def test_every_key_one_script_touches_shares_the_hash_tag(spy, fake_kis):
     storage.invalidate_token(fake_kis.app_key, fake_kis.app_secret, record.access_token)  # compare-and-delete
     storage.save_token(record.to_legacy_dict(fake_kis.app_secret))  # store
     keys = storage.redis_keys(fake_kis.app_key)
-    lease = storage._hold(keys, "owner", generation=1)  # renew runs on its thread; release below
-    storage._release_issue_lock(fake_kis.app_key, lease, None)
+    with storage._new_lease(Credentials(fake_kis.app_key, fake_kis.app_secret)) as lease:
+        assert lease.acquire(time.monotonic() + 5) is Acquired.HELD  # acquire again
+        assert lease.held()  # the held check
     storage._call("renewing", storage._renew_script, keys=[keys.lock], args=["owner", 1000])
     scripted = [c for c in spy.commands if c[0] in ("EVALSHA", "EVAL")]
     seen_scripts = {c[1] for c in scripted}
@@ -232,7 +235,8 @@ def test_prefixes_that_would_split_slots_are_refused(fake_redis, prefix):  # noq
 
 def test_a_prefix_with_its_own_hash_tag_still_keeps_one_slot():
     keys = RedisKeys.for_api_key("{tenant}:token", API_KEY)
-    assert len({key_slot(n.encode()) for n in (keys.token, keys.lock, keys.failed, keys.generation)}) == 1
+    names = (keys.token, keys.lock, keys.failed("0" * 64), keys.generation, keys.fence)
+    assert len({key_slot(n.encode()) for n in names}) == 1
 
 
 # ------------------------------------------------------------------------- configuration
@@ -382,7 +386,7 @@ def test_other_redis_errors_become_storage_errors():
 
 
 # ------------------------------------------------------------------ hostile stored values
-def plant(client, keys, what):
+def plant(client, keys, what, fingerprint: str):
     if what == "string-at-token-key":
         client.set(keys.token, "a string from another program")
     elif what == "list-at-token-key":
@@ -392,7 +396,7 @@ def plant(client, keys, what):
     elif what == "generation-not-an-integer":
         client.set(keys.generation, "not-a-number")
     elif what == "failed-marker-is-a-list":
-        client.rpush(keys.failed, "x")
+        client.rpush(keys.failed(fingerprint), "x")
     elif what == "non-utf8-field":
         client.hset(
             keys.token, mapping={**forged_hash(), "token_type": b"\x80\xff", "api_key": b"\xfe" + API_KEY.encode()}
@@ -436,7 +440,7 @@ def test_whatever_sits_under_our_names_heals_with_one_issuance(redis_backend, fa
     client = redis_backend.client()
     storage = LockingRedisTokenStorage(client=client, key_prefix=redis_backend.prefix)
     keys = storage.redis_keys(fake_kis.app_key)
-    plant(client, keys, what)
+    plant(client, keys, what, credential_fingerprint(fake_kis.app_key, fake_kis.app_secret))
     issue = issuer(fake_kis.url, fake_kis.app_key, fake_kis.app_secret)
     assert storage.load_token(fake_kis.app_key, fake_kis.app_secret) is None
     for _ in range(3):  # one after another: only the first may call tokenP
@@ -447,15 +451,16 @@ def test_whatever_sits_under_our_names_heals_with_one_issuance(redis_backend, fa
     assert client.type(keys.token) == "hash"
 
 
-def test_a_generation_counter_that_is_not_a_number_restarts_above_the_stored_token(spy):
+def test_a_generation_counter_that_is_not_a_number_restarts_above_the_fence(spy):
     storage = store(spy, cls=LockingRedisTokenStorage)
     keys = storage.redis_keys(API_KEY)
-    spy.hset(keys.token, mapping={**forged_hash(), "generation": "41"})
+    far_future = 10**15  # above any clock reading: only the fence can explain the answer
+    spy.set(keys.fence, str(far_future), px=60_000)
     spy.set(keys.generation, "garbage")
     verdict = storage._acquire_script(
-        keys=[keys.lock, keys.generation, keys.failed, keys.token], args=["me", 5000, 60_000]
+        keys=[keys.lock, keys.generation, keys.failed("0" * 64), keys.fence], args=["me", 5000, 60_000]
     )
-    assert verdict == ["lead", 42]
+    assert verdict == ["lead", far_future + 1]
     assert spy.pttl(keys.generation) > 0
 
 
@@ -473,32 +478,37 @@ def test_health_check_reports_round_trip(fake_redis):  # noqa: F811
 
 
 # -------------------------------------------------------------------------- fork guards
+def inherited_lease(storage, owner: str, generation: int = 1) -> RedisLease:
+    """A lease as a forked child sees its parent's: same owner string, another pid."""
+    lease = RedisLease(storage, Credentials(API_KEY, API_SECRET))
+    lease.owner, lease.generation, lease.pid, lease.taken = owner, generation, -1, True
+    return lease
+
+
 def test_a_lease_from_another_pid_is_never_used(spy):
     """A handle inherited across fork() neither releases nor saves as the parent's lease holder."""
     storage = store(spy, cls=LockingRedisTokenStorage)
     keys = storage.redis_keys(API_KEY)
+    marker = keys.failed(credential_fingerprint(API_KEY, API_SECRET))
     spy.set(keys.lock, "parent-owner", px=10_000)
-    inherited = _Lease(keys=keys, owner="parent-owner", generation=1, pid=-1)
-    storage._release_issue_lock(API_KEY, inherited, RuntimeError("boom"))
+    inherited_lease(storage, "parent-owner").release(RuntimeError("boom"))
     assert spy.get(keys.lock) == "parent-owner"
-    assert spy.get(keys.failed) is None
-    spy.hset(keys.token, mapping={"generation": "5"})
-    spy.expire(keys.token, 60)
-    inherited = _Lease(keys=keys, owner="parent-owner", generation=1, pid=-1)
-    assert storage._save_issued(make_record(), API_SECRET, inherited) is False
+    assert spy.get(marker) is None
+    spy.set(keys.fence, "5", px=60_000)
+    assert inherited_lease(storage, "parent-owner").save(make_record()) is SaveOutcome.REFUSED
     assert spy.get(keys.lock) == "parent-owner", "the parent's lease is not released by the child"
 
 
 def test_lease_renewal_thread_stops_when_released(spy):
     storage = store(spy, cls=LockingRedisTokenStorage, lease_seconds=0.3)
     keys = storage.redis_keys(API_KEY)
-    spy.set(keys.lock, "me", px=300)
-    lease = storage._hold(keys, "me", generation=1)
+    lease = storage._new_lease(Credentials(API_KEY, API_SECRET))
+    assert lease.acquire(time.monotonic() + 5) is Acquired.HELD
     time.sleep(0.5)  # longer than the lease: only renewal can keep it
-    assert spy.get(keys.lock) == "me"
-    storage._release_issue_lock(API_KEY, lease, None)
+    assert spy.get(keys.lock) == lease.owner
+    lease.release()
     assert spy.get(keys.lock) is None
-    assert lease.stopped.is_set()
+    assert lease._stop.is_set()
 
 
 def test_a_sentinel_master_client_is_accepted_and_described_without_its_password():

@@ -308,7 +308,8 @@ class MemoryStorage(TokenStorage):
         return dict(entry) if entry is not None and entry["api_secret"] == api_secret else None
 
     def check_token_valid(self, api_key: str, api_secret: str) -> bool:
-        return self._read_valid(api_key, api_secret) is not None
+        record = self.stored_record(api_key, api_secret)
+        return record is not None and record.is_valid(self.refresh_margin)
 
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         return self.data.pop(api_key, None) is not None

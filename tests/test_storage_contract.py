@@ -103,7 +103,10 @@ def test_followers_share_the_leaders_error(counting_followers):
     issuer = CountingIssuer(gate=lambda: counting_followers(n - 1), errors=[error])
     results, errors = stampede(storage, n, issuer)
     assert issuer.calls == 1  # a permanent error is not retried, and followers do not retry it either
-    assert all(e is error for e in errors)
+    assert sum(e is error for e in errors) == 1  # the leader's own; each follower has a copy of it
+    assert all(type(e) is InvalidCredentialsError and e.code == "EGW00103" and str(e) == "bad key" for e in errors)
+    assert all(e.__cause__ is error for e in errors if e is not error)
+    assert len({id(e) for e in errors}) == n
     assert storage.saves == 0
     # The failure is not cached: the next caller tries again.
     record = storage.get_token(API_KEY, API_SECRET, issuer)
@@ -275,7 +278,7 @@ def test_rate_limit_gives_up_for_every_waiting_follower_once(counting_followers)
     issuer = CountingIssuer(gate=lambda: counting_followers(n - 1), errors=[rate_limited() for _ in range(100)])
     results, errors = stampede(storage, n, issuer)
     assert all(isinstance(e, TokenRateLimitedError) for e in errors)
-    assert len({id(e) for e in errors}) == 1  # one failure, shared
+    assert len({id(e.__cause__ or e) for e in errors}) == 1  # one failure, each follower with its own copy
     assert issuer.calls <= 5
 
 

@@ -1,7 +1,14 @@
 """``FileTokenStorage``: the default store, safe across processes on one host.
 
-- Cross-process single flight: :mod:`filelock` on a sibling ``.lock`` file that
-  is never deleted (deleting a lock file lets two holders lock two inodes).
+- Cross-process single flight: :mod:`filelock` on a lock file per app key
+  beside the token file (``token.key.<key id>.lock``), so accounts never queue
+  behind each other; a second, short lock (``token.key.lock``) guards only the
+  read-modify-write of the shared file.  Lock files are never deleted
+  (deleting one lets two holders lock two inodes), are created by us without
+  following symlinks or truncating, and must be regular files we own.
+- The token directory must not be writable by others: there a planted file or
+  symlink could stand in for ours.  One that cannot exist at all (read-only
+  disk) falls back to coordinating this process only, tokens kept in memory.
 - Writes go to a temp file in the same directory, are fsynced, then
   ``os.replace``-d over the token file, so readers never see a torn file and
   never need the lock.
@@ -15,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import json
 import logging
 import os
@@ -30,9 +36,11 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import StorageError, TokenWaitTimeout
+from .credentials import Credentials
+from .lease import Acquired, IssuanceLease, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
 from .record import TokenRecord, key_id
-from .storage import NO_LOCK, TokenStorage, key_lock
+from .storage import TokenStorage, key_lock
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,8 @@ MAX_FILE_BYTES = 1 << 20
 #: processes stop as soon as the file changes, so this bounds their latency.
 LOCK_POLL_INTERVAL = 0.002
 
-_SUPPORTS_CANCEL = "cancel_check" in inspect.signature(FileLock.acquire).parameters
+#: Characters of the app key's id in its lock file's name: enough to never collide.
+LOCK_ID_CHARS = 16
 
 #: Tokens this process could not write to disk (read-only directory, full disk), per
 #: token file (real path), shared by every instance: a second client built in a
@@ -86,12 +95,20 @@ class FileTokenStorage(TokenStorage):
         refresh_margin: float | None = None,
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
+        outage_allowance: float | None = None,
     ) -> None:
-        super().__init__(refresh_margin=refresh_margin, issue_deadline=issue_deadline, wait_timeout=wait_timeout)
+        super().__init__(
+            refresh_margin=refresh_margin,
+            issue_deadline=issue_deadline,
+            wait_timeout=wait_timeout,
+            outage_allowance=outage_allowance,
+        )
         self.file_path = Path(file_path).expanduser() if file_path is not None else default_token_path()
+        #: The write lock: held only around one read-modify-write of the token file.
         self.lock_path = self.file_path.with_name(self.file_path.name + ".lock")
-        self._file_lock = FileLock(str(self.lock_path), mode=0o600)
+        self._locks: dict[Path, FileLock] = {}
         self._lock_pid = os.getpid()
+        self._directory_checked = False
         # Tokens this process could not write to disk, shared with other instances on this file.
         self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(os.path.realpath(self.file_path), {})
         self._warned: set[str] = set()
@@ -100,10 +117,18 @@ class FileTokenStorage(TokenStorage):
         return f"FileTokenStorage(file_path={str(self.file_path)!r})"
 
     @property
-    def _lock(self) -> FileLock:
-        """This process's file lock.
+    def token_file(self) -> Path:
+        """The token file (0.6.1's name for :attr:`file_path`)."""
+        return self.file_path
 
-        filelock (4.x) refuses a lock object inherited across ``fork``, and a
+    def issuance_lock_path(self, api_key: str) -> Path:
+        """The lock file held while a token for ``api_key`` is being issued."""
+        return self.file_path.with_name(f"{self.file_path.name}.{key_id(api_key)[:LOCK_ID_CHARS]}.lock")
+
+    def _lock_for(self, path: Path) -> FileLock:
+        """This process's lock object for ``path``.
+
+        filelock refuses a lock object inherited across ``fork``, and a
         pre-fork server (gunicorn ``--preload``, a prefork pool) builds its
         storage before forking, so each process makes its own.  Two threads of
         a new child may both make one; that is harmless, as every caller
@@ -111,9 +136,12 @@ class FileTokenStorage(TokenStorage):
         exclude each other as two processes do.
         """
         if self._lock_pid != os.getpid():
-            self._file_lock = FileLock(str(self.lock_path), mode=0o600)
+            self._locks = {}
             self._lock_pid = os.getpid()
-        return self._file_lock
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = FileLock(str(path), mode=0o600)
+        return lock
 
     # ------------------------------------------------------------------ 0.6.x API
     def save_token(self, token_data: dict[str, Any]) -> bool:
@@ -123,16 +151,21 @@ class FileTokenStorage(TokenStorage):
             return self._store(record)
 
     def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
-        """The stored token for this key and secret, valid or not, in the 0.6.x shape."""
-        record = self._read_record(api_key, api_secret)
-        return None if record is None else record.to_legacy_dict(api_secret)
+        """The stored token for this key and secret, in the 0.6.x shape, or None (also when expired)."""
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        record = self._read_record(credentials)
+        return None if record is None else record.to_legacy_dict(credentials.secret())
 
     def check_token_valid(self, api_key: str, api_secret: str) -> bool:
         """True when a token for this key and secret has more than the refresh margin left."""
-        return self._read_valid(api_key, api_secret) is not None
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        return self._valid_record(credentials) is not None
 
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         """Remove this app key's entry; other keys' entries stay."""
+        del api_secret  # the entry is the app key's, whichever secret asks
         with self._locked():
             return self._remove(api_key, None)
 
@@ -140,70 +173,67 @@ class FileTokenStorage(TokenStorage):
     def _flight_scope(self) -> Hashable:
         return ("file", os.path.realpath(self.file_path))
 
-    def _read_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
-        ident = key_id(api_key)
+    def _read_record(self, credentials: Credentials) -> TokenRecord | None:
+        ident = key_id(credentials.api_key)
         snapshot = self._read_file()
         if snapshot.legacy:
             self._migrate_legacy()
         candidates = [r for r in (snapshot.records.get(ident), self._memory.get(ident)) if r is not None]
-        matching = [r for r in candidates if r.matches(api_key, api_secret)]
+        matching = [r for r in candidates if r.belongs_to(credentials.api_key, credentials.fingerprint)]
         return max(matching, key=lambda r: r.expires_at, default=None)
 
-    def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
-        self._ensure_directory()
-        seen = self._signature()
+    def _new_lease(self, credentials: Credentials) -> IssuanceLease:
+        return FileLease(self, credentials)
 
-        def file_changed() -> bool:
-            return self._signature() != seen
-
-        kwargs: dict[str, Any] = {"poll_interval": LOCK_POLL_INTERVAL}
-        if _SUPPORTS_CANCEL:
-            kwargs["cancel_check"] = file_changed
-        lock = self._lock
-        try:
-            lock.acquire(timeout=max(0.0, deadline - time.monotonic()), **kwargs)
-        except Timeout:
-            if file_changed():
-                return None
-            raise TokenWaitTimeout(
-                f"waited {self.wait_timeout:.0f}s for another process holding {self.lock_path} to store a token; "
-                "retry, or look for a process stuck while holding that lock"
-            ) from None
-        except OSError as exc:
-            self._warn_once(
-                "lock",
-                "cannot create the lock file %s (%s); only this process is coordinated",
-                self.lock_path,
-                exc.strerror or exc,
-            )
-            return NO_LOCK
-        return lock
-
-    def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
-        if isinstance(handle, FileLock):
-            handle.release()  # the very object acquired, whatever self._lock is by now
-
-    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
-        return self._store(record)
-
-    def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
+    def _compare_and_delete(self, credentials: Credentials, access_token: str) -> bool:
         with self._locked():
-            return self._remove(api_key, access_token)
+            return self._remove(credentials.api_key, access_token)
 
     # ---------------------------------------------------------------- internals
     def _locked(self) -> Any:
-        """The file lock as a context manager, or a no-op when it cannot be created."""
-        self._ensure_directory()
+        """The write lock as a context manager, or a no-op when it cannot be created."""
         try:
-            return self._lock.acquire(timeout=self.wait_timeout, poll_interval=LOCK_POLL_INTERVAL)
+            self._ensure_directory()
+            lock = self._safe_lock(self.lock_path)
+            return lock.acquire(timeout=self.wait_timeout, poll_interval=LOCK_POLL_INTERVAL)
         except Timeout:
             raise TokenWaitTimeout(
                 f"waited {self.wait_timeout:.0f}s for the lock {self.lock_path}; "
                 "retry, or look for a process stuck while holding it"
             ) from None
-        except OSError as exc:
-            self._warn_once("lock", "cannot create the lock file %s (%s)", self.lock_path, exc.strerror or exc)
+        except _Uncoordinated as exc:
+            self._warn_once("lock", "cannot use the lock file %s (%s)", self.lock_path, exc)
             return contextlib.nullcontext()
+
+    def _safe_lock(self, path: Path) -> FileLock:
+        """The lock object for ``path``, once the file is known to be a regular file of ours.
+
+        We create the file ourselves (``O_NOFOLLOW``, no ``O_TRUNC``, 0600)
+        before filelock opens it, so a symlink planted at the path can neither
+        redirect the lock nor truncate its target.  :class:`_Uncoordinated`
+        when the file cannot be created at all (read-only disk).
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StorageError(
+                    f"the lock file {path} is a symbolic link; refusing to follow it. Remove it, and check who "
+                    "can write to that directory"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOSPC, errno.EDQUOT):
+                raise _Uncoordinated(exc.strerror or str(exc)) from None
+            raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"the lock file {path} is not a regular file; remove it")
+        if info.st_uid != os.geteuid():
+            raise StorageError(f"the lock file {path} belongs to another user (uid {info.st_uid}); remove it")
+        return self._lock_for(path)
 
     def _store(self, record: TokenRecord) -> bool:
         """Write ``record`` beside the other keys' entries (caller holds the lock)."""
@@ -239,8 +269,8 @@ class FileTokenStorage(TokenStorage):
         """Rewrite a 0.6.0 pickle as JSON now, so the plaintext secret leaves the disk."""
         try:
             self._ensure_directory()
-            acquired = self._lock.acquire(timeout=0, poll_interval=LOCK_POLL_INTERVAL)
-        except (Timeout, OSError):
+            acquired = self._safe_lock(self.lock_path).acquire(timeout=0, poll_interval=LOCK_POLL_INTERVAL)
+        except (Timeout, OSError, StorageError):
             return  # somebody else is writing, or we cannot: the next save migrates it
         with acquired:
             snapshot = self._read_file()
@@ -255,16 +285,34 @@ class FileTokenStorage(TokenStorage):
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _ensure_directory(self) -> None:
-        directory = self.file_path.parent
-        if directory.is_dir():
+        """Create the token directory (0700) if needed, and refuse one that others can write to.
+
+        :class:`_Uncoordinated` when it cannot be created: the caller falls back
+        to this process only, as on a read-only disk.
+        """
+        if self._directory_checked:
             return
+        directory = self.file_path.parent
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create the token directory {directory}: {exc.strerror or exc}") from None
+            if not directory.is_dir():
+                raise _Uncoordinated(f"cannot create the token directory {directory}: {exc.strerror or exc}") from None
+        self._check_directory_once()
+
+    def _check_directory_once(self) -> None:
+        """:func:`check_directory` the first time the directory exists; a missing one has nothing to trust."""
+        if self._directory_checked:
+            return
+        try:
+            check_directory(self.file_path.parent)
+        except _Uncoordinated:
+            return
+        self._directory_checked = True
 
     def _read_file(self) -> _Snapshot:
         """Parse the token file; any problem reads as "no tokens" plus a warning."""
+        self._check_directory_once()
         # O_NONBLOCK: opening a FIFO planted at the path must not wait for a writer forever.
         flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
@@ -390,3 +438,96 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class _Uncoordinated(StorageError):
+    """Internal: the lock file or directory cannot exist here; coordinate this process only."""
+
+
+def check_directory(directory: Path) -> None:
+    """Refuse a token directory that another user owns or that group or others may write to.
+
+    There, anyone could plant a file or a symlink where our token or lock
+    file goes.  ``chmod 700`` (or a directory of our own) fixes it.
+    """
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise _Uncoordinated(f"cannot inspect the token directory {directory}: {exc.strerror or exc}") from None
+    if info.st_uid not in (os.geteuid(), 0):
+        raise StorageError(
+            f"the token directory {directory} belongs to another user (uid {info.st_uid}); "
+            "use a directory of your own (KOREA_INVESTMENT_TOKEN_FILE)"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StorageError(
+            f"the token directory {directory} can be written by other users (mode {stat.filemode(info.st_mode)}); "
+            f"run 'chmod 700 {directory}' or use a directory of your own (KOREA_INVESTMENT_TOKEN_FILE)"
+        )
+
+
+class FileLease(IssuanceLease):
+    """The issuance lease of the file store: this app key's lock file, held with filelock.
+
+    A kernel lock cannot be lost while its process lives, and it is released
+    when the process dies, so :meth:`held` needs no I/O.  Where the lock file
+    cannot exist (read-only disk) the lease coordinates this process only.
+    """
+
+    def __init__(self, storage: FileTokenStorage, credentials: Credentials) -> None:
+        super().__init__(credentials)
+        self._storage = storage
+        self._lock: FileLock | None = None
+
+    def acquire(self, deadline: float) -> Acquired:
+        storage = self._storage
+        path = storage.issuance_lock_path(self.credentials.api_key)
+        try:
+            storage._ensure_directory()
+            lock = storage._safe_lock(path)
+        except _Uncoordinated as exc:
+            storage._warn_once("lock", "cannot use the lock file %s (%s); only this process is coordinated", path, exc)
+            self.taken = True
+            return Acquired.HELD
+        seen = storage._signature()
+
+        def file_changed() -> bool:
+            return storage._signature() != seen
+
+        self.taken = True  # from here the lock may be ours: the with block releases it
+        try:
+            lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic()),
+                poll_interval=LOCK_POLL_INTERVAL,
+                cancel_check=file_changed,
+            )
+        except Timeout:
+            self.taken = False
+            if file_changed():
+                return Acquired.LOOK_AGAIN
+            raise TokenWaitTimeout(
+                f"waited {storage.wait_timeout:.0f}s for another process holding {path} to store a token; "
+                "retry, or look for a process stuck while holding that lock"
+            ) from None
+        except BaseException:
+            if lock.is_locked:
+                lock.release()
+            self.taken = False
+            raise
+        self._lock = lock
+        return Acquired.HELD
+
+    def held(self) -> bool:
+        return self.taken and not self.settled
+
+    def save(self, record: TokenRecord) -> SaveOutcome:
+        storage = self._storage
+        with storage._locked():
+            saved = storage._store(record)
+        self.release()
+        return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
+
+    def _release(self, failure: BaseException | None) -> None:
+        if self._lock is not None:
+            self._lock.release()  # the very object acquired, whatever the store's lock map is by now
+            self._lock = None

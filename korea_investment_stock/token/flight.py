@@ -1,33 +1,64 @@
-"""In-process single flight: one leader thread per key, followers share its outcome.
+"""In-process single flight: one leader thread per store and credential, followers share its outcome.
 
 Only the leader talks to the backend, so backend load grows with processes, not
-threads.  Followers get the leader's result *or its exception*: a failed
-issuance fails everyone who was waiting for it, once, instead of each of them
-retrying on its own.
+threads.  Three rules keep the sharing honest:
+
+- **One flight per key, whatever each caller considers stale.**  A forced
+  refresh (``stale=<token>``) and an ordinary caller join the same flight; the
+  stale tokens of every member are visible to the leader through
+  :meth:`Flight.is_stale`, and a follower that still receives its own stale
+  token simply goes round again.  Two flights for one key would mean two
+  tokenP calls from one process.
+- **Errors belong to their thread.**  Each follower raises its own copy of the
+  leader's exception, chained to it, so tracebacks do not grow with every
+  re-raise and no two threads mutate one exception object.
+- **A ``BaseException`` stays where it was raised.**  ``KeyboardInterrupt`` or
+  ``SystemExit`` in the leader ends the leader's thread only; its followers
+  take the flight over instead of being interrupted themselves.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ..errors import TokenWaitTimeout
+from ..errors import TokenError, TokenWaitTimeout
 
 T = TypeVar("T")
 
 
-@dataclass
-class _Call(Generic[T]):
+@dataclass(eq=False)
+class Flight(Generic[T]):
+    """One leader's run, as its members see it."""
+
     done: threading.Event = field(default_factory=threading.Event)
     result: T | None = None
-    error: BaseException | None = None
+    error: Exception | None = None
+    abandoned: bool = False  # the leader left with a BaseException: someone else must lead
+    stale: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def is_stale(self, access_token: str) -> bool:
+        """True when any member of this flight asked for ``access_token`` to be replaced."""
+        with self._lock:
+            return access_token in self.stale
+
+    def _join(self, stale: str | None) -> None:
+        if stale is not None:
+            with self._lock:
+                self.stale.add(stale)
 
 
 class SingleFlight(Generic[T]):
-    """Deduplicate concurrent calls per key within this process.
+    """Deduplicate concurrent requests per key within this process.
+
+    Results are compared with a caller's ``stale`` value through their
+    ``access_token`` attribute (a :class:`~.record.TokenRecord`'s).
 
     State is reset in a forked child: a flight whose leader thread lived in the
     parent would never finish in the child.
@@ -35,45 +66,71 @@ class SingleFlight(Generic[T]):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: dict[Hashable, _Call[T]] = {}
+        self._flights: dict[Hashable, Flight[T]] = {}
         # Bound method kept by the fork hook; the instance lives as long as the module.
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._calls = {}
+        self._flights = {}
 
-    def run(self, key: Hashable, fn: Callable[[], T], follower_timeout: float) -> T:
-        """Run ``fn`` once for all concurrent callers with the same ``key``.
+    def run(
+        self, key: Hashable, lead: Callable[[Flight[T]], T], follower_timeout: float, *, stale: str | None = None
+    ) -> T:
+        """The token for ``key``, running ``lead`` once for all concurrent callers.
 
-        ``follower_timeout`` bounds how long a follower waits for the leader.
+        ``stale`` is this caller's token to replace (or None); a result equal to
+        it is not accepted, and the caller goes round again.  ``follower_timeout``
+        bounds how long this caller waits for other threads in all.
         """
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = _Call()
-                self._calls[key] = call
-        if leader:
-            return self._lead(key, call, fn)
-        if not call.done.wait(follower_timeout):
-            raise TokenWaitTimeout(
-                f"waited {follower_timeout:.1f}s for another thread of this process to obtain the token; "
-                "retry, and check the KIS host and the token store if it keeps happening"
-            )
-        if call.error is not None:
-            raise call.error
-        return call.result  # type: ignore[return-value]
+        deadline = time.monotonic() + follower_timeout
+        while True:
+            with self._lock:
+                flight = self._flights.get(key)
+                leading = flight is None
+                if flight is None:
+                    flight = self._flights[key] = Flight[T]()
+                flight._join(stale)
+            if leading:
+                return self._lead(key, flight, lead)
+            if not flight.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TokenWaitTimeout(
+                    f"waited {follower_timeout:.1f}s for another thread of this process to obtain the token; "
+                    "retry, and check the KIS host and the token store if it keeps happening"
+                )
+            if flight.abandoned:
+                continue  # the leader was interrupted: this thread may lead now
+            if flight.error is not None:
+                raise _own_copy(flight.error) from flight.error
+            result = flight.result
+            if stale is not None and getattr(result, "access_token", None) == stale:
+                continue  # joined after the leader read the store: ask again, with our stale token known
+            return result  # type: ignore[return-value]  # a finished, unabandoned flight without error has one
 
-    def _lead(self, key: Hashable, call: _Call[T], fn: Callable[[], T]) -> T:
+    def _lead(self, key: Hashable, flight: Flight[T], lead: Callable[[Flight[T]], T]) -> T:
         try:
-            call.result = fn()
-            return call.result
-        except BaseException as exc:
-            call.error = exc
+            flight.result = lead(flight)
+            return flight.result
+        except Exception as exc:
+            flight.error = exc
+            raise
+        except BaseException:
+            flight.abandoned = True
             raise
         finally:
             with self._lock:
-                if self._calls.get(key) is call:
-                    del self._calls[key]
-            call.done.set()
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+            flight.done.set()
+
+
+def _own_copy(error: Exception) -> Exception:
+    """A fresh instance of ``error`` for one follower (same class, message and attributes)."""
+    try:
+        clone = copy.copy(error)
+    except Exception:  # an exception class copy cannot rebuild: say what happened, keep the class family
+        return TokenError(f"another thread's attempt to obtain the token failed: {type(error).__name__}: {error}")
+    clone.__traceback__ = None
+    clone.__cause__ = None
+    clone.__context__ = None
+    return clone

@@ -13,8 +13,10 @@ import logging
 from typing import Any, TypeAlias
 
 import requests
+import requests.auth
 
 from ..errors import InvalidCredentialsError, KISAPIError, TokenIssueError, TokenRateLimitedError
+from .credentials import Credentials, SealedBody
 from .record import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -31,36 +33,45 @@ BAD_CREDENTIAL_CODES = {"EGW00103": "app key", "EGW00105": "app secret"}
 
 
 class TokenIssuer:
-    """Issues and revokes tokens for one app key against one KIS host."""
+    """Issues and revokes tokens for one app key against one KIS host.
+
+    Takes a :class:`~.credentials.Credentials`, or (0.6.x style) the app key and
+    secret, which are wrapped at once; request bodies are sealed so that no
+    frame of a failing call shows the secret in its locals.
+    """
 
     def __init__(
         self,
         session: requests.Session,
         base_url: str,
-        api_key: str,
-        api_secret: str,
+        credentials: Credentials | str,
+        api_secret: str | None = None,
         timeout: tuple[float, float] = DEFAULT_TOKEN_TIMEOUT,
     ) -> None:
+        if not isinstance(credentials, Credentials):
+            credentials = Credentials(credentials, api_secret or "")
+        del api_secret
         self._session = session
         self._base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._api_secret = api_secret
+        self.credentials = credentials
         self.timeout = timeout
 
     def __repr__(self) -> str:
-        return f"TokenIssuer(base_url={self._base_url!r})"
+        return f"TokenIssuer(base_url={self._base_url!r}, credentials={self.credentials!r})"
 
     def issue(self) -> TokenRecord:
         """Call tokenP once; return the new record or raise a mapped error."""
-        body = {"grant_type": "client_credentials", "appkey": self._api_key, "appsecret": self._api_secret}
+        credentials = self.credentials
+        body = credentials.sealed_json({"grant_type": "client_credentials", "appkey": credentials.api_key}, "appsecret")
         status, answer = self._post(TOKEN_PATH, body, "tokenP")
         if status == 200 and isinstance(answer.get("access_token"), str):
-            return TokenRecord.from_issue_response(answer, self._api_key, self._api_secret)
+            return TokenRecord.from_issue_answer(answer, credentials.api_key, credentials.fingerprint)
         raise _issue_error(status, answer)
 
     def revoke(self, access_token: str) -> dict[str, Any]:
         """Call revokeP for ``access_token``; return KIS's answer or raise ``TokenIssueError``."""
-        body = {"appkey": self._api_key, "appsecret": self._api_secret, "token": access_token}
+        credentials = self.credentials
+        body = credentials.sealed_json({"appkey": credentials.api_key, "token": access_token}, "appsecret")
         status, answer = self._post(REVOKE_PATH, body, "revokeP")
         if status == 200 and str(answer.get("code", "200")) == "200":
             return answer
@@ -72,7 +83,7 @@ class TokenIssuer:
             status=status,
         )
 
-    def _post(self, path: str, body: dict[str, str], name: str) -> tuple[int, dict[str, Any]]:
+    def _post(self, path: str, body: SealedBody, name: str) -> tuple[int, dict[str, Any]]:
         return request_json(
             self._session,
             "POST",
@@ -82,8 +93,31 @@ class TokenIssuer:
             timeout=self.timeout,
             unreachable=TokenIssueError,
             failed=TokenIssueError,
-            json=body,
+            data=body,
+            headers={"content-type": "application/json; charset=utf-8"},
         )
+
+
+class CredentialHeaders(requests.auth.AuthBase):
+    """Adds ``appkey``/``appsecret`` (and ``authorization``) to a request as ``requests`` sends it.
+
+    The headers dict a caller builds then carries no secret, so neither does
+    any frame's locals when a call fails.
+    """
+
+    def __init__(self, credentials: Credentials, authorization: str | None = None) -> None:
+        self._credentials = credentials
+        self._authorization = authorization
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._authorization is not None:
+            request.headers["authorization"] = self._authorization
+        request.headers["appkey"] = self._credentials.api_key
+        request.headers["appsecret"] = self._credentials.secret()
+        return request
+
+    def __repr__(self) -> str:
+        return f"CredentialHeaders({self._credentials!r})"
 
 
 #: The error classes :func:`request_json` raises: both take ``(message, status=...)``.

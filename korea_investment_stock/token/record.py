@@ -105,18 +105,29 @@ class TokenRecord:
 
     def matches(self, api_key: str, api_secret: str) -> bool:
         """True when this token was obtained with exactly this key and secret."""
+        return self.belongs_to(api_key, credential_fingerprint(api_key, api_secret))
+
+    def belongs_to(self, api_key: str, fingerprint: str) -> bool:
+        """True when this token was obtained for ``api_key`` with the secret behind ``fingerprint``."""
         if self.api_key != api_key:
             return False
         # Bytes, not str: compare_digest raises TypeError for non-ASCII str, and a hostile
         # token file or Redis hash must read as "not ours", never crash the caller.
         stored = self.fingerprint.encode("utf-8", "surrogatepass")
-        return hmac.compare_digest(stored, credential_fingerprint(api_key, api_secret).encode("ascii"))
+        return hmac.compare_digest(stored, fingerprint.encode("ascii"))
 
     @classmethod
     def from_issue_response(
         cls, body: Mapping[str, Any], api_key: str, api_secret: str, now: float | None = None
     ) -> TokenRecord:
         """Build a record from a tokenP success body; raise on a wrong shape."""
+        return cls.from_issue_answer(body, api_key, credential_fingerprint(api_key, api_secret), now)
+
+    @classmethod
+    def from_issue_answer(
+        cls, body: Mapping[str, Any], api_key: str, fingerprint: str, now: float | None = None
+    ) -> TokenRecord:
+        """:meth:`from_issue_response` for a caller that holds the fingerprint, not the secret."""
         token = body.get("access_token")
         expired = body.get("access_token_token_expired")
         if not isinstance(token, str) or not token or not isinstance(expired, str):
@@ -130,7 +141,7 @@ class TokenRecord:
             access_token=token,
             expires_at=expires_at,
             api_key=api_key,
-            fingerprint=credential_fingerprint(api_key, api_secret),
+            fingerprint=fingerprint,
             issued_at=time.time() if now is None else now,
             token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
         )

@@ -7,31 +7,41 @@ one round trip per read); it coordinates the threads of one process only.
 fleet sharing an app key makes one tokenP call.  ``KOREA_INVESTMENT_TOKEN_STORAGE=redis``
 builds the locking one.
 
-The cross-server protocol (see ``token/storage.py`` for the steps around it):
+The cross-server protocol (see ``token/storage.py`` for the steps around it,
+and :class:`RedisLease` for the lease itself):
 
 - **Lease.** ``SET {token}:lock <host:pid:random> NX PX 15000``, taken by a Lua
-  script that first honours a failure marker.  The lock key embeds the token
-  key, hash tag included (``korea_investment:token:{<key id>}:lock``), so one
-  script may touch both on Redis Cluster.
-- **Renewal.** While issuance runs (up to the 70 s issue deadline when KIS
-  answers ``EGW00133``) a daemon thread extends the lease every third of it,
-  owner-checked.  A holder killed with SIGKILL stops renewing, so the others
-  wait at most one lease (15 s) before one of them takes over.
-- **Fenced save.** One script stores the token only if we still hold the lease
-  or our generation (a counter bumped per lease) is newer than the stored
-  one, never over a token that expires later; then releases the lease and
-  publishes "ready".
+  script that first honours a failure marker for the caller's credential.
+  Every key embeds the token key, hash tag included
+  (``korea_investment:token:{<key id>}:lock``), so one script may touch them
+  all on Redis Cluster.  A lock or marker without a TTL counts as expired.
+- **Renewal.** While issuance runs a daemon thread extends the lease every
+  third of it, owner-checked, for at most the issue deadline plus 30 s, and
+  only while the lease object lives.  A holder killed with SIGKILL stops
+  renewing, so the others wait at most one lease (15 s) before one of them
+  takes over.  The holder asks the lease before every tokenP call.
+- **Fenced save.** Each lease gets a generation above every earlier one and
+  at least the server clock in ms, so it never goes backwards (not after a
+  delete, an eviction, ``FLUSHALL`` or a failover).  The token slot keeps a
+  fence: the highest generation that wrote or invalidated it.  One script
+  stores the token if we still hold the lease, or if our generation is above
+  the fence, never over a token that expires later; then releases the lease
+  and publishes "ready".  A replayed save that already succeeded says so.
 - **Followers** (one per process, thanks to the in-process flight) subscribe
   to the ready channel *before* re-checking, then wait for a message, each
   wait bounded by the lease's remaining TTL and a 0.5 s poll.  A wake-up costs
   O(1) commands.  The subscription lives on the waiting thread for the length
   of the wait: nothing persists, so nothing can leak across ``os.fork()``.
 - **Failure.** A leader whose issuance failed releases the lease and leaves a
-  ``{token}:failed`` marker for ``failure_backoff`` seconds (3 s).  Its own
-  process's followers get its exception from the in-process flight; callers
-  elsewhere who meet the marker raise a :class:`~..errors.TokenIssueError`
-  naming the failure and the time left, instead of queueing one more tokenP
-  call each.
+  marker for its credential (``{token}:failed:<fingerprint>``) for
+  ``failure_backoff`` seconds (3 s).  Callers elsewhere with the same
+  credential who meet it raise a :class:`~..errors.TokenIssueError` naming the
+  failure and the time left, instead of queueing one more tokenP call each; a
+  server with another (say, rotated) secret is not affected.
+- **Outages.** Every store operation of a caller rides out
+  :class:`~..errors.StorageUnavailableError` (see ``outage_allowance``); a
+  token whose save failed is used by its process and stored by a background
+  thread as soon as Redis answers, its lease kept meanwhile.
 - **Hostile values heal.** A key of the wrong type, bytes that are not UTF-8 or
   a hash no reader accepts under our names reads as "no token" (one warning)
   and the next save replaces it, as the file store does with a damaged file.
@@ -47,19 +57,23 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Self
 
 from ..errors import (
     ConfigurationError,
     InvalidCredentialsError,
     StorageError,
+    StorageUnavailableError,
     TokenIssueError,
     TokenRateLimitedError,
     TokenWaitTimeout,
 )
 from . import redis_scripts as lua
+from .credentials import Credentials
+from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
 from .record import TokenRecord, key_id
 from .redis_connect import (
     DEFAULT_REDIS_URL,
@@ -75,7 +89,7 @@ from .redis_connect import (
     text,
     translated_errors,
 )
-from .storage import TokenStorage, check_seconds
+from .storage import LeaseLost, TokenStorage, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +104,14 @@ DEFAULT_LEASE_SECONDS = 15.0
 DEFAULT_FAILURE_BACKOFF = 3.0
 #: Upper bound of one follower wait between two looks at the lease.
 MAX_POLL_INTERVAL = 0.5
-#: The generation counter outlives any token (24 h), so fences stay monotonic.
+#: The generation counter and the fence outlive any token (24 h).  Should they
+#: vanish all the same, generations still start from the server's clock.
 GENERATION_TTL_MS = 2 * 86400 * 1000
+#: How long past the issue deadline a lease may still be renewed: the HTTP
+#: timeouts of one more tokenP call (3 s + 10 s) and the save, with room to spare.
+HOLD_SLACK = 30.0
+#: Hex characters of the credential fingerprint in a failure marker's name.
+MARKER_ID_CHARS = 16
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
@@ -111,13 +131,13 @@ class RedisKeys:
     """Every Redis name used for one app key.
 
     All embed the token key and so its ``{<key id>}`` hash tag: one cluster slot,
-    so one Lua script may touch the token, the lease and the marker together.
+    so one Lua script may touch the token, the lease and the markers together.
     """
 
     token: str
     lock: str
     generation: str
-    failed: str
+    fence: str
     channel: str
 
     @classmethod
@@ -128,9 +148,13 @@ class RedisKeys:
             token=token,
             lock=f"{token}:lock",
             generation=f"{token}:generation",
-            failed=f"{token}:failed",
+            fence=f"{token}:fence",
             channel=f"{token}:ready",
         )
+
+    def failed(self, fingerprint: str) -> str:
+        """The failure marker of one credential: another secret's failure never blocks this one."""
+        return f"{self.token}:failed:{fingerprint[:MARKER_ID_CHARS]}"
 
 
 @dataclass(frozen=True)
@@ -233,15 +257,20 @@ class RedisTokenStorage(TokenStorage):
 
     def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
         """The stored token for this key and secret, in the 0.6.x shape, in one round trip."""
-        record = self._read_record(api_key, api_secret)
-        return None if record is None else record.to_legacy_dict(api_secret)
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        record = self._read_record(credentials)
+        return None if record is None else record.to_legacy_dict(credentials.secret())
 
     def check_token_valid(self, api_key: str, api_secret: str) -> bool:
         """True when a token for this key and secret has more than the refresh margin left (one round trip)."""
-        return self._read_valid(api_key, api_secret) is not None
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        return self._valid_record(credentials) is not None
 
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         """Delete this app key's token; True when one was stored."""
+        del api_secret  # the slot is the app key's, whichever secret asks
         deleted = self._call("deleting the token", self._client.delete, self.redis_keys(api_key).token)
         return bool(deleted)
 
@@ -249,9 +278,9 @@ class RedisTokenStorage(TokenStorage):
     def _flight_scope(self) -> Hashable:
         return self._scope
 
-    def _read_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
+    def _read_record(self, credentials: Credentials) -> TokenRecord | None:
         try:
-            fields = self._call("reading the token", self._client.hgetall, self.redis_keys(api_key).token)
+            fields = self._call("reading the token", self._client.hgetall, self.redis_keys(credentials.api_key).token)
         except UnreadableKeyError as exc:
             self._warn_once("type", "ignoring what is stored at the token key (%s); the next save replaces it", exc)
             return None
@@ -264,17 +293,20 @@ class RedisTokenStorage(TokenStorage):
                 "hash", "ignoring a malformed token hash at %s (%s); the next save replaces it", self.location, exc
             )
             return None
-        return record if record.matches(api_key, api_secret) else None
+        return record if record.belongs_to(credentials.api_key, credentials.fingerprint) else None
 
-    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
-        return self._store(record)
+    def _new_lease(self, credentials: Credentials) -> IssuanceLease:
+        return ProcessLease(
+            credentials, lambda record: SaveOutcome.STORED if self._store(record) else SaveOutcome.REFUSED
+        )
 
-    def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
+    def _compare_and_delete(self, credentials: Credentials, access_token: str) -> bool:
+        keys = self.redis_keys(credentials.api_key)
         deleted = self._call(
             "deleting a dead token",
             self._delete_script,
-            keys=[self.redis_keys(api_key).token],
-            args=[access_token],
+            keys=[keys.token, keys.fence],
+            args=[access_token, GENERATION_TTL_MS],
         )
         return bool(deleted)
 
@@ -351,117 +383,13 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             raise ConfigurationError(f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {poll_interval!r}")
         self._acquire_script = self._client.register_script(lua.ACQUIRE)
         self._renew_script = self._client.register_script(lua.RENEW)
+        self._held_script = self._client.register_script(lua.HELD)
         self._release_script = self._client.register_script(lua.RELEASE)
         self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
 
     # ------------------------------------------------------------------ the hooks
-    def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
-        keys = self.redis_keys(api_key)
-        owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(12)}"
-        with self._ready_inbox(keys.channel) as inbox:
-            while True:  # subscribed before this first look, so no "ready" can slip past
-                verdict = self._call(
-                    "taking the issuance lease",
-                    self._acquire_script,
-                    keys=[keys.lock, keys.generation, keys.failed, keys.token],
-                    args=[owner, _ms(self.lease_seconds), GENERATION_TTL_MS],
-                )
-                kind, number = text(verdict[0]), int(verdict[1])
-                if kind == "lead":
-                    return self._hold(keys, owner, generation=number)
-                if kind == "failed":
-                    raise _peer_failure(text(verdict[2]) if len(verdict) > 2 else "", number)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TokenWaitTimeout(
-                        f"waited {self.wait_timeout:.0f}s for another process or server holding the token "
-                        f"issuance lease at {self.location} to store a token; retry (a dead holder's lease "
-                        f"expires within {self.lease_seconds:.0f}s)"
-                    )
-                pause = self.poll_interval if number < 0 else min(number / 1000, self.poll_interval)
-                if inbox.wait(min(pause, left)) in ("ready", "released"):
-                    return None  # the store changed: let the caller read it
-                # a timeout (lease may have vanished) or "failed": look at the lease again
-
-    def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
-        if not isinstance(handle, _Lease):
-            return
-        handle.stopped.set()
-        if handle.settled or handle.pid != os.getpid():
-            return  # the fenced save released it, or it belongs to the process we were forked from
-        marker = ""
-        if isinstance(failure, Exception) and not isinstance(failure, StorageError | TokenWaitTimeout):
-            marker = _failure_marker(failure)
-        marker_ms = _ms(self.failure_backoff) if marker and self.failure_backoff > 0 else 0
-        try:
-            self._call(
-                "releasing the issuance lease",
-                self._release_script,
-                keys=[handle.keys.lock, handle.keys.failed],
-                args=[handle.owner, handle.keys.channel, marker_ms, marker],
-            )
-        except StorageError as exc:  # never mask the caller's own outcome; the lease expires by itself
-            logger.warning(
-                "could not release the token issuance lease (%s); it expires within %.0fs", exc, self.lease_seconds
-            )
-        handle.settled = True
-
-    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
-        if not isinstance(handle, _Lease):
-            return self._store(record)
-        handle.stopped.set()  # no renewal may race the release inside the save
-        keys = handle.keys
-        owner = handle.owner if handle.pid == os.getpid() else ""  # a forked child never holds its parent's lease
-        saved = self._call(
-            "saving the new token",
-            self._fenced_save_script,
-            keys=[keys.token, keys.lock, keys.failed],
-            args=[
-                owner,
-                handle.generation,
-                repr(record.expires_at),
-                _expire_at_ms(record),
-                keys.channel,
-                *_hash_fields(record),
-            ],
-        )
-        handle.settled = True
-        if not saved:
-            logger.info(
-                "a newer token was already stored (our lease %s); keeping it",
-                "had expired" if handle.lost else "generation is older",
-            )
-        return bool(saved)
-
-    # ---------------------------------------------------------------- internals
-    def _hold(self, keys: RedisKeys, owner: str, generation: int) -> _Lease:
-        """Start renewing a lease we just took; the renewal stops on save or release."""
-        lease = _Lease(keys=keys, owner=owner, generation=generation)
-        interval = self.lease_seconds / 3
-        threading.Thread(
-            target=self._renew_until_stopped, args=(lease, interval), name="kis-token-lease-renewal", daemon=True
-        ).start()
-        logger.debug("took the token issuance lease (generation %d)", generation)
-        return lease
-
-    def _renew_until_stopped(self, lease: _Lease, interval: float) -> None:
-        while not lease.stopped.wait(interval):
-            try:
-                renewed = self._call(
-                    "renewing the issuance lease",
-                    self._renew_script,
-                    keys=[lease.keys.lock],
-                    args=[lease.owner, _ms(self.lease_seconds)],
-                )
-            except StorageError as exc:
-                logger.warning("could not renew the token issuance lease (%s); trying again in %.1fs", exc, interval)
-                continue
-            if not renewed and not lease.stopped.is_set():
-                lease.lost = True
-                logger.warning(
-                    "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
-                )
-                return
+    def _new_lease(self, credentials: Credentials) -> IssuanceLease:
+        return RedisLease(self, credentials)
 
     @contextlib.contextmanager
     def _ready_inbox(self, channel: str) -> Iterator[_Inbox]:
@@ -476,6 +404,199 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         finally:
             with contextlib.suppress(Exception):
                 pubsub.close()
+
+
+class RedisLease(IssuanceLease):
+    """The Redis issuance lease: ``SET NX PX`` with a generation, renewal, a fenced save.
+
+    The lease object exists before the script that may take the lease runs,
+    inside the leader's ``with`` block, so an interruption at any point is
+    followed by an owner-checked release.  Its renewal thread holds only a
+    weak reference to it and stops at the hold bound, at release, or when the
+    lease object is gone.
+    """
+
+    def __init__(self, storage: LockingRedisTokenStorage, credentials: Credentials) -> None:
+        super().__init__(credentials)
+        self._storage = storage
+        self.keys = storage.redis_keys(credentials.api_key)
+        self.failed_key = self.keys.failed(credentials.fingerprint)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(12)}"
+        self.generation = 0
+        self.pid = os.getpid()
+        self.lost = False
+        self._stop = threading.Event()
+        weakref.finalize(self, self._stop.set)
+
+    def acquire(self, deadline: float) -> Acquired:
+        storage = self._storage
+        keys = self.keys
+        with storage._ready_inbox(keys.channel) as inbox:
+            while True:  # subscribed before this first look, so no "ready" can slip past
+                self.taken = True  # the script may take it: from here the with block releases it
+                verdict = storage._call(
+                    "taking the issuance lease",
+                    storage._acquire_script,
+                    keys=[keys.lock, keys.generation, self.failed_key, keys.fence],
+                    args=[self.owner, _ms(storage.lease_seconds), GENERATION_TTL_MS],
+                )
+                kind, number = text(verdict[0]), int(verdict[1])
+                if kind == "lead":
+                    self.generation = number
+                    self._start_renewal()
+                    logger.debug("took the token issuance lease (generation %d)", number)
+                    return Acquired.HELD
+                self.taken = False
+                if kind == "failed":
+                    raise _peer_failure(text(verdict[2]) if len(verdict) > 2 else "", number)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TokenWaitTimeout(
+                        f"waited {storage.wait_timeout:.0f}s for another process or server holding the token "
+                        f"issuance lease at {storage.location} to store a token; retry (a dead holder's lease "
+                        f"expires within {storage.lease_seconds:.0f}s)"
+                    )
+                pause = storage.poll_interval if number < 0 else min(number / 1000, storage.poll_interval)
+                if inbox.wait(min(pause, left)) in ("ready", "released"):
+                    return Acquired.LOOK_AGAIN  # the store changed: let the caller read it
+                # a timeout (lease may have vanished) or "failed": look at the lease again
+
+    def held(self) -> bool:
+        if self.settled or self.lost or not self.taken or self.pid != os.getpid():
+            return False
+        storage = self._storage
+        held = storage._call(
+            "checking the issuance lease", storage._held_script, keys=[self.keys.lock], args=[self.owner]
+        )
+        if not held:
+            self.lost = True
+            logger.warning("the token issuance lease was lost (it expired, or the store lost it)")
+        return bool(held)
+
+    def save(self, record: TokenRecord) -> SaveOutcome:
+        storage = self._storage
+        keys = self.keys
+        owner = self.owner if self.pid == os.getpid() else ""  # a forked child never holds its parent's lease
+        saved = storage._call(
+            "saving the new token",
+            storage._fenced_save_script,
+            keys=[keys.token, keys.lock, keys.fence, self.failed_key],
+            args=[
+                owner,
+                self.generation,
+                repr(record.expires_at),
+                _expire_at_ms(record),
+                keys.channel,
+                GENERATION_TTL_MS,
+                record.access_token,
+                *_hash_fields(record),
+            ],
+        )
+        self.settled = True
+        self._stop.set()
+        if not saved:
+            logger.info(
+                "a newer token or lease was already in the store (our generation %d); keeping that", self.generation
+            )
+            return SaveOutcome.REFUSED
+        return SaveOutcome.STORED
+
+    def _release(self, failure: BaseException | None) -> None:
+        self._stop.set()
+        if self.pid != os.getpid():
+            return  # it belongs to the process we were forked from
+        marker = ""
+        if isinstance(failure, Exception) and not isinstance(failure, StorageError | TokenWaitTimeout | LeaseLost):
+            marker = _failure_marker(failure)
+        storage = self._storage
+        marker_ms = _ms(storage.failure_backoff) if marker and storage.failure_backoff > 0 else 0
+        try:
+            self._release_script(marker_ms, marker)
+        except StorageUnavailableError as exc:
+            logger.warning("could not release the token issuance lease (%s); retrying in the background", exc)
+            threading.Thread(
+                target=self._release_later, args=(marker_ms, marker), name="kis-token-lease-release", daemon=True
+            ).start()
+        except StorageError as exc:  # never mask the caller's own outcome; the lease expires by itself
+            logger.warning(
+                "could not release the token issuance lease (%s); it expires within %.0fs", exc, storage.lease_seconds
+            )
+
+    def _release_script(self, marker_ms: int, marker: str) -> None:
+        storage = self._storage
+        storage._call(
+            "releasing the issuance lease",
+            storage._release_script,
+            keys=[self.keys.lock, self.failed_key],
+            args=[self.owner, self.keys.channel, marker_ms, marker],
+        )
+
+    def _release_later(self, marker_ms: int, marker: str) -> None:
+        """Keep trying to release until the lease would have expired anyway."""
+        end = time.monotonic() + self._storage.lease_seconds
+        delay = 0.05
+        while time.monotonic() < end:
+            time.sleep(delay)
+            try:
+                self._release_script(marker_ms, marker)
+                return
+            except StorageError:
+                delay = min(delay * 2, 0.5)
+
+    def _start_renewal(self) -> None:
+        storage = self._storage
+        until = time.monotonic() + storage.issue_deadline + HOLD_SLACK
+        threading.Thread(
+            target=_renew,
+            args=(weakref.ref(self), self._stop, storage.lease_seconds / 3, until),
+            name="kis-token-lease-renewal",
+            daemon=True,
+        ).start()
+
+    def __repr__(self) -> str:
+        return f"RedisLease(generation={self.generation}, taken={self.taken}, settled={self.settled}, lost={self.lost})"
+
+
+def _renew(ref: weakref.ref[RedisLease], stop: threading.Event, interval: float, until: float) -> None:
+    """Extend a lease every ``interval`` seconds until ``stop``, ``until`` (monotonic) or its object is gone.
+
+    Holding only a weak reference between two renewals, it cannot keep a
+    leaked lease (one whose holder was interrupted and dropped it) alive.
+    """
+    wait = interval
+    while not stop.wait(max(0.0, min(wait, until - time.monotonic()))):
+        if time.monotonic() >= until:
+            logger.warning("stopped renewing the token issuance lease: the issuance ran past its bound")
+            return
+        outcome = _renew_once(ref, stop)
+        if outcome is None:
+            return
+        wait = interval if outcome else min(interval, 0.5)
+
+
+def _renew_once(ref: weakref.ref[RedisLease], stop: threading.Event) -> bool | None:
+    """One renewal: True when extended, False to retry soon (store down), None to stop."""
+    lease = ref()
+    if lease is None or lease.settled:
+        return None
+    storage = lease._storage
+    try:
+        renewed = storage._call(
+            "renewing the issuance lease",
+            storage._renew_script,
+            keys=[lease.keys.lock],
+            args=[lease.owner, _ms(storage.lease_seconds)],
+        )
+    except StorageError as exc:
+        logger.warning("could not renew the token issuance lease (%s); trying again soon", exc)
+        return False
+    if not renewed and not stop.is_set():
+        lease.lost = True
+        logger.warning(
+            "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
+        )
+        return None
+    return True
 
 
 class _Inbox:
@@ -505,22 +626,6 @@ class _Inbox:
 
     def _get(self, timeout: float) -> Any:
         return self._storage._call("waiting on the ready channel", self._pubsub.get_message, timeout=timeout)
-
-
-@dataclass(eq=False)
-class _Lease:
-    """One held issuance lease: who we are to Redis, and the fence we save with."""
-
-    keys: RedisKeys
-    owner: str
-    generation: int
-    pid: int = field(default_factory=os.getpid)
-    stopped: threading.Event = field(default_factory=threading.Event)
-    settled: bool = False
-    lost: bool = False
-
-    def __repr__(self) -> str:
-        return f"_Lease(generation={self.generation}, settled={self.settled}, lost={self.lost})"
 
 
 # ---------------------------------------------------------------------- helpers

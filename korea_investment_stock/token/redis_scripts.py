@@ -65,25 +65,68 @@ return 1
 """
 )
 
-#: The fenced save of a freshly issued token.  Stores only if we still hold the
-#: lease, or if our generation is newer than the stored one, and never over a
-#: token that expires later.  Then: clear any failure marker, release our lease,
-#: and publish "ready" so waiting servers re-read at once.
-#: KEYS: token, lock, failed.
-#: ARGV: owner, generation, expires_at (s), expire_at (ms), channel, field/value pairs...
-#: Returns 1 when stored, 0 when refused.
+_HELPERS = """
+-- A string key's value, or false.  A value of the wrong type is dropped, and so is
+-- one without a TTL: a lease or marker that can never expire would wedge the fleet.
+local function live(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then
+    redis.call('DEL', key)
+    return false
+  end
+  if value and redis.call('PTTL', key) == -1 then
+    redis.call('DEL', key)
+    return false
+  end
+  return value
+end
+-- A counter key as a whole number in [0, 2^52), else 0 (missing, wrong type, garbage).
+local function counter(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err then
+    redis.call('DEL', key)
+    return 0
+  end
+  local number = tonumber(value)
+  if not number or number ~= number or number < 0 or number >= 2^52 then
+    return 0
+  end
+  return math.floor(number)
+end
+"""
+
+#: The fenced save of a freshly issued token (KIS's fencing-token check, done
+#: at the resource).  The ``fence`` key holds the highest generation that ever
+#: wrote or invalidated this token slot.  We store if we still hold the lease,
+#: or if our generation is newer than the fence (nobody since our lease wrote
+#: or deleted here: our token is the newest KIS gave), and never over a token
+#: that expires later.  A replay of a save that already succeeded (redis-py
+#: retries a command whose reply was lost) answers "stored" again.  Then: clear
+#: our credential's failure marker, release our lease, publish "ready".
+#: KEYS: token, lock, fence, failed marker (ours).
+#: ARGV: owner, generation, expires_at (s), expire_at (ms), channel, fence TTL (ms), access_token,
+#: field/value pairs...
+#: Returns 1 when stored (now or by the replayed call), 0 when refused.
 FENCED_SAVE = (
     _STORED_TOKEN
+    + _HELPERS
     + """
 local holds = redis.pcall('GET', KEYS[2]) == ARGV[1]
+local generation = tonumber(ARGV[2])
+local fence = counter(KEYS[3])
 local stored_expiry, stored_generation = stored_token(KEYS[1])
 local saved = 0
-if (holds or tonumber(ARGV[2]) > stored_generation)
-    and not (stored_expiry and stored_expiry > tonumber(ARGV[3])) then
+if stored_expiry and stored_generation == generation
+    and redis.pcall('HGET', KEYS[1], 'access_token') == ARGV[7] then
+  saved = 1
+elseif (holds or generation > fence) and not (stored_expiry and stored_expiry > tonumber(ARGV[3])) then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'generation', ARGV[2], unpack(ARGV, 6))
+  redis.call('HSET', KEYS[1], 'generation', ARGV[2], unpack(ARGV, 8))
   redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-  redis.call('DEL', KEYS[3])
+  if generation > fence then
+    redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[6])
+  end
+  redis.call('DEL', KEYS[4])
   saved = 1
 end
 if holds then
@@ -94,47 +137,38 @@ return saved
 """
 )
 
-#: Try to become the issuer.  A live failure marker wins (the fleet waits it
-#: out instead of retrying KIS); then the lease, taken with SET NX PX and
-#: numbered by a generation counter for the fenced save.  Re-running it after
-#: a lost reply is harmless: the owner check returns the lease we already hold.
-#: A lease, marker or counter of the wrong type is dropped; a counter that is
-#: not a number restarts above the stored token's generation.
-#: KEYS: lock, generation counter, failed, token.  ARGV: owner, lease (ms), counter TTL (ms).
+#: Try to become the issuer.  A live failure marker for *our* credential wins
+#: (the fleet waits it out instead of retrying KIS; another secret's failure
+#: is not ours); then the lease, taken with SET NX PX.  Its generation is above
+#: the last one granted, above the fence, and at least the server's clock in
+#: milliseconds, so it never goes backwards: not after a delete, not after the
+#: counter was evicted, flushed or lost in a failover.  Re-running it after a
+#: lost reply is harmless: the owner check returns the lease we already hold.
+#: KEYS: lock, generation counter, failed marker (ours), fence.
+#: ARGV: owner, lease (ms), counter TTL (ms).
 #: Returns {'lead', generation} | {'wait', lease PTTL ms} | {'failed', marker PTTL ms, marker}.
-ACQUIRE = """
-local function read(key)
-  local value = redis.pcall('GET', key)
-  if type(value) == 'table' and value.err then
-    redis.call('DEL', key)
-    return false
-  end
-  return value
-end
-local failed = read(KEYS[3])
+ACQUIRE = (
+    _HELPERS
+    + """
+local failed = live(KEYS[3])
 if failed then
   return {'failed', redis.call('PTTL', KEYS[3]), failed}
 end
-local holder = read(KEYS[1])
+local holder = live(KEYS[1])
 if holder == ARGV[1] then
-  return {'lead', tonumber(read(KEYS[2])) or 0}
+  return {'lead', counter(KEYS[2])}
 end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  local generation = redis.pcall('INCR', KEYS[2])
-  if type(generation) == 'table' then
-    local stored = tonumber(redis.pcall('HGET', KEYS[4], 'generation')) or 0
-    if stored ~= stored or stored < 0 or stored >= 2^52 then
-      stored = 0
-    end
-    generation = math.floor(stored) + 1
-    redis.call('SET', KEYS[2], generation)
-  end
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return {'lead', generation}
+if holder then
+  return {'wait', redis.call('PTTL', KEYS[1])}
 end
-return {'wait', redis.call('PTTL', KEYS[1])}
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local now = redis.call('TIME')
+local clock_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local generation = math.max(counter(KEYS[2]) + 1, counter(KEYS[4]) + 1, clock_ms)
+redis.call('SET', KEYS[2], string.format('%.0f', generation), 'PX', ARGV[3])
+return {'lead', generation}
 """
+)
 
 #: Extend our lease while a slow issuance runs; a lease we lost stays lost.
 #: KEYS: lock.  ARGV: owner, lease (ms).  Returns 1 when extended, else 0.
@@ -145,10 +179,20 @@ end
 return 0
 """
 
+#: Is the lease still ours?  Asked before every tokenP call.
+#: KEYS: lock.  ARGV: owner.  Returns 1 when held, else 0.
+HELD = """
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 0
+"""
+
 #: Give the lease back without a new token (a peer's token was found, or the
-#: issuance failed).  On failure, leave a short marker so other servers do not
-#: stampede KIS with retries.  Either way publish, so waiters look again now.
-#: KEYS: lock, failed.  ARGV: owner, channel, marker TTL (ms, "0" for none), marker text.
+#: issuance failed).  On failure, leave a short marker for our credential so
+#: other servers do not stampede KIS with retries.  Either way publish, so
+#: waiters look again now.
+#: KEYS: lock, failed marker (ours).  ARGV: owner, channel, marker TTL (ms, "0" for none), marker text.
 #: Returns 1 when the lease was ours, else 0 (and then writes nothing).
 RELEASE = """
 if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then
@@ -166,13 +210,22 @@ return 1
 
 #: Delete the stored token only if it is still the one that failed, so callers
 #: that saw the same dead token delete it once and never delete its successor.
-#: KEYS: token.  ARGV: access_token.  Returns 1 when deleted, else 0.
-COMPARE_AND_DELETE = """
-if redis.pcall('HGET', KEYS[1], 'access_token') == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+#: The fence rises to the deleted token's generation, so a delayed save of that
+#: token (or of any older one) can never bring it back.
+#: KEYS: token, fence.  ARGV: access_token, fence TTL (ms).  Returns 1 when deleted, else 0.
+COMPARE_AND_DELETE = (
+    _HELPERS
+    + """
+if redis.pcall('HGET', KEYS[1], 'access_token') ~= ARGV[1] then
+  return 0
 end
-return 0
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0
+if generation == generation and generation > counter(KEYS[2]) and generation < 2^52 then
+  redis.call('SET', KEYS[2], string.format('%.0f', generation), 'PX', ARGV[2])
+end
+return redis.call('DEL', KEYS[1])
 """
+)
 
 #: Every script, by name, for tests and for ``SCRIPT LOAD`` tooling.
 ALL_SCRIPTS: dict[str, str] = {
@@ -180,6 +233,7 @@ ALL_SCRIPTS: dict[str, str] = {
     "fenced_save": FENCED_SAVE,
     "acquire": ACQUIRE,
     "renew": RENEW,
+    "held": HELD,
     "release": RELEASE,
     "compare_and_delete": COMPARE_AND_DELETE,
 }

@@ -2,17 +2,26 @@
 
 How one token gets issued once, whatever the number of callers:
 
-1. :meth:`TokenStorage.get_token` joins the in-process flight
-   (:class:`~.flight.SingleFlight`): one thread per process, store and key
-   leads; the others wait for its result or error.
+1. :meth:`TokenStorage.token_for` joins the in-process flight
+   (:class:`~.flight.SingleFlight`): one thread per process, store and
+   credential leads; the others wait for its result or error.
 2. The leader runs :meth:`TokenStorage._lead`: read the store (fast path, no
    cross-process lock) and return a valid token at once.
-3. On a miss: take the backend's cross-process lock (a hook), read again,
-   call tokenP, save, release.
+3. On a miss: open an :class:`~.lease.IssuanceLease` (the backend's
+   cross-process lock) in a ``with`` block, acquire it, read again, call
+   tokenP while the lease is still held, save fenced, release.
 
-A storage that implements only the four abstract methods still gets steps 1-2:
-single flight within the process.  Backends override the ``_``-prefixed hooks
-to add cross-process locking and cheaper reads.
+Faults in the store are ridden out, not passed on: every store operation of
+the leader retries :class:`~..errors.StorageUnavailableError` with backoff for
+``outage_allowance`` seconds (a store that never answered this process still
+fails at once: that is a wrong URL, not an outage).  A token KIS issued is
+never thrown away: when its save fails, the leader's process uses it at once
+and a background thread keeps trying to store it for the fleet.
+
+A storage that implements only the four abstract methods still gets steps 1-3
+with a :class:`~.lease.ProcessLease`: single flight within the process.
+Backends override the ``_``-prefixed hooks to add cross-process leases and
+cheaper reads.
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import ConfigurationError, TokenRateLimitedError, TokenWaitTimeout
-from .flight import SingleFlight
-from .record import DEFAULT_REFRESH_MARGIN, TokenRecord, credential_fingerprint
+from ..errors import ConfigurationError, StorageError, StorageUnavailableError, TokenRateLimitedError
+from .credentials import Credentials
+from .flight import Flight, SingleFlight
+from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
+from .record import DEFAULT_REFRESH_MARGIN, TokenRecord, key_id
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +49,28 @@ logger = logging.getLogger(__name__)
 #: else close, then succeed, instead of failing a caller a second too early.
 DEFAULT_ISSUE_DEADLINE = 70.0
 
-#: How long a caller waits for a peer that holds the issuance lock.  A lock
+#: How long a caller waits for a peer that holds the issuance lease.  A lease
 #: holder is itself bounded by the issue deadline plus HTTP timeouts.
 DEFAULT_WAIT_TIMEOUT = 90.0
 
+#: How long a caller keeps retrying a store that answered before and stopped
+#: answering.  A Redis restart takes about a second; a Sentinel failover takes
+#: ``down-after-milliseconds`` plus an election, 10-15 s with common settings.
+DEFAULT_OUTAGE_ALLOWANCE = 20.0
+
+#: Backoff between two tries of an unavailable store: short first, so a blip
+#: costs milliseconds, capped so that callers notice a healed store quickly.
+OUTAGE_FIRST_DELAY = 0.05
+OUTAGE_MAX_DELAY = 0.5
+
 IssueFn = Callable[[], TokenRecord]
+R = TypeVar("R")
 
 _FLIGHTS: SingleFlight[TokenRecord] = SingleFlight()
 
-#: Handle returned by the default lock hook: "no cross-process lock, go ahead".
-NO_LOCK: Any = object()
+
+class LeaseLost(Exception):
+    """Internal: the lease was lost mid-issuance; go back to reading and acquiring."""
 
 
 class TokenStorage(ABC):
@@ -60,11 +83,18 @@ class TokenStorage(ABC):
     Settings are class attributes so that a subclass which never calls
     ``super().__init__()`` still works; :meth:`__init__` overrides them per
     instance.
+
+    Args:
+        refresh_margin: a token this close to expiry (seconds) counts as expired.
+        issue_deadline: how long the leader retries tokenP while KIS says "one per minute".
+        wait_timeout: how long a caller waits for a peer holding the issuance lease.
+        outage_allowance: how long a caller retries a store that stopped answering.
     """
 
     refresh_margin: float = DEFAULT_REFRESH_MARGIN
     issue_deadline: float = DEFAULT_ISSUE_DEADLINE
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    outage_allowance: float = DEFAULT_OUTAGE_ALLOWANCE
 
     def __init__(
         self,
@@ -72,11 +102,13 @@ class TokenStorage(ABC):
         refresh_margin: float | None = None,
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
+        outage_allowance: float | None = None,
     ) -> None:
         for name, value in (
             ("refresh_margin", refresh_margin),
             ("issue_deadline", issue_deadline),
             ("wait_timeout", wait_timeout),
+            ("outage_allowance", outage_allowance),
         ):
             if value is not None:
                 setattr(self, name, check_seconds(name, value))
@@ -109,15 +141,30 @@ class TokenStorage(ABC):
         one, while a different valid token (a peer's refresh) is used as is.
         The stale token stays readable for everyone else meanwhile.
         """
+        credentials = Credentials(api_key, api_secret)
+        del api_secret  # only the Credentials value holds it from here on
+        return self.token_for(credentials, issue, stale=stale)
+
+    def token_for(self, credentials: Credentials, issue: IssueFn, *, stale: str | None = None) -> TokenRecord:
+        """:meth:`get_token` for a caller that already holds a :class:`~.credentials.Credentials`."""
         # Even the fast path goes through the flight: threads of one process that ask at
         # the same moment share one store read, so store load grows with processes, not
         # threads.  The fingerprint keeps callers with another secret for the same key out
         # of this flight: they must neither receive its token nor its credential error.
+        # ``stale`` is not part of the key: a forced refresh and an ordinary caller share
+        # one flight (two flights would be two tokenP calls from one process).
         return _FLIGHTS.run(
-            (self._flight_scope(), api_key, credential_fingerprint(api_key, api_secret), stale),
-            lambda: self._lead(api_key, api_secret, issue, stale),
+            (self._flight_scope(), credentials.api_key, credentials.fingerprint),
+            lambda flight: self._lead(credentials, issue, flight),
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
+            stale=stale,
         )
+
+    def stored_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
+        """The stored token for this key and secret as a record, valid or not, or None (for tools)."""
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        return self._read_record(credentials)
 
     def invalidate_token(self, api_key: str, api_secret: str, access_token: str) -> bool:
         """Delete the stored token only if it is still ``access_token``.
@@ -125,62 +172,66 @@ class TokenStorage(ABC):
         A thousand callers that saw the same dead token thus delete it once, and
         none of them deletes the fresh token that replaced it.
         """
-        return self._compare_and_delete(api_key, api_secret, access_token)
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        return self._compare_and_delete(credentials, access_token)
 
-    def _lead(self, api_key: str, api_secret: str, issue: IssueFn, stale: str | None = None) -> TokenRecord:
-        """The leader's path: read, lock, double-check, issue, save, release."""
-        record = self._read_valid(api_key, api_secret, stale)
+    def _lead(self, credentials: Credentials, issue: IssueFn, flight: Flight[TokenRecord]) -> TokenRecord:
+        """The leader's path: read, lease, double-check, issue while held, save, release."""
+        outage = _OutageClock(self)
+        record = self._look(credentials, flight, outage)
         if record is not None:
             logger.debug("token cache hit")
             return record
         deadline = time.monotonic() + self.wait_timeout
         while True:
-            handle = self._acquire_issue_lock(api_key, deadline)
-            if handle is None:
-                record = self._read_valid(api_key, api_secret, stale)  # something changed while waiting
+            with self._new_lease(credentials) as lease:
+                if outage.ride(lambda: lease.acquire(deadline)) is Acquired.LOOK_AGAIN:
+                    record = self._look(credentials, flight, outage)  # something changed while waiting
+                    if record is not None:
+                        return record
+                    continue
+                record = self._look(credentials, flight, outage)
                 if record is not None:
                     return record
-                continue
-            failure: BaseException | None = None
-            try:
-                record = self._read_valid(api_key, api_secret, stale)
-                if record is not None:
-                    return record
-                record = self._issue_within_deadline(api_key, api_secret, issue, stale=stale)
-                logger.info("issued a new access token (expires %s KST)", record.expired_text)
                 try:
-                    saved = self._save_issued(record, api_secret, handle)
-                except Exception as exc:  # KIS already issued it: losing it would cost an EGW00133 minute
-                    logger.warning(
-                        "the new token could not be stored (%s); using it in this process only", type(exc).__name__
-                    )
-                else:
-                    if not saved:
-                        logger.warning("the new token could not be stored; using it in this process only")
+                    record, fresh = self._issue_while_held(credentials, issue, flight, lease, outage)
+                except LeaseLost:
+                    logger.warning("lost the token issuance lease while KIS said to wait; reading the store again")
+                    continue
+                if not fresh:
+                    return record  # a peer's token, found while KIS said "one per minute"
+                logger.info("issued a new access token (expires %s KST)", record.expired_text)
+                self._store_issued(record, lease)
                 return record
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                self._release_issue_lock(api_key, handle, failure)
 
-    def _issue_within_deadline(
-        self, api_key: str, api_secret: str, issue: IssueFn, *, stale: str | None = None
-    ) -> TokenRecord:
-        """Call ``issue``; while KIS says "one per minute", re-read the store and back off.
+    def _issue_while_held(
+        self,
+        credentials: Credentials,
+        issue: IssueFn,
+        flight: Flight[TokenRecord],
+        lease: IssuanceLease,
+        outage: _OutageClock,
+    ) -> tuple[TokenRecord, bool]:
+        """Call ``issue`` while ``lease`` is held: ``(record, True)`` when tokenP gave it.
 
-        A valid stored token ends the wait, unless it is ``stale`` (the token a
-        forced refresh is replacing).
+        While KIS says "one per minute" (``EGW00133``), re-read the store and
+        back off within the issue deadline; a valid stored token that no member
+        of the flight called stale ends the wait as ``(record, False)``.  The
+        lease is asked before every tokenP call: a lost lease raises
+        :class:`LeaseLost` instead of issuing beside its new holder.
         """
         deadline = time.monotonic() + self.issue_deadline
         delay = 1.0
         while True:
+            if not outage.ride(lease.held):
+                raise LeaseLost
             try:
-                return issue()
+                return issue(), True
             except TokenRateLimitedError as exc:
-                record = self._read_valid(api_key, api_secret, stale)
+                record = self._look(credentials, flight, outage)
                 if record is not None:
-                    return record
+                    return record, False
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TokenRateLimitedError(
@@ -193,26 +244,74 @@ class TokenStorage(ABC):
                 pause = min(remaining, delay * random.uniform(0.8, 1.2))
                 logger.info("tokenP answered EGW00133 (one per minute); retrying in %.1fs", pause)
                 time.sleep(pause)
-                record = self._read_valid(api_key, api_secret, stale)  # a peer may have stored one meanwhile
+                record = self._look(credentials, flight, outage)  # a peer may have stored one meanwhile
                 if record is not None:
-                    return record
+                    return record, False
                 delay = min(delay * 2, 10.0)
 
-    def _read_valid(self, api_key: str, api_secret: str, stale: str | None = None) -> TokenRecord | None:
-        """The stored token if it is valid and not ``stale``, else None."""
-        record = self._read_record(api_key, api_secret)
-        if record is not None and record.is_valid(self.refresh_margin) and record.access_token != stale:
-            return record
-        return None
+    def _store_issued(self, record: TokenRecord, lease: IssuanceLease) -> None:
+        """Save a token KIS just issued; if the store cannot take it now, keep it and keep trying.
+
+        The caller gets the token either way: losing it would cost the fleet an
+        ``EGW00133`` minute and the account holder one more alert.
+        """
+        try:
+            outcome = lease.save(record)
+        except StorageUnavailableError as exc:
+            _PENDING.keep(self._flight_scope(), record)
+            lease.hand_off()
+            logger.warning(
+                "the new token could not be stored (%s); using it in this process and storing it "
+                "as soon as the store answers",
+                type(exc).__name__,
+            )
+            _BackgroundSave(self, record, lease).start()
+            return
+        except Exception as exc:  # a custom store's own error: KIS issued it all the same, keep it
+            _PENDING.keep(self._flight_scope(), record)
+            logger.warning("the new token could not be stored (%s); using it in this process only", type(exc).__name__)
+            return
+        if outcome is SaveOutcome.LOCAL:
+            _PENDING.keep(self._flight_scope(), record)
+            logger.warning("the new token could not be stored; using it in this process only")
+
+    def _look(self, credentials: Credentials, flight: Flight[TokenRecord], outage: _OutageClock) -> TokenRecord | None:
+        """The best valid token this process can use that no member of ``flight`` called stale.
+
+        The store is read riding out an outage, unless this process holds a
+        token the store could not take yet: then one failed read is enough to
+        fall back to it.
+        """
+        pending = _PENDING.get(self._flight_scope(), credentials)
+        usable_pending = pending if pending is not None and self._usable(pending, flight) else None
+        try:
+            if usable_pending is not None:
+                stored = self._read_record(credentials)
+            else:
+                stored = outage.ride(lambda: self._read_record(credentials))
+        except StorageUnavailableError:
+            if usable_pending is not None:
+                return usable_pending
+            raise
+        candidates = [r for r in (stored, usable_pending) if r is not None and self._usable(r, flight)]
+        return max(candidates, key=lambda r: r.expires_at, default=None)
+
+    def _usable(self, record: TokenRecord, flight: Flight[TokenRecord] | None = None) -> bool:
+        return record.is_valid(self.refresh_margin) and (flight is None or not flight.is_stale(record.access_token))
+
+    def _valid_record(self, credentials: Credentials) -> TokenRecord | None:
+        """The stored token if valid (no flight, no outage riding): for ``check_token_valid``."""
+        record = self._read_record(credentials)
+        return record if record is not None and self._usable(record) else None
 
     # ------------------------------------------------------------------ the hooks
     def _flight_scope(self) -> Hashable:
         """What identifies the underlying store, so instances sharing it share a flight."""
         return id(self)
 
-    def _read_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
-        """The stored record for this key and secret (valid or not), or None."""
-        data = self.load_token(api_key, api_secret)
+    def _read_record(self, credentials: Credentials) -> TokenRecord | None:
+        """The stored record for this credential (valid or not), or None."""
+        data = self.load_token(credentials.api_key, credentials.secret())
         if not data:
             return None
         try:
@@ -221,40 +320,158 @@ class TokenStorage(ABC):
             logger.warning("%s.load_token returned a malformed token; ignoring it", type(self).__name__)
             return None
 
-    def _acquire_issue_lock(self, api_key: str, deadline: float) -> Any:
-        """Take the cross-process issuance lock before ``deadline`` (monotonic).
+    def _new_lease(self, credentials: Credentials) -> IssuanceLease:
+        """A not-yet-acquired issuance lease for ``credentials``; the default coordinates this process only."""
+        return ProcessLease(credentials, self._save_record_for(credentials))
 
-        Return a handle when the lock is held, or None when the store may have
-        changed and should be read again.  Raise :class:`TokenWaitTimeout` at
-        the deadline.  The default has no cross-process lock.
-        """
-        if time.monotonic() > deadline:
-            raise TokenWaitTimeout(
-                f"gave up waiting for the token issuance lock after {self.wait_timeout:.0f}s; "
-                "retry, or raise wait_timeout if issuance is slow"
-            )
-        return NO_LOCK
+    def _save_record_for(self, credentials: Credentials) -> Callable[[TokenRecord], SaveOutcome]:
+        def save(record: TokenRecord) -> SaveOutcome:
+            with key_lock(self._flight_scope(), record.api_key):
+                saved = self.save_token(record.to_legacy_dict(credentials.secret()))
+            return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
 
-    def _release_issue_lock(self, api_key: str, handle: Any, failure: BaseException | None) -> None:
-        """Release what :meth:`_acquire_issue_lock` returned; ``failure`` is the issue error, if any."""
+        return save
 
-    def _save_issued(self, record: TokenRecord, api_secret: str, handle: Any) -> bool:
-        """Store a freshly issued record while holding the lock ``handle``."""
-        with key_lock(self._flight_scope(), record.api_key):
-            return self.save_token(record.to_legacy_dict(api_secret))
-
-    def _compare_and_delete(self, api_key: str, api_secret: str, access_token: str) -> bool:
+    def _compare_and_delete(self, credentials: Credentials, access_token: str) -> bool:
         """Delete only if the stored token is ``access_token``.
 
         The default compares then deletes in two steps; backends make it atomic.
         Within this process the two steps and the default save share a lock, so
         a delete never lands on a token saved between the compare and the delete.
         """
-        with key_lock(self._flight_scope(), api_key):
-            record = self._read_record(api_key, api_secret)
+        _PENDING.forget(self._flight_scope(), credentials.api_key, access_token)
+        with key_lock(self._flight_scope(), credentials.api_key):
+            record = self._read_record(credentials)
             if record is None or record.access_token != access_token:
                 return False
-            return self.delete_token(api_key, api_secret)
+            return self.delete_token(credentials.api_key, credentials.secret())
+
+
+class _OutageClock:
+    """Rides out one caller's store outages: retry with backoff for ``outage_allowance`` seconds.
+
+    Per caller, so each caller's allowance counts from the first failure it
+    saw; reset by any call that succeeds.
+    """
+
+    def __init__(self, storage: TokenStorage) -> None:
+        self._scope = storage._flight_scope()
+        # Within the caller's own wait bound, whatever the allowance says.
+        self._allowance = min(storage.outage_allowance, storage.wait_timeout)
+        self._since: float | None = None
+
+    def ride(self, operation: Callable[[], R]) -> R:
+        delay = OUTAGE_FIRST_DELAY
+        while True:
+            try:
+                result = operation()
+            except StorageUnavailableError:
+                if self._scope not in _ANSWERED:
+                    raise  # never answered this process: a configuration error, fail fast
+                now = time.monotonic()
+                if self._since is None:
+                    self._since = now
+                    logger.warning("the token store is not answering; retrying for up to %.0fs", self._allowance)
+                left = self._since + self._allowance - now
+                if left <= 0:
+                    raise
+                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, OUTAGE_MAX_DELAY)
+                continue
+            if self._since is not None:
+                logger.info("the token store answers again after %.1fs", time.monotonic() - self._since)
+                self._since = None
+            _ANSWERED.add(self._scope)
+            return result
+
+
+#: Stores (by flight scope) that answered at least once in this process: their
+#: failures are outages to ride out; the others' are configuration errors.
+_ANSWERED: set[Hashable] = set()
+
+
+class _PendingTokens:
+    """Tokens this process obtained but the store does not hold (yet), per store and app key.
+
+    Shared by every storage instance on the same store (same flight scope), so
+    a second client built during an outage reuses the token instead of issuing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[Hashable, str], TokenRecord] = {}
+
+    def keep(self, scope: Hashable, record: TokenRecord) -> None:
+        with self._lock:
+            key = (scope, key_id(record.api_key))
+            held = self._tokens.get(key)
+            if held is None or held.expires_at <= record.expires_at:
+                self._tokens[key] = record
+
+    def get(self, scope: Hashable, credentials: Credentials) -> TokenRecord | None:
+        if not self._tokens:  # the common case costs one attribute read
+            return None
+        with self._lock:
+            record = self._tokens.get((scope, key_id(credentials.api_key)))
+        if record is not None and record.belongs_to(credentials.api_key, credentials.fingerprint):
+            return record
+        return None
+
+    def forget(self, scope: Hashable, api_key: str, access_token: str | None = None) -> None:
+        """Drop the pending token for ``api_key`` (only if it is ``access_token``, when given)."""
+        if not self._tokens:
+            return
+        with self._lock:
+            key = (scope, key_id(api_key))
+            held = self._tokens.get(key)
+            if held is not None and access_token in (None, held.access_token):
+                del self._tokens[key]
+
+
+_PENDING = _PendingTokens()
+
+
+class _BackgroundSave:
+    """Keeps trying to store a token the store could not take, until it is stored or no longer valid.
+
+    Holds the lease it was handed (the lease's own renewal keeps it, within its
+    bound), so the fleet does not issue beside it; the save, fenced as ever,
+    releases it.
+    """
+
+    def __init__(self, storage: TokenStorage, record: TokenRecord, lease: IssuanceLease) -> None:
+        self._storage = storage
+        self._record = record
+        self._lease = lease
+        self._pid = os.getpid()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="kis-token-background-save", daemon=True).start()
+
+    def _run(self) -> None:
+        scope = self._storage._flight_scope()
+        delay = OUTAGE_FIRST_DELAY
+        try:
+            while self._record.is_valid(self._storage.refresh_margin) and os.getpid() == self._pid:
+                try:
+                    outcome = self._lease.save(self._record)
+                except StorageUnavailableError:
+                    time.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, OUTAGE_MAX_DELAY)
+                    continue
+                except StorageError as exc:
+                    logger.warning("giving up storing the new token (%s); this process keeps using it", exc)
+                    return
+                if outcome is SaveOutcome.STORED:
+                    _PENDING.forget(scope, self._record.api_key, self._record.access_token)
+                    logger.info("stored the new token after the store came back")
+                elif outcome is SaveOutcome.REFUSED:
+                    _PENDING.forget(scope, self._record.api_key, self._record.access_token)
+                    logger.info("the store came back with a newer token; using that one")
+                return
+        finally:
+            if os.getpid() == self._pid:
+                self._lease.release_handed_off()
 
 
 def check_seconds(name: str, value: object, *, positive: bool = False) -> float:

@@ -1,0 +1,155 @@
+"""The issuance lease: the right to call tokenP for one app key, as one typed object.
+
+Every backend hands :meth:`~.storage.TokenStorage._lead` an
+:class:`IssuanceLease`.  The leader uses it as a context manager *before* it
+tries to take it, so the lease is owned by a ``try/finally`` from the moment
+it can exist anywhere::
+
+    with storage._new_lease(credentials) as lease:
+        if lease.acquire(deadline) is Acquired.LOOK_AGAIN:
+            ...                      # the store changed while we waited: read it
+        while lease.held():          # asked before every tokenP call
+            record = issue()
+        lease.save(record)           # fenced: refused if the lease has been superseded
+
+A lease knows whether it is still held, saves fenced, and releases with the
+failure (if any) that ended the issuance.  Leaving the ``with`` block releases
+it unless the save already did, or the lease was handed to a background save
+(:meth:`IssuanceLease.hand_off`).
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from .credentials import Credentials
+from .record import TokenRecord
+
+
+class Acquired(enum.Enum):
+    """What :meth:`IssuanceLease.acquire` answers."""
+
+    #: We hold the lease: double-check the store, then issue.
+    HELD = "held"
+    #: The store may have changed while we waited (a peer stored or released): read it again.
+    LOOK_AGAIN = "look again"
+
+
+class SaveOutcome(enum.Enum):
+    """What a fenced save did."""
+
+    #: The token is in the store now (ours, or exactly ours already: a replayed save).
+    STORED = "stored"
+    #: The store kept a newer token, or a newer lease's write: ours was not written.
+    REFUSED = "refused"
+    #: The store could only keep it in this process (read-only disk, for example).
+    LOCAL = "local"
+
+
+#: How a :class:`ProcessLease` stores a record.
+SaveFn = Callable[[TokenRecord], "SaveOutcome"]
+
+
+class IssuanceLease(ABC):
+    """The right to issue a token for one credential, held by one leader at a time.
+
+    Subclasses implement :meth:`acquire`, :meth:`held`, :meth:`save` and
+    :meth:`_release`.  The context manager calls :meth:`release` on exit with
+    the exception that ended the block, unless the lease is settled.
+    """
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        #: True once :meth:`acquire` may have taken the lease anywhere.
+        self.taken = False
+        #: True once released, or saved (a save releases).
+        self.settled = False
+        #: True while a background save owns the lease instead of the ``with`` block.
+        self.handed_off = False
+
+    @abstractmethod
+    def acquire(self, deadline: float) -> Acquired:
+        """Take the lease before ``deadline`` (``time.monotonic()``), or say to look again.
+
+        Raises :class:`~..errors.TokenWaitTimeout` at the deadline, a
+        :class:`~..errors.TokenIssueError` when a peer's issuance for this
+        credential just failed, or a storage error.
+        """
+
+    @abstractmethod
+    def held(self) -> bool:
+        """True while this lease is still ours; asked before every tokenP call."""
+
+    @abstractmethod
+    def save(self, record: TokenRecord) -> SaveOutcome:
+        """Store a freshly issued ``record``, fenced by this lease, and release the lease."""
+
+    @abstractmethod
+    def _release(self, failure: BaseException | None) -> None:
+        """Give the lease back; ``failure`` is what ended the issuance, if anything."""
+
+    def release(self, failure: BaseException | None = None) -> None:
+        """Give the lease back once; a settled, handed-off or never-taken lease is left alone."""
+        if self.handed_off:
+            return
+        self._release_once(failure)
+
+    def hand_off(self) -> None:
+        """Leave the lease to a background save: the ``with`` block must not release it."""
+        self.handed_off = True
+
+    def release_handed_off(self) -> None:
+        """The background save's end: give the lease back unless its save already did."""
+        self._release_once(None)
+
+    def _release_once(self, failure: BaseException | None) -> None:
+        if self.settled or not self.taken:
+            self.settled = True
+            return
+        self.settled = True
+        self._release(failure)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release(exc)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.credentials!r}, taken={self.taken}, settled={self.settled})"
+
+
+class ProcessLease(IssuanceLease):
+    """No cross-process lock: the in-process flight is the only coordination.
+
+    What a custom four-method store gets: :meth:`save` calls its
+    ``save_token``, under the per-key lock that also guards its compare-and-delete.
+    """
+
+    def __init__(self, credentials: Credentials, save: SaveFn) -> None:
+        super().__init__(credentials)
+        self._save = save
+
+    def acquire(self, deadline: float) -> Acquired:
+        self.taken = True
+        return Acquired.HELD
+
+    def held(self) -> bool:
+        return not self.settled
+
+    def save(self, record: TokenRecord) -> SaveOutcome:
+        outcome = self._save(record)
+        self.settled = True
+        return outcome
+
+    def _release(self, failure: BaseException | None) -> None:
+        pass
+
+
+__all__ = ["Acquired", "IssuanceLease", "ProcessLease", "SaveOutcome"]
