@@ -22,7 +22,9 @@ def redis_keys(spec: dict[str, Any]) -> Any:
 def assert_issue_lock_free(spec: dict[str, Any]) -> None:
     """Fail unless nobody holds the cross-process issuance lock (file lock / Redis lease)."""
     if spec["kind"] == "file":
-        lock = FileLock(spec["token_file"] + ".lock")
+        from korea_investment_stock.token.file import FileTokenStorage
+
+        lock = FileLock(str(FileTokenStorage(spec["token_file"]).issuance_lock_path(spec["app_key"])))
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -43,6 +45,9 @@ def failure_marker_ms(spec: dict[str, Any]) -> int:
         return 0
     client = redis_client(spec)
     try:
-        return max(0, int(client.pttl(redis_keys(spec).failed)))
+        from korea_investment_stock.token.record import credential_fingerprint
+
+        marker = redis_keys(spec).failed(credential_fingerprint(spec["app_key"], spec["app_secret"]))
+        return max(0, int(client.pttl(marker)))
     finally:
         client.close()

@@ -6,9 +6,13 @@ File-backend counterparts, so every scenario runs on both backends:
 - paused                -> the process holding the file lock is SIGSTOPped mid-issuance;
 - unreachable           -> the token directory cannot exist (its parent is a regular file).
 
-Bounds: a clear error within 3.5 s while the store is out (Redis: the 3 s socket
-timeout; file: callers configured with ``wait_timeout=2.5``), recovery at once
-after it returns, and exactly one issuance for the whole run.
+Bounds: a clear error within 3.5 s while the store is out past the caller's bound
+(Redis paused: a 1 s outage allowance with 1 s socket timeouts; Redis that never
+answered: the 3 s connect timeout; file: callers configured with
+``wait_timeout=2.5``), recovery at once after it returns, and exactly one issuance
+for the whole run.  A token directory that cannot exist is not an outage: the
+process coordinates alone (no error).  Outages shorter than the allowance cost
+nothing: see ``test_storage_faults.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from korea_investment_stock.errors import StorageError, StorageUnavailableError, TokenWaitTimeout
+from korea_investment_stock.errors import StorageUnavailableError, TokenWaitTimeout
 
 from .harness import HARNESS_TIMEOUT, Outcome, client_wave, error_sample, fleet_outcomes, free_port, summarize
 from .workers import holder_process, make_storage, new_client, quote, restart_process
@@ -111,7 +115,9 @@ def test_store_paused(backend, own_redis, kis_factory, issuance_clock, fleet, re
     holder = server = None
     if backend.name == "redis":
         server = own_redis()
-        spec = backend.with_url(server.url).spec(kis)
+        # The store answered before (warm), so callers ride the pause out, for their outage
+        # allowance: 1 s here, with 1 s socket timeouts, so the error still comes within the bound.
+        spec = backend.with_url(server.url).spec(kis, outage_allowance=1.0, socket_timeout=1.0)
         warm = new_client(spec)  # a client that already holds a token keeps working during the outage
         server.pause()
         expected: type[Exception] = StorageUnavailableError
@@ -150,7 +156,6 @@ def test_store_unreachable(backend, own_redis, tmp_path, kis_factory, issuance_c
         blocker.write_text("a regular file where the token directory should be")
         spec = backend.spec(kis)
         spec["token_file"] = str(blocker / "kis" / "token.key")
-        expected = StorageError
     storages = [make_storage(spec) for _ in range(WAVE)]  # the same instances live through the outage
     started = time.perf_counter()
     during = client_wave(spec, WAVE, storages)
@@ -160,4 +165,14 @@ def test_store_unreachable(backend, own_redis, tmp_path, kis_factory, issuance_c
         blocker.unlink()
     recovered = client_wave(spec, WAVE, storages)
     wall = time.perf_counter() - started
-    _assert_outage_then_recovery("store-unreachable", backend, kis, clock, report, during, recovered, wall, expected)
+    if backend.name == "redis":  # never answered: a configuration error, and it fails fast
+        _assert_outage_then_recovery(
+            "store-unreachable", backend, kis, clock, report, during, recovered, wall, expected
+        )
+        return
+    # A directory that cannot exist is a read-only deployment: this process coordinates alone,
+    # keeps the token in memory, and stores it once the directory can exist.
+    figures = report(summarize("store-unreachable", backend.name, during + recovered, kis, clock, wall))
+    assert figures.errors == 0, error_sample(during + recovered)
+    assert figures.tokenp_requests == 1
+    assert len({o.token for o in during + recovered}) == 1

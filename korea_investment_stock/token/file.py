@@ -85,7 +85,7 @@ class FileTokenStorage(TokenStorage):
     Args:
         file_path: the token file; default ``$KOREA_INVESTMENT_TOKEN_FILE`` or
             ``~/.cache/kis/token.key``.  The lock lives beside it as ``<name>.lock``.
-        refresh_margin, issue_deadline, wait_timeout: see :class:`TokenStorage`.
+        refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
     """
 
     def __init__(
@@ -290,9 +290,9 @@ class FileTokenStorage(TokenStorage):
         :class:`_Uncoordinated` when it cannot be created: the caller falls back
         to this process only, as on a read-only disk.
         """
-        if self._directory_checked:
-            return
         directory = self.file_path.parent
+        if self._directory_checked and directory.is_dir():
+            return  # checked once; a directory removed since is created again below
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -305,7 +305,7 @@ class FileTokenStorage(TokenStorage):
         if self._directory_checked:
             return
         try:
-            check_directory(self.file_path.parent)
+            check_directory(self.file_path.parent)  # a directory replaced later is checked on the slow path
         except _Uncoordinated:
             return
         self._directory_checked = True

@@ -180,7 +180,7 @@ class RedisTokenStorage(TokenStorage):
             client to use instead of ``redis_url``/``password``.
         socket_timeout, socket_connect_timeout: seconds; an unreachable server
             fails within them with :class:`~..errors.StorageUnavailableError`.
-        refresh_margin, issue_deadline, wait_timeout: see :class:`TokenStorage`.
+        refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
 
     Nothing connects until first use.  Only threads of one process are
     coordinated; use :class:`LockingRedisTokenStorage` for a fleet.
@@ -198,8 +198,14 @@ class RedisTokenStorage(TokenStorage):
         refresh_margin: float | None = None,
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
+        outage_allowance: float | None = None,
     ) -> None:
-        super().__init__(refresh_margin=refresh_margin, issue_deadline=issue_deadline, wait_timeout=wait_timeout)
+        super().__init__(
+            refresh_margin=refresh_margin,
+            issue_deadline=issue_deadline,
+            wait_timeout=wait_timeout,
+            outage_allowance=outage_allowance,
+        )
         import_redis()
         _check_key_prefix(key_prefix)
         self.key_prefix = key_prefix
@@ -359,6 +365,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         refresh_margin: float | None = None,
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
+        outage_allowance: float | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         failure_backoff: float = DEFAULT_FAILURE_BACKOFF,
         poll_interval: float = MAX_POLL_INTERVAL,
@@ -373,6 +380,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             refresh_margin=refresh_margin,
             issue_deadline=issue_deadline,
             wait_timeout=wait_timeout,
+            outage_allowance=outage_allowance,
         )
         self.lease_seconds = check_seconds("lease_seconds", lease_seconds, positive=True)
         if self.lease_seconds < 0.03:
