@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from ..errors import ConfigurationError
 from .record import credential_fingerprint, mask_token
@@ -52,9 +51,6 @@ class Credentials:
 
     def __hash__(self) -> int:
         return hash((self.api_key, self.fingerprint))
-
-    def __reduce__(self) -> Any:  # pickling would put the secret on a wire or a disk
-        raise TypeError("Credentials cannot be pickled; pass the app key and secret to the other process instead")
 
     def sealed_json(self, fields: Mapping[str, str], secret_field: str) -> SealedBody:
         """A JSON request body with the secret under ``secret_field``, opaque to ``repr``."""
