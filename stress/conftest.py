@@ -360,3 +360,16 @@ def redis_prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     yield prefix
     if "shared_redis_url" in request.fixturenames:
         _delete_prefix(request.getfixturevalue("shared_redis_url"), prefix)
+
+
+@pytest.fixture
+def sentinel_cluster() -> Iterator[Any]:
+    """A started master, replica and three sentinels (``testsupport.SentinelCluster``); all killed at teardown."""
+    _require_redis(binary_needed=True)
+    from testsupport import SentinelCluster
+
+    cluster = SentinelCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

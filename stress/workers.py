@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -38,7 +39,39 @@ def make_storage(spec: dict[str, Any]) -> TokenStorage:
         return FileTokenStorage(spec["token_file"], **options)
     from korea_investment_stock.token.redis import LockingRedisTokenStorage
 
+    if spec["kind"] == "sentinel":
+        return LockingRedisTokenStorage(client=sentinel_master(spec), key_prefix=spec["key_prefix"], **options)
     return LockingRedisTokenStorage(spec["redis_url"], key_prefix=spec["key_prefix"], **options)
+
+
+#: One Sentinel master client per process and deployment, as an application holds one.
+_SENTINEL_MASTERS: dict[tuple[int, str, tuple[tuple[str, int], ...]], Any] = {}
+
+
+def sentinel_master(spec: dict[str, Any]) -> Any:
+    """The recommended Sentinel client for ``spec["sentinels"]`` / ``spec["service"]``, shared per process.
+
+    Shared so every store of a process is one flight scope (the store keys its
+    flight on the client), the way an app builds one client at start-up.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+    from redis.sentinel import Sentinel
+
+    addresses = tuple((str(host), int(port)) for host, port in spec["sentinels"])
+    key = (os.getpid(), str(spec["service"]), addresses)
+    client = _SENTINEL_MASTERS.get(key)
+    if client is None:
+        client = Sentinel(list(addresses), socket_timeout=0.5).master_for(
+            str(spec["service"]),
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        )
+        _SENTINEL_MASTERS[key] = client
+    return client
 
 
 class TimedClient(KoreaInvestment):
@@ -149,6 +182,60 @@ def stampede_process(spec: dict[str, Any], threads: int, barrier: Any, queue: An
         return build_and_quote(lambda: new_client(spec, storages[i]))
 
     queue.put(run_callers(threads, body))
+
+
+# ------------------------------------------------------------ store faults mid-issuance
+def fault_fleet_process(spec: dict[str, Any], threads: int, barrier: Any, leased: Any, queue: Any) -> None:
+    """A cold stampede whose process sets ``leased`` once its store has answered and it opened a lease.
+
+    The harness injects the store fault only after every process got there:
+    a store that never answered a process fails it at once by design (a
+    wrong URL, not an outage), and that is not what these scenarios test.
+    """
+    storages = [make_storage(spec) for _ in range(threads)]
+    for storage in storages:
+        original = storage._new_lease
+
+        def signalling(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            leased.set()  # a leader opens a lease only after its first store read answered
+            return _original(*args, **kwargs)
+
+        storage._new_lease = signalling  # type: ignore[method-assign]
+
+    def body(i: int) -> dict[str, Any]:
+        barrier.wait(WORKER_TIMEOUT)
+        return build_and_quote(lambda: new_client(spec, storages[i]))
+
+    queue.put(run_callers(threads, body))
+
+
+# ------------------------------------------------------------------- many accounts
+def accounts_process(
+    spec: dict[str, Any], accounts: list[tuple[str, str]], per_account: int, barrier: Any, queue: Any
+) -> None:
+    """``per_account`` callers for each of ``accounts`` (app key, secret), each with its own store,
+    released by one barrier; each reports its account and how long it took to hold its token."""
+    jobs = [(index, key, secret) for index, (key, secret) in enumerate(accounts) for _ in range(per_account)]
+    storages = [make_storage(spec) for _ in jobs]
+
+    def body(i: int) -> dict[str, Any]:
+        index, key, secret = jobs[i]
+        barrier.wait(WORKER_TIMEOUT)
+        released = time.time()
+        started = time.perf_counter()
+        try:
+            client = new_client({**spec, "app_key": key, "app_secret": secret}, storages[i])
+        except Exception as exc:
+            return failed(exc, started, account=index)
+        got = time.time()
+        with client:
+            try:
+                quote(client)
+            except Exception as exc:
+                return failed(exc, started, account=index)
+        return ok(client._token.access_token, started, at=got, account=index, token_s=got - released)
+
+    queue.put(run_callers(len(jobs), body))
 
 
 # -------------------------------------------------------------- simultaneous death

@@ -17,6 +17,12 @@ Partition model (the simplest one that is still faithful to TCP):
   does that) but are not connected upstream, so the client waits and times out
   instead of being refused.  Their bytes stay unread in the kernel, as if TCP
   were retransmitting; at heal they are connected upstream and delivered.
+* ``partition(hold=True)`` is a stall instead of a cut: connections that were
+  forwarding stay open, keep every byte read from either side (FINs included,
+  in order) and deliver them all at :meth:`FaultProxy.heal`, as TCP does when
+  a link comes back before the peers gave up.  A client that timed out
+  meanwhile sees its request executed late - the case a late save must
+  survive.  New connections behave as in a plain partition.
 
 Every thread is a daemon and every loop waits at most ``_POLL`` seconds before
 it checks the stop flag, so a broken test cannot hang the run.
@@ -47,6 +53,7 @@ class _State(enum.Enum):
     PENDING = "pending"  # accepted during a partition, no upstream yet
     LIVE = "live"  # forwarding
     DOOMED = "doomed"  # was live when a partition began: silent, reset at heal
+    HELD = "held"  # was live when a holding partition began: bytes kept, delivered at heal
     CLOSED = "closed"
 
 
@@ -155,7 +162,7 @@ class _Connection:
         with self.proxy._lock, self.lock:
             self.upstream = upstream
             # A partition that began while we were connecting applies to us too.
-            self.state = _State.DOOMED if self.proxy._partitioned else _State.LIVE
+            self.state = self.proxy._silenced_state() if self.proxy._partitioned else _State.LIVE
         self.settled.set()
         return None if self._should_exit() else upstream
 
@@ -173,9 +180,10 @@ class _Connection:
         try:
             while not self._should_exit():
                 timeout = _POLL
-                for queue in queues.values():
-                    if queue:
-                        timeout = min(timeout, max(0.0, queue[0][0] - time.monotonic()))
+                if self.state is not _State.HELD:  # held chunks are due at heal, not before
+                    for queue in queues.values():
+                        if queue:
+                            timeout = min(timeout, max(0.0, queue[0][0] - time.monotonic()))
                 for key, _events in selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         self._drain_wake()
@@ -186,7 +194,7 @@ class _Connection:
                     except OSError:  # reset by that peer
                         if self.state is _State.LIVE:
                             return False  # pass the reset on
-                        data = _EOF  # doomed: nothing crosses, just stop listening to it
+                        data = _EOF  # doomed or held: stop listening to it (held: a FIN at heal)
                     if not data:
                         selector.unregister(source)
                         readable.discard(source)
@@ -204,8 +212,10 @@ class _Connection:
         now = time.monotonic()
         for destination, queue in queues.items():
             while queue and queue[0][0] <= now:
-                _due, data = queue.popleft()
                 with self.lock:
+                    if self.state is _State.HELD:
+                        break  # kept for heal
+                    _due, data = queue.popleft()
                     if self.state is not _State.LIVE:
                         continue  # partitioned: dropped
                     try:
@@ -241,6 +251,7 @@ class FaultProxy:
         self._stats_lock = threading.Lock()
         self._upstream = (upstream_host, upstream_port)
         self._partitioned = False
+        self._hold = False
         self._latency = 0.0
         self._max_connections = max_connections
         self._connections: set[_Connection] = set()
@@ -291,22 +302,29 @@ class FaultProxy:
         with self._lock:
             return self._partitioned
 
-    def partition(self) -> None:
+    def partition(self, *, hold: bool = False) -> None:
         """Stop forwarding in both directions; new connections hang until :meth:`heal`.
 
         When this returns no further byte crosses: a chunk already being sent
-        finishes first, everything after it is dropped.
+        finishes first, everything after it is dropped - or, with ``hold``,
+        kept and delivered at heal (open connections then survive the partition).
         """
         with self._lock:
             self._partitioned = True
+            self._hold = hold
             for connection in list(self._connections):
                 with connection.lock:
                     if connection.state is _State.LIVE:
-                        connection.state = _State.DOOMED
+                        connection.state = self._silenced_state()
+
+    def _silenced_state(self) -> _State:
+        """What a forwarding connection becomes in the current partition (caller holds ``_lock``)."""
+        return _State.HELD if self._hold else _State.DOOMED
 
     def heal(self) -> None:
         """End the partition: reset the silenced connections, connect the waiting ones.
 
+        Held connections forward again, their kept bytes first, in order.
         Returns once every connection accepted during the partition is
         forwarding (or was reset because the upstream refused it).
         """
@@ -315,10 +333,14 @@ class FaultProxy:
                 return
             self._partitioned = False
             connections = list(self._connections)
+            for connection in connections:
+                with connection.lock:
+                    if connection.state is _State.HELD:
+                        connection.state = _State.LIVE
         for connection in connections:
             if connection.state is _State.DOOMED:
                 connection.abort()
-            elif connection.state is _State.PENDING:
+            elif connection.state in (_State.PENDING, _State.LIVE):
                 connection.wake()
         for connection in connections:
             connection.settled.wait(_CONNECT_TIMEOUT + 1.0)
