@@ -9,9 +9,12 @@ so the rules that keep a password out of every message live in one place:
 - every redis-py connection or timeout error becomes
   :class:`~..errors.StorageUnavailableError` naming that redacted location,
   with any secret scrubbed from the underlying reason;
-- the client fails within the 3 s connect/socket timeouts: one immediate
-  retry on a refused or dropped connection (a restarted server), none on a
-  timeout, so an unreachable server never costs more than one timeout.
+- the client fails within the 3 s connect/socket timeouts: two quick retries
+  with backoff (25 ms, 50 ms) on a refused or dropped connection (a restarted
+  server, an idle socket a NAT closed), none on a timeout, so an unreachable
+  server never costs more than one timeout.  Longer outages are the stores'
+  business: they ride them out for ``outage_allowance``.  Every script the
+  stores send is safe to replay.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def resolve_target(redis_url: str, password: str | None, environ: Mapping[str, s
 def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Any:
     """A ``redis.Redis`` for ``target`` with our timeouts, retry policy and quiet handshake."""
     redis = import_redis()
-    from redis.backoff import NoBackoff
+    from redis.backoff import ExponentialBackoff
     from redis.retry import Retry
 
     kwargs: dict[str, Any] = {
@@ -115,10 +118,12 @@ def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeou
         # Replies stay bytes and are decoded by us with errors="replace": a value that is
         # not UTF-8 then reads as "not our token" instead of breaking the reply parser.
         "decode_responses": False,
-        # Once, at once, and only when the connection was refused or dropped (an idle
-        # pooled socket closed by the server or a NAT): a health-check PING instead
-        # would cost one more command on every new connection.
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        # Twice, quickly, and only when the connection was refused or dropped (an idle
+        # pooled socket closed by the server or a NAT, a restart): a health-check PING
+        # instead would cost one more command on every new connection.
+        "retry": Retry(
+            ExponentialBackoff(cap=0.05, base=0.025), 2, supported_errors=(redis.exceptions.ConnectionError,)
+        ),
     }
     if not target.url.startswith("unix:"):
         kwargs["socket_keepalive"] = True
