@@ -63,7 +63,7 @@ def sentinel_master(spec: dict[str, Any]) -> Any:
     key = (os.getpid(), str(spec["service"]), addresses)
     client = _SENTINEL_MASTERS.get(key)
     if client is None:
-        client = Sentinel(list(addresses), socket_timeout=0.5).master_for(
+        client = Sentinel(list(addresses), socket_timeout=0.5).master_for(  # type: ignore[no-untyped-call]
             str(spec["service"]),
             socket_timeout=1.0,
             socket_connect_timeout=1.0,
@@ -185,12 +185,17 @@ def stampede_process(spec: dict[str, Any], threads: int, barrier: Any, queue: An
 
 
 # ------------------------------------------------------------ store faults mid-issuance
-def fault_fleet_process(spec: dict[str, Any], threads: int, barrier: Any, leased: Any, queue: Any) -> None:
+def fault_fleet_process(
+    spec: dict[str, Any], threads: int, barrier: Any, leased: Any, queue: Any, linger: Any = None
+) -> None:
     """A cold stampede whose process sets ``leased`` once its store has answered and it opened a lease.
 
     The harness injects the store fault only after every process got there:
     a store that never answered a process fails it at once by design (a
     wrong URL, not an outage), and that is not what these scenarios test.
+    With ``linger`` (an event) the process stays up after reporting until the
+    harness sets it, as a server does: a token whose save failed is stored by
+    a daemon thread of this process, which dies with it.
     """
     storages = [make_storage(spec) for _ in range(threads)]
     for storage in storages:
@@ -207,6 +212,8 @@ def fault_fleet_process(spec: dict[str, Any], threads: int, barrier: Any, leased
         return build_and_quote(lambda: new_client(spec, storages[i]))
 
     queue.put(run_callers(threads, body))
+    if linger is not None:
+        linger.wait(WORKER_TIMEOUT)
 
 
 # ------------------------------------------------------------------- many accounts

@@ -26,6 +26,7 @@ cheaper reads.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -446,7 +447,9 @@ class _BackgroundSave:
         self._pid = os.getpid()
 
     def start(self) -> None:
-        threading.Thread(target=self._run, name="kis-token-background-save", daemon=True).start()
+        thread = threading.Thread(target=self._run, name="kis-token-background-save", daemon=True)
+        _BACKGROUND.add(thread, self._storage.outage_allowance)
+        thread.start()
 
     def _run(self) -> None:
         scope = self._storage._flight_scope()
@@ -472,6 +475,59 @@ class _BackgroundSave:
         finally:
             if os.getpid() == self._pid:
                 self._lease.release_handed_off()
+
+
+class _BackgroundSaves:
+    """The background saves of this process, so that exiting waits for them (bounded).
+
+    A worker that got its token and exits would otherwise take the only copy
+    of a freshly issued token with it: the fleet would then wait out the lease
+    and meet ``EGW00133`` for a minute.  Daemon threads die with the
+    interpreter, so the wait runs at exit: from :mod:`atexit`, and from a
+    :mod:`multiprocessing` finalizer (its children leave through ``os._exit``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[tuple[threading.Thread, float]] = []
+        self._hooked_pid: int | None = None
+
+    def add(self, thread: threading.Thread, bound: float) -> None:
+        with self._lock:
+            self._threads = [(t, b) for t, b in self._threads if t.is_alive()]
+            self._threads.append((thread, bound))
+            if self._hooked_pid != os.getpid():
+                self._hooked_pid = os.getpid()
+                atexit.register(self.wait)
+                from multiprocessing import util  # a light stdlib module; only once a save is pending
+
+                util.Finalize(None, self.wait, exitpriority=100)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every pending save, each at most its store's outage allowance (or ``timeout``).
+
+        True when none is left running.
+        """
+        with self._lock:
+            threads = [(t, b) for t, b in self._threads if t.is_alive()]
+        if threads:
+            logger.info("waiting for %d token save(s) the store has not taken yet", len(threads))
+        end = time.monotonic() + (timeout if timeout is not None else max((b for _, b in threads), default=0.0))
+        for thread, _ in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t, _ in threads)
+
+
+_BACKGROUND = _BackgroundSaves()
+
+
+def wait_for_pending_saves(timeout: float | None = None) -> bool:
+    """Wait until tokens this process could not store yet are stored; True when none is pending.
+
+    Runs by itself at exit.  Call it before a hard exit (``os._exit``) or at the
+    end of a job that must not leave its token only in memory.
+    """
+    return _BACKGROUND.wait(timeout)
 
 
 def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
