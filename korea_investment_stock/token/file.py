@@ -106,11 +106,15 @@ class FileTokenStorage(TokenStorage):
         self.file_path = Path(file_path).expanduser() if file_path is not None else default_token_path()
         #: The write lock: held only around one read-modify-write of the token file.
         self.lock_path = self.file_path.with_name(self.file_path.name + ".lock")
+        # Resolved once: every read keys its flight and outage state by it, and realpath costs
+        # a few syscalls per path component.
+        real_path = os.path.realpath(self.file_path)
+        self._scope: Hashable = ("file", real_path)
         self._locks: dict[Path, FileLock] = {}
         self._lock_pid = os.getpid()
         self._directory_checked = False
         # Tokens this process could not write to disk, shared with other instances on this file.
-        self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(os.path.realpath(self.file_path), {})
+        self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(real_path, {})
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -171,7 +175,7 @@ class FileTokenStorage(TokenStorage):
 
     # ------------------------------------------------------------------ the hooks
     def _flight_scope(self) -> Hashable:
-        return ("file", os.path.realpath(self.file_path))
+        return self._scope
 
     def _read_record(self, credentials: Credentials) -> TokenRecord | None:
         ident = key_id(credentials.api_key)

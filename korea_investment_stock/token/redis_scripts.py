@@ -66,19 +66,23 @@ return 1
 )
 
 _HELPERS = """
--- A string key's value, or false.  A value of the wrong type is dropped, and so is
--- one without a TTL: a lease or marker that can never expire would wedge the fleet.
+-- A string key's value and PTTL, or false.  A value of the wrong type is dropped, and
+-- so is one without a TTL: a lease or marker that can never expire would wedge the fleet.
 local function live(key)
   local value = redis.pcall('GET', key)
   if type(value) == 'table' and value.err then
     redis.call('DEL', key)
-    return false
+    return false, -2
   end
-  if value and redis.call('PTTL', key) == -1 then
+  if not value then
+    return false, -2
+  end
+  local ttl = redis.call('PTTL', key)
+  if ttl == -1 then
     redis.call('DEL', key)
-    return false
+    return false, -2
   end
-  return value
+  return value, ttl
 end
 -- A counter key as a whole number in [0, 2^52), else 0 (missing, wrong type, garbage).
 local function counter(key)
@@ -150,16 +154,16 @@ return saved
 ACQUIRE = (
     _HELPERS
     + """
-local failed = live(KEYS[3])
+local failed, failed_ttl = live(KEYS[3])
 if failed then
-  return {'failed', redis.call('PTTL', KEYS[3]), failed}
+  return {'failed', failed_ttl, failed}
 end
-local holder = live(KEYS[1])
+local holder, holder_ttl = live(KEYS[1])
 if holder == ARGV[1] then
   return {'lead', counter(KEYS[2])}
 end
 if holder then
-  return {'wait', redis.call('PTTL', KEYS[1])}
+  return {'wait', holder_ttl}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local now = redis.call('TIME')
