@@ -91,12 +91,22 @@ class KISConnectionError(KISAPIError):
     """The KIS host could not be reached, or did not answer within the timeout."""
 
 
+class MasterFileError(KoreaInvestmentError, ValueError):
+    """A symbol master file could not be downloaded, or is not what KIS publishes.
+
+    Raised for a failed download, a corrupt, oversized or path-escaping zip, a
+    line that is not cp949 or a record shorter than the fixed-width layout.
+    Nothing is written when it is raised.
+    """
+
+
 __all__ = [
     "ConfigurationError",
     "InvalidCredentialsError",
     "KISAPIError",
     "KISConnectionError",
     "KoreaInvestmentError",
+    "MasterFileError",
     "RateLimitExceededError",
     "StorageError",
     "StorageUnavailableError",
