@@ -10,12 +10,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .client import KoreaInvestment
+from .constants import (
+    API_RETURN_CODE,
+    CURRENCY_CODE,
+    EXCHANGE_CODE,
+    EXCHANGE_CODE2,
+    EXCHANGE_CODE3,
+    EXCHANGE_CODE4,
+    EXCHANGE_CODE_MAP,
+    EXCHANGE_TYPE,
+    MARKET_CODE_MAP,
+    MARKET_TYPE,
+    MARKET_TYPE_MAP,
+)
 from .errors import (
     ConfigurationError,
     InvalidCredentialsError,
     KISAPIError,
     KISConnectionError,
     KoreaInvestmentError,
+    MasterFileError,
     RateLimitExceededError,
     StorageError,
     StorageUnavailableError,
@@ -46,6 +60,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "API_RETURN_CODE",
+    "CURRENCY_CODE",
+    "EXCHANGE_CODE",
+    "EXCHANGE_CODE2",
+    "EXCHANGE_CODE3",
+    "EXCHANGE_CODE4",
+    "EXCHANGE_CODE_MAP",
+    "EXCHANGE_TYPE",
+    "MARKET_CODE_MAP",
+    "MARKET_TYPE",
+    "MARKET_TYPE_MAP",
     "ConfigurationError",
     "FileTokenStorage",
     "InvalidCredentialsError",
@@ -54,6 +79,7 @@ __all__ = [
     "KoreaInvestment",
     "KoreaInvestmentError",
     "LockingRedisTokenStorage",
+    "MasterFileError",
     "RateLimitExceededError",
     "RedisTokenStorage",
     "StorageError",

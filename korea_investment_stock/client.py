@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from .constants import MARKET_TYPE_MAP
 from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
 from .token.credentials import Credentials
 from .token.factory import storage_from_env
@@ -44,15 +45,8 @@ DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
 RATE_LIMIT_CODE = "EGW00201"
 ACCOUNT_PATTERN = re.compile(r"^\d{8}-\d{2}$")
 
-#: ``PRDT_TYPE_CD`` values per market for the product info endpoint.
-PRODUCT_TYPE_CODES: dict[str, tuple[str, ...]] = {
-    "KR": ("300",),
-    "KRX": ("300",),
-    "US": ("512", "513", "529"),
-    "NASDAQ": ("512",),
-    "NYSE": ("513",),
-    "AMEX": ("529",),
-}
+#: ``PRDT_TYPE_CD`` values per market for the product info endpoint (0.6.1's ``MARKET_TYPE_MAP``).
+PRODUCT_TYPE_CODES: dict[str, tuple[str, ...]] = {market: tuple(codes) for market, codes in MARKET_TYPE_MAP.items()}
 #: ``EXCD`` values per market for the overseas price endpoint.
 EXCHANGE_CODES: dict[str, tuple[str, ...]] = {
     "US": ("NAS", "NYS", "AMS"),
@@ -64,6 +58,8 @@ EXCHANGE_CODES: dict[str, tuple[str, ...]] = {
     "AMS": ("AMS",),
 }
 ETF_CLASS_NAMES = frozenset({"ETF", "ETN"})
+#: ``prdt_clsf_name`` values 0.6.1's ``get_symbol_type`` calls a stock (KIS's Korean data, verbatim).
+STOCK_CLASS_NAMES = frozenset({"주권", "상장REITS", "사회간접자본투융자회사"})
 
 Timeout = float | tuple[float, float]
 
@@ -148,6 +144,27 @@ class KoreaInvestment:
     def shutdown(self) -> None:
         """Close the HTTP session; the stored token stays for other clients."""
         self._session.close()
+
+    def set_base_url(self, mock: bool = True) -> None:
+        """Point the client at the mock host (``mock=True``) or the real one (0.6.1's method).
+
+        Tokens belong to one environment's app key, so this changes only where
+        later calls go; build a client per environment for real and mock keys.
+        """
+        self.mock = mock
+        self.base_url = MOCK_BASE_URL if mock else REAL_BASE_URL
+        self._issuer = TokenIssuer(self._session, self.base_url, self.credentials, timeout=self.timeout)
+
+    @staticmethod
+    def get_symbol_type(symbol_info: dict[str, Any]) -> str:
+        """``"Stock"``, ``"ETF"`` or ``"Unknown"`` for a :meth:`fetch_stock_info` answer (0.6.1's rule)."""
+        output = symbol_info.get("output") if isinstance(symbol_info, dict) else None
+        product_class = output.get("prdt_clsf_name") if isinstance(output, dict) else None
+        if product_class in STOCK_CLASS_NAMES:
+            return "Stock"
+        if product_class == "ETF":
+            return "ETF"
+        return "Unknown"
 
     # ------------------------------------------------------------------ tokens
     def check_access_token(self) -> bool:

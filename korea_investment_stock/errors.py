@@ -59,8 +59,12 @@ class StorageError(KoreaInvestmentError):
     """The token store could not be read or written."""
 
 
-class StorageUnavailableError(StorageError):
-    """The token store (e.g. Redis) cannot be reached right now."""
+class StorageUnavailableError(StorageError, ConnectionError):
+    """The token store (e.g. Redis) cannot be reached right now.
+
+    Also a builtin :class:`ConnectionError`, as 0.6.1's unreachable-Redis error
+    was, so ``except ConnectionError`` keeps catching it.
+    """
 
 
 class KISAPIError(KoreaInvestmentError):

@@ -104,10 +104,18 @@ def test_refresh_margin_is_honoured(token_file):
     assert FileTokenStorage(token_file).refresh_margin == DEFAULT_REFRESH_MARGIN
 
 
-def test_expired_token_is_loaded_but_not_valid(token_file):
+def test_an_expired_token_loads_as_none_as_in_0_6_1(token_file):
     storage = FileTokenStorage(token_file)
     save(storage, "eyJ.expired.sig", lifetime=-10)
-    assert loaded_token(storage) == "eyJ.expired.sig"  # load_token returns it, valid or not (0.6.x)
+    assert storage.load_token(API_KEY, API_SECRET) is None  # 0.6.1 code does `if storage.load_token(...)`
+    assert not storage.check_token_valid(API_KEY, API_SECRET)
+    assert storage.stored_record(API_KEY, API_SECRET).access_token == "eyJ.expired.sig"  # tools still see it
+
+
+def test_a_token_inside_the_refresh_margin_still_loads(token_file):
+    storage = FileTokenStorage(token_file)
+    save(storage, "eyJ.nearly.sig", lifetime=60)  # valid for a minute: not expired, but due for refresh
+    assert loaded_token(storage) == "eyJ.nearly.sig"
     assert not storage.check_token_valid(API_KEY, API_SECRET)
 
 

@@ -155,11 +155,13 @@ class FileTokenStorage(TokenStorage):
             return self._store(record)
 
     def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
-        """The stored token for this key and secret, in the 0.6.x shape, or None (also when expired)."""
+        """The stored token for this key and secret, in the 0.6.x shape; None when missing or expired."""
         credentials = Credentials(api_key, api_secret)
         del api_secret
         record = self._read_record(credentials)
-        return None if record is None else record.to_legacy_dict(credentials.secret())
+        if record is None or record.seconds_left() <= 0:
+            return None  # 0.6.1 callers test `if storage.load_token(...)`: an expired token is none
+        return record.to_legacy_dict(credentials.secret())
 
     def check_token_valid(self, api_key: str, api_secret: str) -> bool:
         """True when a token for this key and secret has more than the refresh margin left."""

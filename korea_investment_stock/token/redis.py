@@ -243,6 +243,15 @@ class RedisTokenStorage(TokenStorage):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(location={self.location!r}, key_prefix={self.key_prefix!r})"
 
+    @property
+    def redis_client(self) -> Any:
+        """The redis-py client (0.6.1's attribute)."""
+        return self._client
+
+    def _get_redis_key(self, api_key: str) -> str:
+        """The token hash's key for ``api_key``, under ``key_prefix`` (0.6.1's method)."""
+        return self.redis_keys(api_key).token
+
     def redis_keys(self, api_key: str) -> RedisKeys:
         """The Redis names this store uses for ``api_key`` (for operators and tests)."""
         return RedisKeys.for_api_key(self.key_prefix, api_key)
@@ -262,11 +271,14 @@ class RedisTokenStorage(TokenStorage):
         return self._store(TokenRecord.from_legacy_dict(token_data))
 
     def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
-        """The stored token for this key and secret, in the 0.6.x shape, in one round trip."""
+        """The stored token for this key and secret, in the 0.6.x shape (None when missing or expired), in one
+        round trip."""
         credentials = Credentials(api_key, api_secret)
         del api_secret
         record = self._read_record(credentials)
-        return None if record is None else record.to_legacy_dict(credentials.secret())
+        if record is None or record.seconds_left() <= 0:
+            return None  # 0.6.1 callers test `if storage.load_token(...)`: an expired token is none
+        return record.to_legacy_dict(credentials.secret())
 
     def check_token_valid(self, api_key: str, api_secret: str) -> bool:
         """True when a token for this key and secret has more than the refresh margin left (one round trip)."""
