@@ -22,6 +22,7 @@ import requests
 
 from .constants import MARKET_TYPE_MAP
 from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
+from .market import ipo
 from .token.credentials import Credentials
 from .token.factory import storage_from_env
 from .token.issuer import DEFAULT_TOKEN_TIMEOUT, CredentialHeaders, TokenIssuer, request_json
@@ -371,6 +372,24 @@ class KoreaInvestment:
             "CTPF1002R",
             params={"PDNO": symbol, "PRDT_TYPE_CD": "300"},
         )
+
+    # ------------------------------------------------------------------ IPO schedule
+    def fetch_ipo_schedule(
+        self, from_date: str | None = None, to_date: str | None = None, symbol: str = ""
+    ) -> dict[str, Any]:
+        """IPO subscriptions (공모주 청약 일정) from ``from_date`` to ``to_date`` (``YYYYMMDD``).
+
+        Defaults: today and today + 30 days (KST).  Real accounts only: a mock
+        client, a malformed date or a reversed range raise ``ValueError``.
+        """
+        return ipo.fetch_ipo_schedule(self.request, mock=self.mock, from_date=from_date, to_date=to_date, symbol=symbol)
+
+    # 0.6.1's static helpers for IPO answers; they live with the endpoint in market/ipo.py.
+    parse_ipo_date_range = staticmethod(ipo.parse_ipo_date_range)
+    format_ipo_date = staticmethod(ipo.format_ipo_date)
+    calculate_ipo_d_day = staticmethod(ipo.calculate_ipo_d_day)
+    get_ipo_status = staticmethod(ipo.get_ipo_status)
+    format_number = staticmethod(ipo.format_number)
 
     def fetch_price(self, symbol: str, market: str = "KR") -> dict[str, Any]:
         """Current price: Korean stocks and ETFs (``KR``) or US stocks (``US``)."""

@@ -15,6 +15,9 @@ Which symbols are "known":
 * Overseas: only the ``(exchange, symbol)`` pairs in ``OVERSEAS`` are known. An
   unknown pair (including a real symbol on the wrong exchange) gets
   ``rt_cd`` "0" with every field an empty string, as KIS does.
+* IPO schedule (``HHKDB669108C0``): the twelve offerings in ``IPO_OFFERINGS``,
+  dated relative to the server's KST date, so that "upcoming", "open" and
+  "closed" offerings exist whatever day the tests run. Real accounts only.
 """
 
 from __future__ import annotations
@@ -23,16 +26,22 @@ import hashlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 __all__ = [
     "ENDPOINTS",
+    "IPO_FIELDS",
+    "IPO_OFFERINGS",
+    "IPO_PATH",
     "KR_ETFS",
     "KR_NAMES",
     "OVERSEAS",
     "OVERSEAS_TYPE_TO_EXCD",
     "Endpoint",
+    "IPOOffering",
     "domestic_price",
     "etf_price",
+    "ipo_schedule",
     "overseas_price_detail",
     "search_info",
     "search_stock_info",
@@ -436,13 +445,140 @@ def search_stock_info(pdno: str, prdt_type_cd: str) -> Output:
     }
 
 
+IPO_PATH = "/uapi/domestic-stock/v1/ksdinfo/pub-offer"
+
+#: The 13 fields of each ``output1`` record, in KIS's order.
+IPO_FIELDS: tuple[str, ...] = (
+    "record_date",
+    "sht_cd",
+    "isin_name",
+    "fix_subscr_pri",
+    "face_value",
+    "subscr_dt",
+    "pay_dt",
+    "refund_dt",
+    "list_dt",
+    "lead_mgr",
+    "pub_bf_cap",
+    "pub_af_cap",
+    "assign_stk_qty",
+)
+
+
+@dataclass(frozen=True)
+class IPOOffering:
+    """A fictional offering; ``start``/``days`` are relative to the server's KST date."""
+
+    sht_cd: str
+    name: str
+    start: int  # first subscription day, in days from "today"
+    days: int  # length of the subscription period (2 at KRX, 3 for some)
+    price: int
+    face_value: int
+    lead_mgr: str
+    cap_before: int
+    new_shares: int
+    assigned: int
+
+
+# Offsets chosen so that the default query (today .. today+30) has both edges
+# exercised: -2..-1 ended yesterday and 31..32 starts the day after, so both are
+# left out, while -1..1 (ends tomorrow), 0..1 (starts today) and 30..31 are in.
+IPO_OFFERINGS: tuple[IPOOffering, ...] = (
+    IPOOffering("900110", "가람바이오텍", -45, 2, 12_000, 500, "한국투자증권", 2_400_000_000, 1_200_000, 312_000),
+    IPOOffering("900120", "나래로보틱스", -20, 2, 21_000, 100, "미래에셋증권", 850_000_000, 2_000_000, 410_000),
+    IPOOffering("900130", "다온에너지", -8, 2, 9_500, 500, "NH투자증권", 3_100_000_000, 1_500_000, 275_000),
+    IPOOffering("900140", "라온반도체", -2, 2, 31_000, 100, "KB증권", 1_020_000_000, 900_000, 188_000),
+    IPOOffering("900150", "마루헬스케어", -1, 3, 17_500, 500, "삼성증권", 2_750_000_000, 1_100_000, 96_000),
+    IPOOffering("900160", "바름모빌리티", 0, 2, 14_000, 100, "한국투자증권", 640_000_000, 1_800_000, 540_000),
+    IPOOffering("900170", "새봄푸드", 1, 2, 8_000, 500, "신한투자증권", 1_900_000_000, 2_500_000, 120_000),
+    IPOOffering("900180", "아람소프트", 7, 2, 26_000, 100, "한국투자증권", 730_000_000, 1_300_000, 390_000),
+    IPOOffering("900190", "자람배터리", 15, 2, 45_000, 500, "미래에셋증권", 5_600_000_000, 3_000_000, 210_000),
+    IPOOffering("900200", "차오름게임즈", 30, 2, 19_000, 100, "NH투자증권", 910_000_000, 1_600_000, 250_000),
+    IPOOffering("900210", "코어스페이스", 31, 2, 23_500, 500, "한국투자증권", 4_200_000_000, 1_400_000, 440_000),
+    IPOOffering("900220", "하늘스팩7호", 60, 2, 2_000, 100, "KB증권", 50_000_000, 5_000_000, 1_000_000),
+)
+
+
+def _dotted(day: date) -> str:
+    return day.strftime("%Y.%m.%d")
+
+
+def _query_date(query: Mapping[str, str], name: str) -> date:
+    text = query[name]
+    if len(text) != 8 or not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{name}={text!r} is not YYYYMMDD")
+    return datetime.strptime(text, "%Y%m%d").date()  # ValueError for 20241301 too
+
+
+def _ipo_record(offering: IPOOffering, today: date) -> Output:
+    start = today + timedelta(days=offering.start)
+    end = start + timedelta(days=offering.days - 1)
+    cap_after = offering.cap_before + offering.new_shares * offering.face_value
+    return {
+        "record_date": (start - timedelta(days=14)).strftime("%Y%m%d"),
+        "sht_cd": offering.sht_cd,
+        "isin_name": offering.name,
+        "fix_subscr_pri": str(offering.price),
+        "face_value": str(offering.face_value),
+        "subscr_dt": f"{_dotted(start)}~{_dotted(end)}",
+        "pay_dt": _dotted(end + timedelta(days=2)),
+        "refund_dt": _dotted(end + timedelta(days=2)),
+        "list_dt": _dotted(end + timedelta(days=8)),
+        "lead_mgr": offering.lead_mgr,
+        "pub_bf_cap": str(offering.cap_before),
+        "pub_af_cap": str(cap_after),
+        "assign_stk_qty": str(offering.assigned),
+    }
+
+
+def ipo_schedule(query: Mapping[str, str], today: date) -> dict[str, object]:
+    """``HHKDB669108C0`` data: offerings whose subscription period overlaps ``F_DT``..``T_DT``.
+
+    ``SHT_CD`` (when not empty) keeps that symbol only. Nothing matching is
+    ``output1: []`` with ``rt_cd`` "0"; records come in subscription order (the
+    fake's choice). A date that is not ``YYYYMMDD`` raises ``ValueError``, which
+    the rules turn into an error answer.
+    """
+    first, last = _query_date(query, "F_DT"), _query_date(query, "T_DT")
+    symbol = query.get("SHT_CD", "").strip()
+    records: list[Output] = []
+    for offering in IPO_OFFERINGS:
+        start = today + timedelta(days=offering.start)
+        end = start + timedelta(days=offering.days - 1)
+        if start <= last and end >= first and (not symbol or symbol == offering.sht_cd):
+            records.append(_ipo_record(offering, today))
+    return {"output1": records}
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """One quotation endpoint: its ``tr_id``, required query fields and data builder."""
+    """One quotation endpoint: its ``tr_id``, required query fields and data builder.
+
+    ``build`` makes the ``output`` object of most endpoints. Endpoints whose
+    data is a list or depends on the server's date give ``answer`` instead: it
+    gets the query and the server's KST date and returns the data keys of the
+    answer (e.g. ``{"output1": [...]}``). ``real_only`` endpoints are refused
+    when the fake plays the mock environment, as KIS has no mock version of them.
+    """
 
     tr_id: str
     required: tuple[str, ...]
-    build: Callable[[Mapping[str, str]], Output]
+    build: Callable[[Mapping[str, str]], Output] | None = None
+    real_only: bool = False
+    answer: Callable[[Mapping[str, str], date], dict[str, object]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.answer is None):
+            raise ValueError("an Endpoint needs exactly one of build and answer")
+
+    def data(self, query: Mapping[str, str], today: date) -> dict[str, object]:
+        """The data keys of a success answer for ``query`` on ``today``."""
+        if self.answer is not None:
+            return self.answer(query, today)
+        if self.build is not None:
+            return {"output": self.build(query)}
+        raise ValueError("an Endpoint needs exactly one of build and answer")  # __post_init__ prevents it
 
 
 ENDPOINTS: Mapping[str, Endpoint] = {
@@ -470,5 +606,11 @@ ENDPOINTS: Mapping[str, Endpoint] = {
         "CTPF1002R",
         ("PDNO", "PRDT_TYPE_CD"),
         lambda q: search_stock_info(q["PDNO"], q["PRDT_TYPE_CD"]),
+    ),
+    IPO_PATH: Endpoint(
+        "HHKDB669108C0",
+        ("SHT_CD", "CTS", "F_DT", "T_DT"),
+        real_only=True,
+        answer=ipo_schedule,
     ),
 }

@@ -19,6 +19,10 @@ Rule decisions where KIS is unclear (see the facts sheet) are switches in
   answer is 403 ``EGW00133`` even if the same token would have been handed back.
 * ``new_token_revokes_old=False`` (default): minting a new token leaves older
   ones valid until they expire.
+* ``environment="real"`` (default) or ``"mock"``: which KIS host the fake plays.
+  Nothing tells the two apart on the wire (a client picks the host), so tests
+  choose. As ``"mock"`` the fake refuses real-only endpoints (the IPO schedule)
+  with ``NOT_IN_MOCK``.
 """
 
 from __future__ import annotations
@@ -68,6 +72,11 @@ EGW00205 = ("EGW00205", "credentials_type이 유효하지 않습니다.(Bearer)"
 # Codes below are the fake's own choices: KIS's real answers are not documented.
 BAD_TR_ID = ("OPSQ0002", "없는 서비스 코드 입니다")
 MISSING_FIELD = ("OPSQ2001", "ERROR : INPUT_FIELD NOT FOUND")
+BAD_FIELD_VALUE = ("OPSQ2002", "ERROR : INPUT_FIELD_VALUE INVALID")
+# Assumption: a real-only service asked of the mock host. One public report
+# (koreainvestment/open-trading-api#17) shows a mock account getting this code
+# for a service the mock host lacks; the HTTP status (500) is our guess.
+NOT_IN_MOCK = ("MCA00124", "해당 서비스를 찾을수 없습니다.")
 FAKE400 = "FAKE400"
 FAKE500 = "FAKE500"
 
@@ -120,6 +129,8 @@ class FakeKISStats:
     rest_requests: int = 0
     rest_rejected: dict[str, int] = field(default_factory=dict)
     last_issued_at: float | None = None
+    #: Master-file archive requests by file name (``kospi_code.mst.zip``), faulted ones included.
+    master_downloads: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (used by ``GET /__fake__/stats``)."""
@@ -155,6 +166,7 @@ class Settings:
     dead_token_status: int = 500
     rest_rate_limit: int | None = 20
     token_delay: float = 0.0
+    environment: str = "real"
 
     def validate(self) -> None:
         """Reject nonsense early, where the caller can see it."""
@@ -176,6 +188,8 @@ class Settings:
         limit = self.rest_rate_limit
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"rest_rate_limit must be None or an int >= 1, got {limit!r}")
+        if self.environment not in ("real", "mock"):
+            raise ValueError(f"environment must be 'real' or 'mock', got {self.environment!r}")
 
 
 @dataclass
@@ -363,6 +377,13 @@ class KISState:
         with self._mutating():
             self._faults.clear()
 
+    # -- master files ------------------------------------------------------------------
+
+    def count_master_download(self, file_name: str) -> None:
+        """Count one request for a master-file archive, on arrival (before any delay)."""
+        with self._mutating():
+            _bump(self._stats.master_downloads, file_name)
+
     # -- /oauth2/tokenP ------------------------------------------------------------
 
     def begin_tokenp(self) -> tuple[float, FaultPlan | None]:
@@ -529,15 +550,21 @@ class KISState:
             if len(recent) >= limit:
                 return _envelope_error(500, EGW00201)
             recent.append(now)
+        if endpoint.real_only and self._settings.environment == "mock":
+            return _envelope_error(500, NOT_IN_MOCK)
         tr_id = headers.get("tr_id", "")
         if tr_id != endpoint.tr_id:
             return _envelope_error(500, BAD_TR_ID, f" (tr_id={tr_id!r})")
         missing = [name for name in endpoint.required if name not in query]
         if missing:
             return _envelope_error(500, MISSING_FIELD, f" [{', '.join(missing)}]")
+        try:
+            data = endpoint.data(query, datetime.fromtimestamp(now, tz=KST).date())
+        except ValueError as exc:  # e.g. a date that is not YYYYMMDD
+            return _envelope_error(500, BAD_FIELD_VALUE, f" ({exc})")
         return Reply(
             200,
-            {"output": endpoint.build(query), "rt_cd": "0", "msg_cd": "MCA00000", "msg1": MSG_OK},
+            {**data, "rt_cd": "0", "msg_cd": "MCA00000", "msg1": MSG_OK},
             {"tr_id": tr_id, "tr_cont": "", "gt_uid": secrets.token_hex(16)},
         )
 
@@ -559,6 +586,7 @@ class _Counters:
     rest_requests: int = 0
     rest_rejected: dict[str, int] = field(default_factory=dict)
     last_issued_at: float | None = None
+    master_downloads: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self) -> FakeKISStats:
         return FakeKISStats(**asdict(self))
