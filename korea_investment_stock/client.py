@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -80,6 +81,10 @@ class KoreaInvestment:
         rate_limit_retries: retries after ``EGW00201`` before raising.
         session: a ``requests.Session`` to use instead of a new one (it is closed by
             :meth:`shutdown` all the same).
+        master_url: the symbol master files' host (``KOREA_INVESTMENT_MASTER_URL``; default
+            KIS's download host), e.g. the fake server.
+        master_cache_dir: where the daily master-file cache lives
+            (``KOREA_INVESTMENT_MASTER_CACHE_DIR``; default ``masters/`` beside the token file).
 
     Construction obtains a token: from the store when a valid one is there (no
     HTTP call), else through the store's single flight.
@@ -97,6 +102,8 @@ class KoreaInvestment:
         timeout: Timeout = DEFAULT_TIMEOUT,
         rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES,
         session: requests.Session | None = None,
+        master_url: str | None = None,
+        master_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _require_text("api_key", api_key)
         _require_text("api_secret", api_secret)
@@ -117,6 +124,9 @@ class KoreaInvestment:
         self.base_url = _resolve_base_url(base_url, mock)
         self.timeout = _resolve_timeout(timeout)
         self.rate_limit_retries = rate_limit_retries
+        self._master_url = master_url
+        self._master_cache_dir = master_cache_dir
+        self._masters: Any = None
         self.token_storage = token_storage if token_storage is not None else storage_from_env()
         self._session = session if session is not None else requests.Session()
         self._issuer = TokenIssuer(self._session, self.base_url, credentials, timeout=self.timeout)
@@ -372,6 +382,60 @@ class KoreaInvestment:
             "CTPF1002R",
             params={"PDNO": symbol, "PRDT_TYPE_CD": "300"},
         )
+
+    # ------------------------------------------------------------- symbol master files
+    def fetch_kospi_symbols(self, refresh: bool = False) -> Any:
+        """Every KOSPI symbol as a pandas DataFrame (단축코드, 표준코드, 한글명 and the layout's columns).
+
+        From a cache shared by every process on this host, downloaded at most once
+        per KST day; ``refresh=True`` downloads again.  Needs the ``pandas`` extra.
+        """
+        return self._master_files().kospi(refresh=refresh)
+
+    def fetch_kosdaq_symbols(self, refresh: bool = False) -> Any:
+        """Every KOSDAQ symbol as a pandas DataFrame (see :meth:`fetch_kospi_symbols`)."""
+        return self._master_files().kosdaq(refresh=refresh)
+
+    def fetch_symbols(self, refresh: bool = False) -> Any:
+        """KOSPI then KOSDAQ symbols in one DataFrame: 단축코드, 한글명, 그룹코드 and 시장 (코스피/코스닥)."""
+        return self._master_files().symbols(refresh=refresh)
+
+    def download_master_file(self, base_dir: str, file_name: str, url: str) -> None:
+        """Download the zip at ``url`` and extract its ``.mst`` into ``base_dir`` (0.6.1's method).
+
+        The archive is validated first (no path escaping ``base_dir``, size caps,
+        CRC); nothing is written when it is refused (:class:`~.errors.MasterFileError`).
+        """
+        from .market import masters
+
+        masters.download_master_file(self._session, base_dir, file_name, url, timeout=self.timeout)
+
+    def parse_kospi_master(self, base_dir: str) -> Any:
+        """Parse ``base_dir/kospi_code.mst`` into the KOSPI DataFrame (0.6.1's method)."""
+        from .market import masters
+
+        return masters.parse_kospi_master(base_dir)
+
+    def parse_kosdaq_master(self, base_dir: str) -> Any:
+        """Parse ``base_dir/kosdaq_code.mst`` into the KOSDAQ DataFrame (0.6.1's method)."""
+        from .market import masters
+
+        return masters.parse_kosdaq_master(base_dir)
+
+    def _master_files(self) -> Any:
+        """This client's master-file cache, built on first use (the module loads only then)."""
+        if self._masters is None:
+            from .market import masters
+
+            cache_dir = self._master_cache_dir
+            if cache_dir is None and not os.environ.get(masters.ENV_MASTER_CACHE_DIR):
+                token_file = getattr(self.token_storage, "file_path", None)
+                if isinstance(token_file, Path):
+                    cache_dir = token_file.parent / "masters"  # beside the token store it shares a host with
+            self._masters = masters.MasterFiles(
+                self._session, base_url=self._master_url, cache_dir=cache_dir, timeout=self.timeout
+            )
+        return self._masters
 
     # ------------------------------------------------------------------ IPO schedule
     def fetch_ipo_schedule(

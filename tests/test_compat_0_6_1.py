@@ -7,6 +7,7 @@ suites of their own (``test_compat_masters.py``, ``test_compat_ipo.py``).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -253,3 +254,73 @@ def test_save_token_answers_true_or_false(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     assert FileTokenStorage(blocked / "token.key").save_token(legacy_dict("eyJ.two.sig", 3600)) is False
+
+
+# -------------------------------------------------------------------- symbol master files
+@pytest.fixture
+def market_client(fake_kis, tmp_path, monkeypatch):
+    """A client whose master-file host is the fake server, with the cache beside its token file."""
+    from korea_investment_stock import FileTokenStorage, KoreaInvestment
+
+    monkeypatch.delenv("KOREA_INVESTMENT_MASTER_CACHE_DIR", raising=False)
+    monkeypatch.setenv("KOREA_INVESTMENT_MASTER_URL", fake_kis.url)
+    kis = KoreaInvestment(
+        fake_kis.app_key,
+        fake_kis.app_secret,
+        ACCOUNT,
+        token_storage=FileTokenStorage(tmp_path / "kis" / "token.key"),
+        base_url=fake_kis.url,
+    )
+    yield kis
+    kis.shutdown()
+
+
+def test_fetch_symbols_the_0_6_1_way(market_client, fake_kis, tmp_path):
+    from korea_investment_stock.testing.masters import kosdaq_rows, kospi_rows
+
+    kospi = market_client.fetch_kospi_symbols()
+    kosdaq = market_client.fetch_kosdaq_symbols()
+    both = market_client.fetch_symbols()
+    assert list(kospi.columns[:4]) == ["단축코드", "표준코드", "한글명", "그룹코드"]
+    assert len(kospi) == len(kospi_rows()) and len(kosdaq) == len(kosdaq_rows())
+    assert list(both.columns) == ["단축코드", "한글명", "그룹코드", "시장"]
+    assert len(both) == len(kospi) + len(kosdaq)
+    assert set(both["시장"]) == {"코스피", "코스닥"}
+    assert "삼성전자" in set(kospi["한글명"])
+    assert fake_kis.stats.master_downloads == {"kospi_code.mst.zip": 1, "kosdaq_code.mst.zip": 1}
+    assert any((tmp_path / "kis" / "masters").iterdir()), "the daily cache sits beside the token file"
+
+
+def test_download_and_parse_master_files_the_0_6_1_way(market_client, fake_kis, tmp_path, monkeypatch):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    base_dir = tmp_path / "masters-by-hand"
+    url = fake_kis.url + "/common/master/kosdaq_code.mst.zip"
+    market_client.download_master_file(str(base_dir), "kosdaq_code.mst.zip", url)
+    frame = market_client.parse_kosdaq_master(str(base_dir))
+    assert len(frame) > 0 and "한글명" in frame.columns
+    assert list(work.iterdir()) == [] and os.getcwd() == str(work)
+
+
+def test_a_bad_archive_is_refused_by_the_client_method(market_client, fake_kis, tmp_path):
+    from korea_investment_stock import MasterFileError
+
+    fake_kis.set_master_fault("zip-slip")
+    base_dir = tmp_path / "refused"
+    with pytest.raises(MasterFileError):
+        market_client.download_master_file(
+            str(base_dir), "kospi_code.mst.zip", fake_kis.url + "/common/master/kospi_code.mst.zip"
+        )
+    assert not base_dir.exists() or list(base_dir.iterdir()) == []
+    assert not (tmp_path / "evil.mst").exists()
+
+
+# ---------------------------------------------------------------------------- IPO schedule
+def test_fetch_ipo_schedule_the_0_6_1_way(client):
+    answer = client.fetch_ipo_schedule()
+    assert answer["rt_cd"] == "0" and isinstance(answer["output1"], list)
+    for record in answer["output1"]:
+        assert client.get_ipo_status(record["subscr_dt"]) in ("예정", "진행중", "마감")
+    with pytest.raises(ValueError):
+        client.fetch_ipo_schedule("20240131", "20240101")

@@ -9,6 +9,7 @@ issuance), so the fake speaks real HTTP/1.1 over loopback. The rules live in
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -22,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import market
+from . import masters as master_files
 from .state import (
     FakeKISStats,
     KISState,
@@ -187,6 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/__fake__/stats": lambda: self._send_json(200, self.server.owner.stats.to_dict()),
             "/__fake__/tokens": lambda: self._send_json(200, {"tokens": self.server.owner.issued_tokens()}),
         }
+        for master_path, master_market in master_files.ROUTES.items():
+            get_routes[master_path] = functools.partial(self._master, master_market)
         if path in market.ENDPOINTS:
             if method != "GET":
                 self._send_json(405, _not_found(path, method))
@@ -223,6 +227,17 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._reply(state.issue_token(_json_or_none(raw)))
 
+    def _master(self, market_name: str) -> None:
+        """A master-file archive (``application/zip``), or the queued download fault."""
+        owner = self.server.owner
+        plan = owner._master_faults.take(market_name)
+        self.server.state.count_master_download(master_files.ARCHIVE_NAMES[market_name])
+        if plan is not None and plan.delay > 0 and not self._hold(plan.delay):
+            self._drop()
+            return
+        status, body, content_type = master_files.master_answer(market_name, None if plan is None else plan.kind)
+        self._send(status, body, content_type)
+
     def _control(self, payload: object) -> None:
         owner = self.server.owner
         try:
@@ -246,6 +261,16 @@ class _Handler(BaseHTTPRequestHandler):
                     times=payload.get("times", 1),
                     delay=None if delay is None else float(delay),
                 )
+            elif action == "set_master_fault":
+                delay = payload.get("delay")
+                owner.set_master_fault(
+                    str(payload["kind"]),
+                    times=payload.get("times", 1),
+                    delay=None if delay is None else float(delay),
+                    market=payload.get("market"),
+                )
+            elif action == "clear_master_faults":
+                owner.clear_master_faults()
             elif action == "set":
                 owner.configure(**{str(payload["field"]): payload["value"]})
             elif action == "add_app":
@@ -265,7 +290,7 @@ def _not_found(path: str, method: str) -> dict[str, object]:
 class FakeKIS:
     """A fake KIS Open API server on loopback, for testing KIS clients.
 
-    Mimics tokenP/revokeP/Approval/hashkey and five quotation endpoints, with
+    Mimics tokenP/revokeP/Approval/hashkey, five quotation endpoints and the IPO schedule, with
     KIS's token rules (one issuance per window, same token within 6 h, 24 h
     lifetime), its error shapes and its per-second limit. Time is virtual:
     :meth:`advance` moves it, so expiry and windows are tested without waiting.
@@ -288,6 +313,8 @@ class FakeKIS:
     * ``rest_rate_limit`` (20): accepted REST calls per app key in any sliding
       1 s; more get ``EGW00201`` (HTTP 500). ``None`` disables it.
     * ``token_delay`` (0): every tokenP waits this long before it is decided.
+    * ``environment`` (``"real"``): ``"mock"`` plays the mock host, which refuses
+      real-only endpoints (the IPO schedule) with KIS's error envelope.
     * ``clock``: epoch-seconds clock (default ``time.time``); :meth:`advance`
       adds to whatever it returns.
 
@@ -298,6 +325,9 @@ class FakeKIS:
     (``OPSQ0002``, HTTP 500), required query fields (``OPSQ2001``, HTTP 500),
     then data. The ``appsecret`` header of REST calls is not checked.
     Unknown paths get 404 ``{"rt_cd": "1", "msg_cd": "FAKE404", ...}``.
+    It also plays KIS's master-file host: ``GET /common/master/kospi_code.mst.zip``
+    and ``.../kosdaq_code.mst.zip`` serve synthetic archives (:mod:`.masters`),
+    counted in ``stats.master_downloads``; :meth:`set_master_fault` breaks them.
     The hashkey ``HASH`` is the SHA-256 of the raw request body.
     """
 
@@ -316,6 +346,7 @@ class FakeKIS:
         dead_token_status: int = 500,
         rest_rate_limit: int | None = 20,
         token_delay: float = 0.0,
+        environment: str = "real",
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
@@ -329,9 +360,11 @@ class FakeKIS:
             dead_token_status=dead_token_status,
             rest_rate_limit=rest_rate_limit,
             token_delay=token_delay,
+            environment=environment,
         )
         self._state = KISState(settings, clock or time.time)
         self._state.add_app(self.app_key, self.app_secret)
+        self._master_faults = master_files.MasterFaults()
         self._host = host
         self._port = port
         self._server: _Server | None = None
@@ -422,6 +455,22 @@ class FakeKIS:
     def clear_faults(self) -> None:
         """Forget every queued fault (requests already waiting still finish)."""
         self._state.clear_faults()
+
+    def set_master_fault(
+        self, kind: str, *, times: int | None = 1, delay: float | None = None, market: str | None = None
+    ) -> None:
+        """Make the next ``times`` master-file downloads fail as ``kind`` (see :class:`MasterFault`).
+
+        ``market`` (``"kospi"`` / ``"kosdaq"``) limits the fault to one file.
+        ``delay`` is a wait before the answer; for ``"delay"`` it is the whole
+        fault (default 1 s), and the answer is the normal archive.
+        ``times=None`` repeats it until :meth:`clear_master_faults`.
+        """
+        self._master_faults.add(kind, times, delay, market)
+
+    def clear_master_faults(self) -> None:
+        """Forget every queued master-file download fault."""
+        self._master_faults.clear()
 
     # -- time and tokens --------------------------------------------------------------
 
