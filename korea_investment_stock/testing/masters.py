@@ -23,7 +23,182 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..market.masters import LAYOUTS, MAX_UNCOMPRESSED_BYTES, MasterLayout
+#: KIS's layouts, written out again here on purpose: the fake is an independent witness of the
+#: format, so a wrong width in the parser's table (market/masters.py) fails the tests instead of
+#: being mirrored by the fake.  (field name, width) pairs, in order; the line end makes the tail
+#: one character longer than the widths' sum, as KIS counts it.
+_KOSPI_FIELDS: tuple[tuple[str, int], ...] = (
+    ("그룹코드", 2),
+    ("시가총액규모", 1),
+    ("지수업종대분류", 4),
+    ("지수업종중분류", 4),
+    ("지수업종소분류", 4),
+    ("제조업", 1),
+    ("저유동성", 1),
+    ("지배구조지수종목", 1),
+    ("KOSPI200섹터업종", 1),
+    ("KOSPI100", 1),
+    ("KOSPI50", 1),
+    ("KRX", 1),
+    ("ETP", 1),
+    ("ELW발행", 1),
+    ("KRX100", 1),
+    ("KRX자동차", 1),
+    ("KRX반도체", 1),
+    ("KRX바이오", 1),
+    ("KRX은행", 1),
+    ("SPAC", 1),
+    ("KRX에너지화학", 1),
+    ("KRX철강", 1),
+    ("단기과열", 1),
+    ("KRX미디어통신", 1),
+    ("KRX건설", 1),
+    ("Non1", 1),
+    ("KRX증권", 1),
+    ("KRX선박", 1),
+    ("KRX섹터_보험", 1),
+    ("KRX섹터_운송", 1),
+    ("SRI", 1),
+    ("기준가", 9),
+    ("매매수량단위", 5),
+    ("시간외수량단위", 5),
+    ("거래정지", 1),
+    ("정리매매", 1),
+    ("관리종목", 1),
+    ("시장경고", 2),
+    ("경고예고", 1),
+    ("불성실공시", 1),
+    ("우회상장", 1),
+    ("락구분", 2),
+    ("액면변경", 2),
+    ("증자구분", 2),
+    ("증거금비율", 3),
+    ("신용가능", 1),
+    ("신용기간", 3),
+    ("전일거래량", 12),
+    ("액면가", 12),
+    ("상장일자", 8),
+    ("상장주수", 15),
+    ("자본금", 21),
+    ("결산월", 2),
+    ("공모가", 7),
+    ("우선주", 1),
+    ("공매도과열", 1),
+    ("이상급등", 1),
+    ("KRX300", 1),
+    ("KOSPI", 1),
+    ("매출액", 9),
+    ("영업이익", 9),
+    ("경상이익", 9),
+    ("당기순이익", 5),
+    ("ROE", 9),
+    ("기준년월", 8),
+    ("시가총액", 9),
+    ("그룹사코드", 3),
+    ("회사신용한도초과", 1),
+    ("담보대출가능", 1),
+    ("대주가능", 1),
+)
+_KOSDAQ_FIELDS: tuple[tuple[str, int], ...] = (
+    ("그룹코드", 2),
+    ("시가총액규모", 1),
+    ("지수업종대분류", 4),
+    ("지수업종중분류", 4),
+    ("지수업종소분류", 4),
+    ("벤처기업", 1),
+    ("저유동성", 1),
+    ("KRX", 1),
+    ("ETP", 1),
+    ("KRX100", 1),
+    ("KRX자동차", 1),
+    ("KRX반도체", 1),
+    ("KRX바이오", 1),
+    ("KRX은행", 1),
+    ("SPAC", 1),
+    ("KRX에너지화학", 1),
+    ("KRX철강", 1),
+    ("단기과열", 1),
+    ("KRX미디어통신", 1),
+    ("KRX건설", 1),
+    ("투자주의", 1),
+    ("KRX증권", 1),
+    ("KRX선박", 1),
+    ("KRX섹터_보험", 1),
+    ("KRX섹터_운송", 1),
+    ("KOSDAQ150", 1),
+    ("기준가", 9),
+    ("매매수량단위", 5),
+    ("시간외수량단위", 5),
+    ("거래정지", 1),
+    ("정리매매", 1),
+    ("관리종목", 1),
+    ("시장경고", 2),
+    ("경고예고", 1),
+    ("불성실공시", 1),
+    ("우회상장", 1),
+    ("락구분", 2),
+    ("액면변경", 2),
+    ("증자구분", 2),
+    ("증거금비율", 3),
+    ("신용가능", 1),
+    ("신용기간", 3),
+    ("전일거래량", 12),
+    ("액면가", 12),
+    ("상장일자", 8),
+    ("상장주수", 15),
+    ("자본금", 21),
+    ("결산월", 2),
+    ("공모가", 7),
+    ("우선주", 1),
+    ("공매도과열", 1),
+    ("이상급등", 1),
+    ("KRX300", 1),
+    ("매출액", 9),
+    ("영업이익", 9),
+    ("경상이익", 9),
+    ("당기순이익", 5),
+    ("ROE", 9),
+    ("기준년월", 8),
+    ("시가총액", 9),
+    ("그룹사코드", 3),
+    ("회사신용한도초과", 1),
+    ("담보대출가능", 1),
+    ("대주가능", 1),
+)
+
+
+@dataclass(frozen=True)
+class MasterLayout:
+    """One master file as KIS publishes it: where it is served and its fixed-width tail."""
+
+    market: str
+    file_name: str
+    fields: tuple[tuple[str, int], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.fields)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(width for _, width in self.fields)
+
+    @property
+    def zip_name(self) -> str:
+        return f"{self.file_name}.zip"
+
+    @property
+    def url_path(self) -> str:
+        return f"/common/master/{self.zip_name}"
+
+
+LAYOUTS: Mapping[str, MasterLayout] = {
+    "kospi": MasterLayout("kospi", "kospi_code.mst", _KOSPI_FIELDS),
+    "kosdaq": MasterLayout("kosdaq", "kosdaq_code.mst", _KOSDAQ_FIELDS),
+}
+#: Uncompressed bytes the ``oversized`` fault's member goes past: above any cap a client
+#: should accept for files of a few hundred kilobytes (the library refuses 64 MiB).
+MAX_UNCOMPRESSED_BYTES = 64 << 20
 
 __all__ = [
     "ARCHIVE_NAMES",
