@@ -22,7 +22,6 @@ imported only when a DataFrame is built.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib
 import io
 import logging
@@ -46,6 +45,7 @@ import requests
 from filelock import FileLock, Timeout
 
 from ..errors import MasterFileError
+from ..files import LockFileUnavailable, UnsafeLockFile, create_lock_file, fsync_directory
 from ..token.record import KST
 
 __all__ = [
@@ -439,7 +439,7 @@ def _write_members(directory: Path, members: Mapping[str, bytes]) -> None:
         for name, temp in list(temps.items()):
             os.replace(temp, directory / name)
             del temps[name]
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as exc:
         raise MasterFileError(f"cannot write into {directory}: {exc.strerror or exc}") from None
     finally:
@@ -461,20 +461,6 @@ def _write_temp(directory: Path, prefix: str, data: bytes) -> str:
             os.unlink(temp)
         raise
     return temp
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; best effort where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------- the shared daily cache
@@ -614,7 +600,7 @@ class MasterFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
                 raise
-            _fsync_directory(self.cache_dir)
+            fsync_directory(self.cache_dir)
         except OSError as exc:
             logger.warning("cannot write the master cache %s (%s)", path, exc.strerror or exc)
             return None
@@ -673,28 +659,14 @@ class _NoCache(MasterFileError):
     """Internal: the cache directory cannot be created or written here (read-only disk)."""
 
 
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
-
-
 def _create_lock_file(path: Path) -> None:
-    """Create the lock file ourselves (no symlink following, no truncation), as the token store does."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    """Create the lock file safely (see :func:`~..files.create_lock_file`), in this module's errors."""
     try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise MasterFileError(f"the lock file {path} is a symbolic link; refusing to follow it") from None
-        if exc.errno in _UNWRITABLE:
-            raise _NoCache(exc.strerror or str(exc)) from None
-        raise MasterFileError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(info.st_mode):
-        raise MasterFileError(f"the lock file {path} is not a regular file; remove it")
-    if info.st_uid != os.geteuid():
-        raise MasterFileError(f"the lock file {path} belongs to another user (uid {info.st_uid}); remove it")
+        create_lock_file(path)
+    except LockFileUnavailable as exc:
+        raise _NoCache(str(exc)) from None
+    except UnsafeLockFile as exc:
+        raise MasterFileError(str(exc)) from None
 
 
 def _signature(path: Path) -> _Signature | None:

@@ -36,6 +36,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import StorageError, TokenWaitTimeout
+from ..files import LockFileUnavailable, UnsafeLockFile, create_lock_file, fsync_directory
 from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
@@ -219,26 +220,12 @@ class FileTokenStorage(TokenStorage):
         redirect the lock nor truncate its target.  :class:`_Uncoordinated`
         when the file cannot be created at all (read-only disk).
         """
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, flags, 0o600)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise StorageError(
-                    f"the lock file {path} is a symbolic link; refusing to follow it. Remove it, and check who "
-                    "can write to that directory"
-                ) from None
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOSPC, errno.EDQUOT):
-                raise _Uncoordinated(exc.strerror or str(exc)) from None
-            raise StorageError(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
-        try:
-            info = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(f"the lock file {path} is not a regular file; remove it")
-        if info.st_uid != os.geteuid():
-            raise StorageError(f"the lock file {path} belongs to another user (uid {info.st_uid}); remove it")
+            create_lock_file(path)
+        except LockFileUnavailable as exc:
+            raise _Uncoordinated(str(exc)) from None
+        except UnsafeLockFile as exc:
+            raise StorageError(str(exc)) from None
         return self._lock_for(path)
 
     def _store(self, record: TokenRecord) -> bool:
@@ -410,7 +397,7 @@ class FileTokenStorage(TokenStorage):
                 os.fsync(handle.fileno())
             os.replace(temp_path, self.file_path)
             temp_path = None
-            _fsync_directory(directory)
+            fsync_directory(directory)
         except (OSError, StorageError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._warn_once(
@@ -430,20 +417,6 @@ class FileTokenStorage(TokenStorage):
             return
         self._warned.add(topic)
         logger.warning(message, *args)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; best effort where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class _Uncoordinated(StorageError):

@@ -1,0 +1,69 @@
+"""Small file-system steps that the token store and the master-file cache both need to get right.
+
+Why in one place: a lock file must never be a planted symlink or another
+user's file (filelock would lock, or truncate, what it points to), and a rename
+is only durable once its directory is fsynced.  Callers turn the two errors
+into their own (a token :class:`~.errors.StorageError`, a
+:class:`~.errors.MasterFileError`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+#: ``os.open`` failures that mean "this cannot be created here" (a read-only or full disk,
+#: a directory we may not write), as opposed to something wrong with what is there.
+UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOSPC, errno.EDQUOT})
+
+
+class UnsafeLockFile(Exception):
+    """What sits at the lock file's path must not be used: a symlink, not a regular file, not ours."""
+
+
+class LockFileUnavailable(Exception):
+    """The lock file cannot be created here (read-only disk, missing or foreign directory)."""
+
+
+def create_lock_file(path: Path) -> None:
+    """Create ``path`` as a 0600 regular file of ours if missing, without following a symlink or truncating.
+
+    Raises :class:`UnsafeLockFile` or :class:`LockFileUnavailable` with a message
+    that says what to do.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeLockFile(
+                f"the lock file {path} is a symbolic link; refusing to follow it. Remove it, and check who "
+                "can write to that directory"
+            ) from None
+        if exc.errno in UNWRITABLE_ERRNOS:
+            raise LockFileUnavailable(exc.strerror or str(exc)) from None
+        raise UnsafeLockFile(f"cannot open the lock file {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeLockFile(f"the lock file {path} is not a regular file; remove it")
+    if info.st_uid != os.geteuid():
+        raise UnsafeLockFile(f"the lock file {path} belongs to another user (uid {info.st_uid}); remove it")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; best effort where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
