@@ -189,13 +189,15 @@ class KoreaInvestment:
     def issue_access_token(self) -> None:
         """Replace the current token with a newly issued one.
 
-        The current token is deleted only if it is still the stored one, then
-        the single flight runs with that token marked stale: many callers doing
-        this at once make one issuance, and a caller whose view is out of date
-        adopts the token a peer just stored instead of replacing it again.
+        The single flight runs with the current token marked stale: many callers
+        doing this at once make one issuance, and a caller whose view is out of
+        date adopts the token a peer just stored instead of replacing it again.
+        The old token stays readable for other processes until the new one is
+        stored (it is still valid; deleting it first would only make them wait).
+        KIS answers the same token within hours: callers who asked before that
+        answer accept it as the refreshed token instead of asking KIS again.
         """
         current = self._token.access_token
-        self._invalidate(current)
         self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue, stale=current))
 
     def revoke_access_token(self) -> dict[str, Any]:

@@ -416,3 +416,79 @@ def test_followers_raise_their_own_exception_instance(counting_followers):
         t.join(HANG)
     assert len(errors) == n and len({id(e) for e in errors}) == n
     assert all(isinstance(e, InvalidCredentialsError) and e.code == "EGW00105" for e in errors)
+
+
+# ------------------------------------------- review: forced refreshes and KIS's same token
+def test_concurrent_forced_refreshes_make_one_tokenp_call_when_kis_answers_the_same_token(fake_kis_factory, tmp_path):
+    """Within 6 h KIS hands the same token back: a refresher must accept it, not go round and issue again."""
+    kis = fake_kis_factory(issue_window=3.0)
+    storage = FileTokenStorage(tmp_path / "kis" / "token.key")
+    clients = [
+        KoreaInvestment(kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url) for _ in range(3)
+    ]
+    kis.advance(4.0)  # past the issuance window of the first token: a refresh may call tokenP now
+    before = kis.stats.tokenp_requests
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def refresh(client):
+        try:
+            barrier.wait(HANG)
+            client.issue_access_token()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=refresh, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG)
+    assert errors == []
+    assert kis.stats.tokenp_requests - before == 1, "refreshers that got KIS's same token issued again"
+    assert len({c.access_token for c in clients}) == 1
+
+
+def test_an_invalidated_token_does_not_come_back_from_this_process_memory(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # the token can only be kept in memory
+    storage = FileTokenStorage(blocker / "kis" / "token.key")
+    issuer = CountingIssuer()
+    first = storage.get_token(API_KEY, API_SECRET, issuer)
+    assert storage.invalidate_token(API_KEY, API_SECRET, first.access_token)
+    second = storage.get_token(API_KEY, API_SECRET, issuer)
+    assert second.access_token != first.access_token and issuer.calls == 2
+
+
+_EXIT_SCRIPT = """
+import sys, time
+from korea_investment_stock.errors import StorageUnavailableError
+from korea_investment_stock.token.lease import ProcessLease
+from korea_investment_stock.token.storage import TokenStorage
+sys.path.insert(0, {root!r})
+from tests.workers import CountingIssuer, DictStorage
+
+class Down(DictStorage):
+    outage_allowance = 1.0
+    def _new_lease(self, credentials):
+        def never(record):
+            raise StorageUnavailableError("the store is down")
+        return ProcessLease(credentials, never)
+
+Down().get_token({key!r}, {secret!r}, CountingIssuer())
+print(time.monotonic(), flush=True)
+"""
+
+
+def test_exit_waits_for_a_pending_save_once_and_at_most_the_allowance():
+    """atexit and multiprocessing's exit hook both run in a parent process: one deadline for both."""
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).parents[1])
+    script = _EXIT_SCRIPT.format(root=root, key=API_KEY, secret=API_SECRET)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    ended = time.monotonic()
+    returned_at = float(out.stdout.strip().splitlines()[-1])
+    assert returned_at - started < 10.0
+    assert ended - returned_at < 1.0 + 0.8, f"exit waited {ended - returned_at:.2f}s for a 1 s allowance"

@@ -40,6 +40,10 @@ class Flight(Generic[T]):
     result: T | None = None
     error: Exception | None = None
     abandoned: bool = False  # the leader left with a BaseException: someone else must lead
+    #: The leader got its result from the issuer itself (tokenP), not from the store.  KIS
+    #: hands the same token back within hours, so such a result is current even when a
+    #: member called it stale: going round would only call tokenP again.
+    issued: bool = False
     stale: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -67,12 +71,15 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, Flight[T]] = {}
+        #: Per key, the last result the issuer itself gave and when (monotonic).
+        self._issued: dict[Hashable, tuple[T, float]] = {}
         # Bound method kept by the fork hook; the instance lives as long as the module.
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._flights = {}
+        self._issued = {}
 
     def run(
         self, key: Hashable, lead: Callable[[Flight[T]], T], follower_timeout: float, *, stale: str | None = None
@@ -83,9 +90,20 @@ class SingleFlight(Generic[T]):
         it is not accepted, and the caller goes round again.  ``follower_timeout``
         bounds how long this caller waits for other threads in all.
         """
-        deadline = time.monotonic() + follower_timeout
+        asked = time.monotonic()
+        deadline = asked + follower_timeout
         while True:
             with self._lock:
+                issued = self._issued.get(key)
+                if (
+                    stale is not None
+                    and issued is not None
+                    and issued[1] >= asked
+                    and getattr(issued[0], "access_token", None) == stale
+                ):
+                    # The issuer answered our stale token after we asked: KIS says it is
+                    # current (the same token within hours), so this refresh is done.
+                    return issued[0]
                 flight = self._flights.get(key)
                 leading = flight is None
                 if flight is None:
@@ -103,13 +121,16 @@ class SingleFlight(Generic[T]):
             if flight.error is not None:
                 raise _own_copy(flight.error) from flight.error
             result = flight.result
-            if stale is not None and getattr(result, "access_token", None) == stale:
+            if stale is not None and not flight.issued and getattr(result, "access_token", None) == stale:
                 continue  # joined after the leader read the store: ask again, with our stale token known
             return result  # type: ignore[return-value]  # a finished, unabandoned flight without error has one
 
     def _lead(self, key: Hashable, flight: Flight[T], lead: Callable[[Flight[T]], T]) -> T:
         try:
             flight.result = lead(flight)
+            if flight.issued:
+                with self._lock:
+                    self._issued[key] = (flight.result, time.monotonic())
             return flight.result
         except Exception as exc:
             flight.error = exc

@@ -175,6 +175,8 @@ class TokenStorage(ABC):
         """
         credentials = Credentials(api_key, api_secret)
         del api_secret
+        # Also from this process's unsaved tokens, whichever backend: a dead token must not come back.
+        _PENDING.forget(self._flight_scope(), credentials.api_key, access_token)
         return self._compare_and_delete(credentials, access_token)
 
     def _lead(self, credentials: Credentials, issue: IssueFn, flight: Flight[TokenRecord]) -> TokenRecord:
@@ -202,6 +204,7 @@ class TokenStorage(ABC):
                     continue
                 if not fresh:
                     return record  # a peer's token, found while KIS said "one per minute"
+                flight.issued = True
                 logger.info("issued a new access token (expires %s KST)", record.expired_text)
                 self._store_issued(record, lease)
                 return record
@@ -261,16 +264,22 @@ class TokenStorage(ABC):
         except StorageUnavailableError as exc:
             _PENDING.keep(self._flight_scope(), record)
             lease.hand_off()
+            try:
+                _BackgroundSave(self, record, lease).start()
+            except RuntimeError:  # no new threads (interpreter shutdown): release as the with block would
+                lease.release_handed_off()
+                logger.warning("the new token could not be stored (%s); using it in this process only", exc)
+                return
             logger.warning(
                 "the new token could not be stored (%s); using it in this process and storing it "
                 "as soon as the store answers",
-                type(exc).__name__,
+                exc,
             )
-            _BackgroundSave(self, record, lease).start()
             return
         except Exception as exc:  # a custom store's own error: KIS issued it all the same, keep it
             _PENDING.keep(self._flight_scope(), record)
-            logger.warning("the new token could not be stored (%s); using it in this process only", type(exc).__name__)
+            reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__  # ours are scrubbed
+            logger.warning("the new token could not be stored (%s); using it in this process only", reason)
             return
         if outcome is SaveOutcome.LOCAL:
             _PENDING.keep(self._flight_scope(), record)
@@ -340,7 +349,6 @@ class TokenStorage(ABC):
         Within this process the two steps and the default save share a lock, so
         a delete never lands on a token saved between the compare and the delete.
         """
-        _PENDING.forget(self._flight_scope(), credentials.api_key, access_token)
         with key_lock(self._flight_scope(), credentials.api_key):
             record = self._read_record(credentials)
             if record is None or record.access_token != access_token:
@@ -401,6 +409,10 @@ class _PendingTokens:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[tuple[Hashable, str], TokenRecord] = {}
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:  # a lock held by a parent thread would never be released in the child
+        self._lock = threading.Lock()
 
     def keep(self, scope: Hashable, record: TokenRecord) -> None:
         with self._lock:
@@ -444,7 +456,6 @@ class _BackgroundSave:
         self._storage = storage
         self._record = record
         self._lease = lease
-        self._pid = os.getpid()
 
     def start(self) -> None:
         thread = threading.Thread(target=self._run, name="kis-token-background-save", daemon=True)
@@ -455,7 +466,7 @@ class _BackgroundSave:
         scope = self._storage._flight_scope()
         delay = OUTAGE_FIRST_DELAY
         try:
-            while self._record.is_valid(self._storage.refresh_margin) and os.getpid() == self._pid:
+            while self._record.is_valid(self._storage.refresh_margin):
                 try:
                     outcome = self._lease.save(self._record)
                 except StorageUnavailableError:
@@ -473,8 +484,7 @@ class _BackgroundSave:
                     logger.info("the store came back with a newer token; using that one")
                 return
         finally:
-            if os.getpid() == self._pid:
-                self._lease.release_handed_off()
+            self._lease.release_handed_off()
 
 
 class _BackgroundSaves:
@@ -491,6 +501,16 @@ class _BackgroundSaves:
         self._lock = threading.Lock()
         self._threads: list[tuple[threading.Thread, float]] = []
         self._hooked_pid: int | None = None
+        #: When waiting at exit ends (monotonic): one deadline per process, however many
+        #: exit hooks call :meth:`wait` (atexit and multiprocessing's both run in a parent).
+        self._exit_deadline: float | None = None
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:  # a parent's saves do not run in a forked child
+        self._lock = threading.Lock()
+        self._threads = []
+        self._hooked_pid = None
+        self._exit_deadline = None
 
     def add(self, thread: threading.Thread, bound: float) -> None:
         with self._lock:
@@ -498,10 +518,18 @@ class _BackgroundSaves:
             self._threads.append((thread, bound))
             if self._hooked_pid != os.getpid():
                 self._hooked_pid = os.getpid()
-                atexit.register(self.wait)
+                atexit.register(self._wait_at_exit)
                 from multiprocessing import util  # a light stdlib module; only once a save is pending
 
-                util.Finalize(None, self.wait, exitpriority=100)
+                util.Finalize(None, self._wait_at_exit, exitpriority=100)
+
+    def _wait_at_exit(self) -> None:
+        with self._lock:
+            threads = [(t, b) for t, b in self._threads if t.is_alive()]
+            if self._exit_deadline is None:
+                self._exit_deadline = time.monotonic() + max((b for _, b in threads), default=0.0)
+            left = self._exit_deadline - time.monotonic()
+        self.wait(max(0.0, left))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for every pending save, each at most its store's outage allowance (or ``timeout``).
