@@ -197,3 +197,24 @@ def test_the_documented_minimal_acl_is_enough(redis_binary, fake_kis_factory):
         assert admin.acl_log() == [], "a command or key was denied"
     finally:
         server.stop()
+
+
+def test_a_demoted_master_answering_readonly_is_an_outage_not_a_failure(redis_binary):
+    """Behind a proxy or a DNS name, a failover first shows up as READONLY from the old master."""
+    server = start_redis("readonly")
+    try:
+        replica_of_nothing = redis.Redis(port=server.port, socket_timeout=3)
+        replica_of_nothing.execute_command("REPLICAOF", "127.0.0.1", "1")  # read-only, and its master is gone
+        store = LockingRedisTokenStorage(f"redis://127.0.0.1:{server.port}/0", key_prefix="kis-test:readonly")
+        with pytest.raises(StorageUnavailableError, match="ReadOnlyError|MasterDownError"):
+            store.save_token(
+                {
+                    "access_token": "eyJ.x.sig",
+                    "access_token_token_expired": "2099-01-01 00:00:00",
+                    "timestamp": 4070908800,
+                    "api_key": "PS" + "k" * 34,
+                    "api_secret": "s" * 60,
+                }
+            )
+    finally:
+        server.stop()

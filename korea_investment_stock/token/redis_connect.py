@@ -38,6 +38,12 @@ INSTALL_HINT = "pip install korea-investment-stock[redis]"
 DEFAULT_SOCKET_TIMEOUT = 3.0
 
 _SCHEMES = ("redis", "rediss", "unix")
+#: Error replies of a server that is alive but cannot serve writes or data yet: an old master
+#: demoted by a failover (reached through a proxy or DNS name), a replica without its master,
+#: a cluster mid-resharding, a server still loading.  Outages to ride out, not failures.
+_TRANSIENT_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
+#: redis-py turns most of those codes into classes and drops the code from the text.
+_TRANSIENT_ERROR_CLASSES = frozenset({"ReadOnlyError", "MasterDownError", "ClusterDownError", "TryAgainError"})
 _REDACTED = "***"
 
 
@@ -217,6 +223,11 @@ def translated_errors(location: str, action: str, secrets: Iterable[str | None] 
         ) from None
     except redis.exceptions.ResponseError as exc:
         reason = scrub(str(exc) or type(exc).__name__, secrets)
+        if reason.startswith(_TRANSIENT_REPLIES) or type(exc).__name__ in _TRANSIENT_ERROR_CLASSES:
+            raise StorageUnavailableError(
+                f"Redis at {location} cannot serve us right now while {action}: {reason} "
+                f"({type(exc).__name__}); a failover or a restart is under way"
+            ) from None
         kind = UnreadableKeyError if reason.startswith("WRONGTYPE") else StorageError
         raise kind(f"Redis at {location} failed while {action}: {reason} ({type(exc).__name__})") from None
     except UnicodeDecodeError:
