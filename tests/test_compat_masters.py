@@ -8,12 +8,14 @@ layout (:mod:`korea_investment_stock.testing.masters`) and counts downloads.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -458,3 +460,61 @@ def test_importing_the_module_does_not_import_pandas_or_redis() -> None:
         "assert 'redis' not in sys.modules, 'redis'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _serve_once(body_parts: list[bytes], pause: float, length: int) -> tuple[str, threading.Thread]:
+    """A one-request HTTP server on loopback that sends ``body_parts`` with ``pause`` between them."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length)
+            for part in body_parts:
+                try:
+                    conn.sendall(part)
+                except OSError:
+                    return
+                time.sleep(pause)  # the host's slowness is the fault under test
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/kospi_code.mst.zip", thread
+
+
+def test_a_dripping_host_cannot_hold_the_download_past_its_bound(
+    session: requests.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(masters, "MAX_DOWNLOAD_SECONDS", 0.5)
+    url, thread = _serve_once([b"x"] * 40, 0.1, 40)
+    started = time.monotonic()
+    with pytest.raises(MasterFileError, match="took longer"):
+        masters.download_master_file(session, tmp_path / "out", "kospi_code.mst.zip", url, timeout=(1, 1))
+    assert time.monotonic() - started < 0.5 + 1.0 + 0.5  # the bound plus at most one read timeout
+    thread.join(10)
+
+
+def test_only_the_master_file_of_an_archive_is_written(session: requests.Session, tmp_path: Path) -> None:
+    """An archive that also carries config.py must not drop it into base_dir (often 0.6.1's cwd)."""
+    import zipfile as zf
+
+    buffer = io.BytesIO()
+    with zf.ZipFile(buffer, "w") as archive:
+        archive.writestr("kospi_code.mst", fake_masters.master_text("kospi"))
+        archive.writestr("config.py", b"print('planted')\n")
+    body = buffer.getvalue()
+    url, thread = _serve_once([body], 0.0, len(body))
+    out = tmp_path / "out"
+    path = masters.download_master_file(session, out, "kospi_code.mst.zip", url)
+    assert sorted(p.name for p in out.iterdir()) == ["kospi_code.mst"] and path == out / "kospi_code.mst"
+    thread.join(10)

@@ -324,16 +324,16 @@ def download_master_file(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MasterFileError(f"cannot create {directory}: {exc.strerror or exc}") from None
-    _write_members(directory, members)
+    _write_members(directory, {target: members[target]})  # only the .mst: nothing else lands in base_dir
     return directory / target
 
 
 def _expected_member(members: Mapping[str, bytes], file_name: str, url: str) -> str:
     """The ``.mst`` the caller asked for, or the only member of a one-file archive."""
     wanted = posixpath.basename(file_name).removesuffix(".zip")
-    if wanted in members:
+    if wanted in members and wanted.endswith(".mst"):
         return wanted
-    if len(members) == 1:
+    if len(members) == 1 and next(iter(members)).endswith(".mst"):
         return next(iter(members))
     raise MasterFileError(f"the archive from {url} has no member {wanted!r} (members: {sorted(members)})")
 
@@ -353,10 +353,15 @@ def _read_body(response: requests.Response, url: str) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_ARCHIVE_BYTES:
         raise MasterFileError(f"refusing {url}: {declared} bytes is more than the {MAX_ARCHIVE_BYTES} byte cap")
+    # The read timeout bounds each read, not the whole body: a host that drips a byte at a
+    # time would hold the file lock for ever.  read1 returns whatever has arrived, so the
+    # deadline is checked at least once per read timeout.
     deadline = time.monotonic() + MAX_DOWNLOAD_SECONDS
+    read1 = getattr(response.raw, "read1", None)
+    pieces = iter(lambda: read1(_CHUNK), b"") if read1 is not None else response.iter_content(_CHUNK)
     chunks: list[bytes] = []
     total = 0
-    for chunk in response.iter_content(_CHUNK):
+    for chunk in pieces:
         total += len(chunk)
         if total > MAX_ARCHIVE_BYTES:
             raise MasterFileError(f"refusing {url}: the body is larger than the {MAX_ARCHIVE_BYTES} byte cap")
