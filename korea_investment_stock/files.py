@@ -19,6 +19,10 @@ from pathlib import Path
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOSPC, errno.EDQUOT})
 
 
+class UnsafeDirectory(Exception):
+    """A directory we would keep tokens or caches in belongs to someone else or is writable by others."""
+
+
 class UnsafeLockFile(Exception):
     """What sits at the lock file's path must not be used: a symlink, not a regular file, not ours."""
 
@@ -53,6 +57,26 @@ def create_lock_file(path: Path) -> None:
         raise UnsafeLockFile(f"the lock file {path} is not a regular file; remove it")
     if info.st_uid != os.geteuid():
         raise UnsafeLockFile(f"the lock file {path} belongs to another user (uid {info.st_uid}); remove it")
+
+
+def check_private_directory(directory: Path, setting: str) -> None:
+    """Refuse ``directory`` if another user (but root) owns it or group or others may write to it.
+
+    There, anyone could plant a file or a symlink where ours goes.  ``OSError``
+    when it cannot be inspected; :class:`UnsafeDirectory` saying how to fix it
+    (``chmod 700``, or another directory through ``setting``).
+    """
+    info = os.stat(directory)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise UnsafeDirectory(
+            f"the directory {directory} belongs to another user (uid {info.st_uid}); "
+            f"use a directory of your own ({setting})"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeDirectory(
+            f"the directory {directory} can be written by other users (mode {stat.filemode(info.st_mode)}); "
+            f"run 'chmod 700 {directory}' or use a directory of your own ({setting})"
+        )
 
 
 def fsync_directory(directory: Path) -> None:

@@ -518,3 +518,25 @@ def test_only_the_master_file_of_an_archive_is_written(session: requests.Session
     path = masters.download_master_file(session, out, "kospi_code.mst.zip", url)
     assert sorted(p.name for p in out.iterdir()) == ["kospi_code.mst"] and path == out / "kospi_code.mst"
     thread.join(10)
+
+
+def test_a_cache_directory_others_can_write_is_refused(
+    fake_kis: FakeKIS, session: requests.Session, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(MasterFileError, match="can be written by other users"):
+        MasterFiles(session, base_url=fake_kis.url, cache_dir=shared).kospi()
+    assert fake_kis.stats.master_downloads == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_a_cached_file_of_another_user_is_not_trusted(
+    fake_kis: FakeKIS, session: requests.Session, cache_dir: Path
+) -> None:
+    MasterFiles(session, base_url=fake_kis.url, cache_dir=cache_dir).kospi()
+    (cached,) = cache_dir.glob("kospi_code.*.mst")
+    os.chown(cached, 54321, -1)  # as if planted by someone else
+    MasterFiles(session, base_url=fake_kis.url, cache_dir=cache_dir).kospi()
+    assert fake_kis.stats.master_downloads["kospi_code.mst.zip"] == 2

@@ -45,7 +45,14 @@ import requests
 from filelock import FileLock, Timeout
 
 from ..errors import MasterFileError
-from ..files import LockFileUnavailable, UnsafeLockFile, create_lock_file, fsync_directory
+from ..files import (
+    LockFileUnavailable,
+    UnsafeDirectory,
+    UnsafeLockFile,
+    check_private_directory,
+    create_lock_file,
+    fsync_directory,
+)
 from ..token.record import KST
 
 __all__ = [
@@ -232,8 +239,8 @@ def parse_kosdaq_master(base_dir: str | os.PathLike[str]) -> DataFrame:
     return parse_master(Path(base_dir) / KOSDAQ_LAYOUT.file_name, KOSDAQ_LAYOUT)
 
 
-def _read_capped_file(path: Path) -> bytes:
-    """The file's bytes, refusing non-regular files and anything over the cap."""
+def _read_capped_file(path: Path, *, ours: bool = False) -> bytes:
+    """The file's bytes, refusing non-regular files, anything over the cap and (``ours``) other users' files."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(path, flags)
@@ -242,8 +249,11 @@ def _read_capped_file(path: Path) -> bytes:
     except OSError as exc:
         raise MasterFileError(f"cannot open the master file {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
             raise MasterFileError(f"the master file {path} is not a regular file")
+        if ours and info.st_uid != os.geteuid():
+            raise MasterFileError(f"the cached master file {path} belongs to another user (uid {info.st_uid})")
         data = handle.read(MAX_UNCOMPRESSED_BYTES + 1)
     if len(data) > MAX_UNCOMPRESSED_BYTES:
         raise MasterFileError(f"the master file {path} is larger than {MAX_UNCOMPRESSED_BYTES} bytes")
@@ -578,7 +588,7 @@ class MasterFiles:
         if memo is not None and memo[:2] == (str(path), sig):
             return memo[2].copy()
         try:
-            frame = _parse_bytes(pd, _read_capped_file(path), layout, str(path))
+            frame = _parse_bytes(pd, _read_capped_file(path, ours=True), layout, str(path))
         except MasterFileError as exc:
             if _signature(path) is not None:
                 logger.warning("the cached master file is damaged (%s); downloading it again", exc)
@@ -648,8 +658,11 @@ class MasterFiles:
         """This process's lock object for ``path``, once the directory and lock file are usable."""
         try:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_private_directory(self.cache_dir, ENV_MASTER_CACHE_DIR)
         except OSError as exc:
             raise _NoCache(exc.strerror or str(exc)) from None
+        except UnsafeDirectory as exc:
+            raise MasterFileError(f"refusing the master-file cache: {exc}") from None
         _create_lock_file(path)
         with self._guard:
             if self._lock_pid != os.getpid():  # filelock refuses objects inherited across fork

@@ -36,7 +36,14 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ..errors import StorageError, TokenWaitTimeout
-from ..files import LockFileUnavailable, UnsafeLockFile, create_lock_file, fsync_directory
+from ..files import (
+    LockFileUnavailable,
+    UnsafeDirectory,
+    UnsafeLockFile,
+    check_private_directory,
+    create_lock_file,
+    fsync_directory,
+)
 from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
@@ -424,25 +431,13 @@ class _Uncoordinated(StorageError):
 
 
 def check_directory(directory: Path) -> None:
-    """Refuse a token directory that another user owns or that group or others may write to.
-
-    There, anyone could plant a file or a symlink where our token or lock
-    file goes.  ``chmod 700`` (or a directory of our own) fixes it.
-    """
+    """Refuse a token directory that another user owns or that group or others may write to."""
     try:
-        info = os.stat(directory)
+        check_private_directory(directory, ENV_TOKEN_FILE)
     except OSError as exc:
         raise _Uncoordinated(f"cannot inspect the token directory {directory}: {exc.strerror or exc}") from None
-    if info.st_uid not in (os.geteuid(), 0):
-        raise StorageError(
-            f"the token directory {directory} belongs to another user (uid {info.st_uid}); "
-            "use a directory of your own (KOREA_INVESTMENT_TOKEN_FILE)"
-        )
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StorageError(
-            f"the token directory {directory} can be written by other users (mode {stat.filemode(info.st_mode)}); "
-            f"run 'chmod 700 {directory}' or use a directory of your own (KOREA_INVESTMENT_TOKEN_FILE)"
-        )
+    except UnsafeDirectory as exc:
+        raise StorageError(f"refusing the token directory: {exc}") from None
 
 
 class FileLease(IssuanceLease):
