@@ -469,6 +469,7 @@ class FileLease(IssuanceLease):
             return storage._signature() != seen
 
         self.taken = True  # from here the lock may be ours: the with block releases it
+        self._lock = lock  # before acquire: an interrupt right after it must still release it
         try:
             lock.acquire(
                 timeout=max(0.0, deadline - time.monotonic()),
@@ -477,6 +478,7 @@ class FileLease(IssuanceLease):
             )
         except Timeout:
             self.taken = False
+            self._lock = None
             if file_changed():
                 return Acquired.LOOK_AGAIN
             raise TokenWaitTimeout(
@@ -487,8 +489,8 @@ class FileLease(IssuanceLease):
             if lock.is_locked:
                 lock.release()
             self.taken = False
+            self._lock = None
             raise
-        self._lock = lock
         return Acquired.HELD
 
     def held(self) -> bool:
@@ -502,6 +504,6 @@ class FileLease(IssuanceLease):
         return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
 
     def _release(self, failure: BaseException | None) -> None:
-        if self._lock is not None:
+        if self._lock is not None and self._lock.is_locked:
             self._lock.release()  # the very object acquired, whatever the store's lock map is by now
-            self._lock = None
+        self._lock = None

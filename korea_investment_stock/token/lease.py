@@ -8,8 +8,9 @@ it can exist anywhere::
     with storage._new_lease(credentials) as lease:
         if lease.acquire(deadline) is Acquired.LOOK_AGAIN:
             ...                      # the store changed while we waited: read it
-        while lease.held():          # asked before every tokenP call
-            record = issue()
+        if not lease.held():         # asked before every tokenP call (also between EGW00133 retries)
+            ...                      # lost: stop issuing, read and acquire again
+        record = issue()
         lease.save(record)           # fenced: refused if the lease has been superseded
 
 A lease knows whether it is still held, saves fenced, and releases with the

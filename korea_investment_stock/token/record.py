@@ -167,19 +167,19 @@ class TokenRecord:
         """
         token = data.get("access_token")
         api_key = data.get("api_key")
-        api_secret = data.get("api_secret")
         if not isinstance(token, str) or not token:
             raise ValueError("access_token must be a non-empty string")
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
-        if not isinstance(api_secret, str) or not api_secret:
+        # The secret is read inline, never bound to a local (error reporters capture locals).
+        if not isinstance(data.get("api_secret"), str) or not data.get("api_secret"):
             raise ValueError("api_secret must be a non-empty string")
         expires_at = _legacy_expiry(data)
         return cls(
             access_token=token,
             expires_at=expires_at,
             api_key=api_key,
-            fingerprint=credential_fingerprint(api_key, api_secret),
+            fingerprint=credential_fingerprint(api_key, data["api_secret"]),
             issued_at=time.time() if now is None else now,
         )
 

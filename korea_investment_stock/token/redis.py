@@ -445,6 +445,8 @@ class RedisLease(IssuanceLease):
         self.generation = 0
         self.pid = os.getpid()
         self.lost = False
+        #: True while the fenced save runs: its release of the lock is not a loss.
+        self.saving = False
         self._stop = threading.Event()
         weakref.finalize(self, self._stop.set)
 
@@ -494,9 +496,24 @@ class RedisLease(IssuanceLease):
         return bool(held)
 
     def save(self, record: TokenRecord) -> SaveOutcome:
+        owner = self.owner if self.pid == os.getpid() else ""  # a forked child never holds its parent's lease
+        self.saving = True
+        try:
+            saved = self._fenced_save(owner, record)
+        finally:
+            self.saving = False
+        self.settled = True
+        self._stop.set()
+        if not saved:
+            logger.info(
+                "a newer token or lease was already in the store (our generation %d); keeping that", self.generation
+            )
+            return SaveOutcome.REFUSED
+        return SaveOutcome.STORED
+
+    def _fenced_save(self, owner: str, record: TokenRecord) -> bool:
         storage = self._storage
         keys = self.keys
-        owner = self.owner if self.pid == os.getpid() else ""  # a forked child never holds its parent's lease
         saved = storage._call(
             "saving the new token",
             storage._fenced_save_script,
@@ -512,14 +529,7 @@ class RedisLease(IssuanceLease):
                 *_hash_fields(record),
             ],
         )
-        self.settled = True
-        self._stop.set()
-        if not saved:
-            logger.info(
-                "a newer token or lease was already in the store (our generation %d); keeping that", self.generation
-            )
-            return SaveOutcome.REFUSED
-        return SaveOutcome.STORED
+        return bool(saved)
 
     def _release(self, failure: BaseException | None) -> None:
         self._stop.set()
@@ -610,7 +620,7 @@ def _renew_once(ref: weakref.ref[RedisLease], stop: threading.Event) -> bool | N
     except StorageError as exc:
         logger.warning("could not renew the token issuance lease (%s); trying again soon", exc)
         return False
-    if not renewed and not stop.is_set():
+    if not renewed and not stop.is_set() and not lease.saving:
         lease.lost = True
         logger.warning(
             "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
