@@ -199,22 +199,13 @@ def test_the_documented_minimal_acl_is_enough(redis_binary, fake_kis_factory):
         server.stop()
 
 
-def test_a_demoted_master_answering_readonly_is_an_outage_not_a_failure(redis_binary):
-    """Behind a proxy or a DNS name, a failover first shows up as READONLY from the old master."""
-    server = start_redis("readonly")
+def test_a_replica_that_lost_its_master_is_an_outage_not_a_failure(redis_binary):
+    """Mid-failover a replica answers MASTERDOWN: ride it out. A plain replica's READONLY stays a failure."""
+    server = start_redis("masterdown", config=["replica-serve-stale-data no"])
     try:
-        replica_of_nothing = redis.Redis(port=server.port, socket_timeout=3)
-        replica_of_nothing.execute_command("REPLICAOF", "127.0.0.1", "1")  # read-only, and its master is gone
-        store = LockingRedisTokenStorage(f"redis://127.0.0.1:{server.port}/0", key_prefix="kis-test:readonly")
-        with pytest.raises(StorageUnavailableError, match="ReadOnlyError|MasterDownError"):
-            store.save_token(
-                {
-                    "access_token": "eyJ.x.sig",
-                    "access_token_token_expired": "2099-01-01 00:00:00",
-                    "timestamp": 4070908800,
-                    "api_key": "PS" + "k" * 34,
-                    "api_secret": "s" * 60,
-                }
-            )
+        redis.Redis(port=server.port, socket_timeout=3).execute_command("REPLICAOF", "127.0.0.1", "1")
+        store = LockingRedisTokenStorage(f"redis://127.0.0.1:{server.port}/0", key_prefix="kis-test:replica")
+        with pytest.raises(StorageUnavailableError, match="MasterDownError"):
+            store.load_token("PS" + "k" * 34, "s" * 60)
     finally:
         server.stop()

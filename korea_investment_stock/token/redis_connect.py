@@ -38,12 +38,13 @@ INSTALL_HINT = "pip install korea-investment-stock[redis]"
 DEFAULT_SOCKET_TIMEOUT = 3.0
 
 _SCHEMES = ("redis", "rediss", "unix")
-#: Error replies of a server that is alive but cannot serve writes or data yet: an old master
-#: demoted by a failover (reached through a proxy or DNS name), a replica without its master,
-#: a cluster mid-resharding, a server still loading.  Outages to ride out, not failures.
-_TRANSIENT_REPLIES = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
+#: Error replies of a server that is alive but cannot serve data yet: a replica that lost its
+#: master mid-failover, a cluster mid-resharding, a server still loading.  Outages to ride
+#: out, not failures.  ``READONLY`` is not among them: a store pointed at a replica is a
+#: configuration error that must fail fast (the stress suite's read-only scenario).
+_TRANSIENT_REPLIES = ("MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 #: redis-py turns most of those codes into classes and drops the code from the text.
-_TRANSIENT_ERROR_CLASSES = frozenset({"ReadOnlyError", "MasterDownError", "ClusterDownError", "TryAgainError"})
+_TRANSIENT_ERROR_CLASSES = frozenset({"MasterDownError", "ClusterDownError", "TryAgainError"})
 _REDACTED = "***"
 
 
