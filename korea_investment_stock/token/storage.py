@@ -200,7 +200,7 @@ class TokenStorage(ABC):
                 try:
                     record, fresh = self._issue_while_held(credentials, issue, flight, lease, outage)
                 except LeaseLost:
-                    logger.warning("lost the token issuance lease while KIS said to wait; reading the store again")
+                    logger.warning("lost the token issuance lease before a tokenP call; reading the store again")
                     continue
                 if not fresh:
                     return record  # a peer's token, found while KIS said "one per minute"
