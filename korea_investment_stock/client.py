@@ -105,9 +105,7 @@ class KoreaInvestment:
         master_url: str | None = None,
         master_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        _require_text("api_key", api_key)
-        _require_text("api_secret", api_secret)
-        credentials = Credentials(api_key, api_secret)
+        credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
         self.api_secret = api_secret
         del api_secret  # from here on no frame of ours holds the bare secret

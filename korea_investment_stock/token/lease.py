@@ -47,8 +47,12 @@ class SaveOutcome(enum.Enum):
     STORED = "stored"
     #: The store kept a newer token, or a newer lease's write: ours was not written.
     REFUSED = "refused"
-    #: The store could only keep it in this process (read-only disk, for example).
+    #: The store could only keep it in this process (read-only disk, for example): it still
+    #: serves it to this process's readers.
     LOCAL = "local"
+    #: The store did not take it (a custom store's ``save_token`` answered False): the
+    #: single flight keeps it for this process instead.
+    NOT_STORED = "not stored"
 
 
 #: How a :class:`ProcessLease` stores a record.

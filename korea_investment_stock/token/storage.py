@@ -281,8 +281,9 @@ class TokenStorage(ABC):
             reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__  # ours are scrubbed
             logger.warning("the new token could not be stored (%s); using it in this process only", reason)
             return
-        if outcome is SaveOutcome.LOCAL:
+        if outcome is SaveOutcome.NOT_STORED:  # LOCAL: the store keeps it in this process itself
             _PENDING.keep(self._flight_scope(), record)
+        if outcome in (SaveOutcome.LOCAL, SaveOutcome.NOT_STORED):
             logger.warning("the new token could not be stored; using it in this process only")
 
     def _look(self, credentials: Credentials, flight: Flight[TokenRecord], outage: _OutageClock) -> TokenRecord | None:
@@ -338,7 +339,7 @@ class TokenStorage(ABC):
         def save(record: TokenRecord) -> SaveOutcome:
             with key_lock(self._flight_scope(), record.api_key):
                 saved = self.save_token(record.to_legacy_dict(credentials.secret()))
-            return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
+            return SaveOutcome.STORED if saved else SaveOutcome.NOT_STORED
 
         return save
 
