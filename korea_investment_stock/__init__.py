@@ -30,9 +30,11 @@ from .errors import (
     KISConnectionError,
     KoreaInvestmentError,
     MasterFileError,
+    NoTokenError,
     RateLimitExceededError,
     StorageError,
     StorageUnavailableError,
+    SymbolNotFoundError,
     TokenError,
     TokenIssueError,
     TokenRateLimitedError,
@@ -41,12 +43,13 @@ from .errors import (
 from .token.factory import storage_from_env
 from .token.file import FileTokenStorage
 from .token.record import TokenRecord
+from .token.status import StorageDescription, StorageHealth, TokenState, TokenStatus
 from .token.storage import TokenStorage
 
 if TYPE_CHECKING:
     from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
 
-__version__ = "0.6.1"
+__version__ = "0.7.0"
 
 _LAZY = {"RedisTokenStorage", "LockingRedisTokenStorage"}
 
@@ -80,14 +83,20 @@ __all__ = [
     "KoreaInvestmentError",
     "LockingRedisTokenStorage",
     "MasterFileError",
+    "NoTokenError",
     "RateLimitExceededError",
     "RedisTokenStorage",
+    "StorageDescription",
     "StorageError",
+    "StorageHealth",
     "StorageUnavailableError",
+    "SymbolNotFoundError",
     "TokenError",
     "TokenIssueError",
     "TokenRateLimitedError",
     "TokenRecord",
+    "TokenState",
+    "TokenStatus",
     "TokenStorage",
     "TokenWaitTimeout",
     "__version__",

@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,9 +27,21 @@ from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLim
 from .market import ipo
 from .token.credentials import Credentials
 from .token.factory import storage_from_env
-from .token.issuer import DEFAULT_TOKEN_TIMEOUT, CredentialHeaders, TokenIssuer, request_json
+from .token.issuer import TokenIssuer
 from .token.record import TokenRecord, mask_token
 from .token.storage import TokenStorage
+from .transport import (
+    DEAD_TOKEN_CODES,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
+    PER_SECOND_LIMIT_CODE,
+    CredentialHeaders,
+    json_headers,
+    kis_code,
+    new_session,
+    request_json,
+)
+from .validation import TimeoutSetting, check_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +49,10 @@ REAL_BASE_URL = "https://openapi.koreainvestment.com:9443"
 MOCK_BASE_URL = "https://openapivts.koreainvestment.com:29443"
 ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
 
-#: (connect, read) seconds for every REST call: a dead host fails in ~3 s and a
-#: stuck one in 10 s, instead of hanging a worker forever.
-DEFAULT_TIMEOUT: tuple[float, float] = DEFAULT_TOKEN_TIMEOUT
 #: Retries after ``EGW00201`` (per-second limit) before raising.
 DEFAULT_RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_BACKOFF = 0.25
 
-DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
-RATE_LIMIT_CODE = "EGW00201"
 ACCOUNT_PATTERN = re.compile(r"^\d{8}-\d{2}$")
 
 #: ``PRDT_TYPE_CD`` values per market for the product info endpoint (0.6.1's ``MARKET_TYPE_MAP``).
@@ -63,7 +71,14 @@ ETF_CLASS_NAMES = frozenset({"ETF", "ETN"})
 #: ``prdt_clsf_name`` values 0.6.1's ``get_symbol_type`` calls a stock (KIS's Korean data, verbatim).
 STOCK_CLASS_NAMES = frozenset({"주권", "상장REITS", "사회간접자본투융자회사"})
 
-Timeout = float | tuple[float, float]
+
+@dataclass(frozen=True)
+class DomesticQuote:
+    """A Korean symbol's product info answer and its price answer, as KIS sent them."""
+
+    info: dict[str, Any]
+    price: dict[str, Any]
+    is_etf: bool
 
 
 class KoreaInvestment:
@@ -81,6 +96,8 @@ class KoreaInvestment:
         rate_limit_retries: retries after ``EGW00201`` before raising.
         session: a ``requests.Session`` to use instead of a new one (it is closed by
             :meth:`shutdown` all the same).
+        pool_size: connections kept open to the host; at least the number of threads
+            that share this client, or urllib3 discards connections and reconnects.
         master_url: the symbol master files' host (``KOREA_INVESTMENT_MASTER_URL``; default
             KIS's download host), e.g. the fake server.
         master_cache_dir: where the daily master-file cache lives
@@ -99,9 +116,10 @@ class KoreaInvestment:
         token_storage: TokenStorage | None = None,
         *,
         base_url: str | None = None,
-        timeout: Timeout = DEFAULT_TIMEOUT,
+        timeout: TimeoutSetting = DEFAULT_TIMEOUT,
         rate_limit_retries: int = DEFAULT_RATE_LIMIT_RETRIES,
         session: requests.Session | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
         master_url: str | None = None,
         master_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -119,14 +137,14 @@ class KoreaInvestment:
         self.acc_no = acc_no
         self.acc_no_prefix, self.acc_no_postfix = acc_no.split("-")
         self.mock = mock
-        self.base_url = _resolve_base_url(base_url, mock)
-        self.timeout = _resolve_timeout(timeout)
+        self.base_url = resolve_base_url(base_url, mock)
+        self.timeout = check_timeout(timeout)
         self.rate_limit_retries = rate_limit_retries
         self._master_url = master_url
         self._master_cache_dir = master_cache_dir
         self._masters: Any = None
         self.token_storage = token_storage if token_storage is not None else storage_from_env()
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else new_session(pool_size)
         self._issuer = TokenIssuer(self._session, self.base_url, credentials, timeout=self.timeout)
         self._token_lock = threading.Lock()
         try:
@@ -185,18 +203,15 @@ class KoreaInvestment:
         self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue))
 
     def issue_access_token(self) -> None:
-        """Replace the current token with a newly issued one.
+        """Replace the current token with a newly issued one (:meth:`TokenStorage.refresh`).
 
-        The single flight runs with the current token marked stale: many callers
-        doing this at once make one issuance, and a caller whose view is out of
-        date adopts the token a peer just stored instead of replacing it again.
-        The old token stays readable for other processes until the new one is
-        stored (it is still valid; deleting it first would only make them wait).
-        KIS answers the same token within hours: callers who asked before that
-        answer accept it as the refreshed token instead of asking KIS again.
+        Many callers doing this at once make one issuance; the old token stays
+        readable for other processes until the new one is stored.  KIS answers
+        the same token within hours: callers who asked before that answer
+        accept it as the refreshed token instead of asking KIS again.
         """
         current = self._token.access_token
-        self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue, stale=current))
+        self._set_token(self.token_storage.refresh(self.credentials, self._issuer.issue, replacing=current).record)
 
     def revoke_access_token(self) -> dict[str, Any]:
         """Revoke the current token at KIS and remove it from the store if still stored.
@@ -255,7 +270,7 @@ class KoreaInvestment:
         while True:
             token = self._current_token()
             status, answer = self._send(method, path, tr_id, token, params, body, tr_cont)
-            code = answer.get("msg_cd")
+            code = kis_code(answer)
             if code in DEAD_TOKEN_CODES:
                 if replaced_dead_token:
                     raise KISAPIError(
@@ -267,7 +282,7 @@ class KoreaInvestment:
                 replaced_dead_token = True
                 self._replace_dead_token(token)
                 continue
-            if code == RATE_LIMIT_CODE:
+            if code == PER_SECOND_LIMIT_CODE:
                 if rate_limited >= self.rate_limit_retries:
                     raise RateLimitExceededError(
                         f"KIS per-second request limit exceeded (EGW00201) after {rate_limited} retries; "
@@ -292,12 +307,7 @@ class KoreaInvestment:
         body: dict[str, Any] | None,
         tr_cont: str,
     ) -> tuple[int, dict[str, Any]]:
-        headers = {
-            "content-type": "application/json; charset=utf-8",
-            "tr_id": tr_id,
-            "custtype": "P",
-            "tr_cont": tr_cont,
-        }
+        headers = json_headers(tr_id=tr_id, custtype="P", tr_cont=tr_cont)
         auth = CredentialHeaders(self.credentials, token.authorization)
         return self._call(method, path, headers=headers, params=params, json=body, auth=auth)
 
@@ -317,7 +327,7 @@ class KoreaInvestment:
 
     def issue_hashkey(self, data: dict[str, Any]) -> str:
         """The ``HASH`` KIS computes for an order body (optional on order requests)."""
-        headers = {"content-type": "application/json; charset=utf-8"}
+        headers = json_headers()
         auth = CredentialHeaders(self.credentials)
         status, answer = self._call("POST", "/uapi/hashkey", name="hashkey", headers=headers, json=data, auth=auth)
         hash_value = answer.get("HASH")
@@ -455,15 +465,23 @@ class KoreaInvestment:
     get_ipo_status = staticmethod(ipo.get_ipo_status)
     format_number = staticmethod(ipo.format_number)
 
+    def fetch_domestic_quote(self, symbol: str) -> DomesticQuote:
+        """The product info of a Korean symbol and its price from the endpoint its class needs.
+
+        ETFs and ETNs have their own price endpoint; everything else is priced
+        as a stock.  :meth:`fetch_price` and ``kis-token price`` both use this.
+        """
+        info = self.fetch_stock_info(symbol, "KR")
+        output = info.get("output")
+        product_class = output.get("prdt_clsf_name") if isinstance(output, dict) else None
+        is_etf = product_class in ETF_CLASS_NAMES
+        price = (self.fetch_etf_domestic_price if is_etf else self.fetch_domestic_price)("J", symbol)
+        return DomesticQuote(info=info, price=price, is_etf=is_etf)
+
     def fetch_price(self, symbol: str, market: str = "KR") -> dict[str, Any]:
         """Current price: Korean stocks and ETFs (``KR``) or US stocks (``US``)."""
         if market in ("KR", "KRX"):
-            info = self.fetch_stock_info(symbol, market)
-            output = info.get("output")
-            product_class = output.get("prdt_clsf_name") if isinstance(output, dict) else None
-            if product_class in ETF_CLASS_NAMES:
-                return self.fetch_etf_domestic_price("J", symbol)
-            return self.fetch_domestic_price("J", symbol)
+            return self.fetch_domestic_quote(symbol).price
         if market == "US":
             return self.fetch_price_detail_oversea(symbol, market)
         raise ConfigurationError(f"market must be 'KR' or 'US', got {market!r}")
@@ -474,18 +492,12 @@ def _require_text(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be a non-empty string")
 
 
-def _resolve_base_url(base_url: str | None, mock: bool) -> str:
+def resolve_base_url(base_url: str | None, mock: bool) -> str:
+    """The host to call: ``base_url``, else ``$KOREA_INVESTMENT_BASE_URL``, else KIS's real or mock host."""
     chosen = base_url or os.environ.get(ENV_BASE_URL) or (MOCK_BASE_URL if mock else REAL_BASE_URL)
     if not chosen.startswith(("https://", "http://")):
         raise ConfigurationError(f"base_url must start with https:// or http://, got {chosen!r}")
     return chosen.rstrip("/")
-
-
-def _resolve_timeout(timeout: Timeout) -> tuple[float, float]:
-    pair = (timeout, timeout) if isinstance(timeout, int | float) else tuple(timeout)
-    if len(pair) != 2 or not all(isinstance(t, int | float) and t > 0 for t in pair):
-        raise ConfigurationError(f"timeout must be positive seconds or a (connect, read) pair, got {timeout!r}")
-    return (float(pair[0]), float(pair[1]))
 
 
 def _codes_for(table: dict[str, tuple[str, ...]], market: str) -> tuple[str, ...]:

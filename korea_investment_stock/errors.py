@@ -1,8 +1,35 @@
-"""One small exception hierarchy, rooted at :class:`KoreaInvestmentError`.
+"""Every exception this library raises, in one tree rooted at :class:`KoreaInvestmentError`.
 
-Callers catch the root to handle "anything from this library"; the subclasses say
-what went wrong and whether retrying can help.  No message ever carries an app
-secret, a token or a password.
+Callers catch the root to handle "anything from this library"; the subclasses
+say what went wrong and whether retrying can help.  Where a builtin already
+means the same thing, the class is one too, so generic handlers keep working.
+No message ever carries an app secret, a token or a password.
+
+The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
+
+    KoreaInvestmentError
+    ├── ConfigurationError [ValueError]      bad arguments or variables: fix, do not retry
+    ├── TokenError
+    │   ├── TokenIssueError                  tokenP/revokeP failed (.code, .status)
+    │   │   ├── TokenRateLimitedError        EGW00133 until the issue deadline
+    │   │   └── InvalidCredentialsError      EGW00103/EGW00105: never retried
+    │   ├── TokenWaitTimeout [TimeoutError]  a peer's issuance took longer than the wait bound
+    │   ├── NoTokenError                     nothing stored (``kis-token token status/revoke``)
+    │   └── LeaseLost (internal)             the lease expired mid-issuance: read and acquire again
+    ├── StorageError                         the token store could not be read or written
+    │   ├── StorageUnavailableError [ConnectionError]   unreachable now: ridden out, then raised
+    │   ├── UnreadableKeyError               a key of ours holds something else: read as no token
+    │   └── Uncoordinated (internal)         no lock file possible here: coordinate this process only
+    ├── KISAPIError                          a REST call failed (.msg_cd, .msg1, .status)
+    │   ├── RateLimitExceededError           EGW00201 after bounded retries
+    │   ├── KISConnectionError               no connection or no answer within the timeout
+    │   └── SymbolNotFoundError              KIS answered with no data for the symbol
+    ├── MasterFileError [ValueError]         a master file download or archive was refused
+    │   └── MasterCacheUnavailable (internal)   no cache directory: download into memory instead
+    └── UnsafePathError (internal)           a path we would use is not safe to use
+        ├── UnsafeDirectory                  another user's, or writable by group or others
+        ├── UnsafeLockFile                   a symlink, not a regular file, or not ours
+        └── LockFileUnavailable              cannot be created here (read-only disk, ...)
 """
 
 from __future__ import annotations
@@ -16,6 +43,7 @@ class ConfigurationError(KoreaInvestmentError, ValueError):
     """Bad arguments or environment variables; fix the configuration, do not retry."""
 
 
+# ---------------------------------------------------------------------------------------- tokens
 class TokenError(KoreaInvestmentError):
     """Getting, storing or waiting for an access token failed."""
 
@@ -48,13 +76,23 @@ class InvalidCredentialsError(TokenIssueError):
     """
 
 
-class TokenWaitTimeout(TokenError):
+class TokenWaitTimeout(TokenError, TimeoutError):
     """Waited for another thread, process or server to issue a token, and gave up.
 
     Every wait in this library is finite; this is what the end of one looks like.
+    Also a builtin :class:`TimeoutError`, so generic timeout handling catches it.
     """
 
 
+class NoTokenError(TokenError):
+    """No token is stored for these credentials (``kis-token token status`` / ``token revoke``)."""
+
+
+class LeaseLost(TokenError):
+    """Internal: the issuance lease was lost mid-issuance; go back to reading and acquiring."""
+
+
+# --------------------------------------------------------------------------------------- storage
 class StorageError(KoreaInvestmentError):
     """The token store could not be read or written."""
 
@@ -67,6 +105,19 @@ class StorageUnavailableError(StorageError, ConnectionError):
     """
 
 
+class UnreadableKeyError(StorageError):
+    """A key under our names holds another Redis type, or bytes that do not decode.
+
+    Not a token, so readers treat it as none and the next save replaces it,
+    instead of every caller failing until an operator deletes it.
+    """
+
+
+class Uncoordinated(StorageError):
+    """Internal: the lock file or directory cannot exist here; coordinate this process only."""
+
+
+# ------------------------------------------------------------------------------------------ REST
 class KISAPIError(KoreaInvestmentError):
     """A REST call failed in a way the caller cannot treat as data.
 
@@ -95,6 +146,11 @@ class KISConnectionError(KISAPIError):
     """The KIS host could not be reached, or did not answer within the timeout."""
 
 
+class SymbolNotFoundError(KISAPIError):
+    """KIS answered, but with no data for the symbol."""
+
+
+# ---------------------------------------------------------------------------------- master files
 class MasterFileError(KoreaInvestmentError, ValueError):
     """A symbol master file could not be downloaded, or is not what KIS publishes.
 
@@ -104,18 +160,53 @@ class MasterFileError(KoreaInvestmentError, ValueError):
     """
 
 
+class MasterCacheUnavailable(MasterFileError):
+    """Internal: the master-file cache directory cannot be used; download into memory instead."""
+
+
+# ------------------------------------------------------------------------------------ file paths
+class UnsafePathError(KoreaInvestmentError):
+    """Internal: a path the token store or the master cache would use is not safe to use.
+
+    The callers turn it into a :class:`StorageError` or a :class:`MasterFileError`
+    that says what to fix.
+    """
+
+
+class UnsafeDirectory(UnsafePathError):
+    """A directory we would keep tokens or caches in belongs to someone else or is writable by others."""
+
+
+class UnsafeLockFile(UnsafePathError):
+    """What sits at the lock file's path must not be used: a symlink, not a regular file, not ours."""
+
+
+class LockFileUnavailable(UnsafePathError):
+    """The lock file cannot be created here (read-only disk, missing or foreign directory)."""
+
+
 __all__ = [
     "ConfigurationError",
     "InvalidCredentialsError",
     "KISAPIError",
     "KISConnectionError",
     "KoreaInvestmentError",
+    "LeaseLost",
+    "LockFileUnavailable",
+    "MasterCacheUnavailable",
     "MasterFileError",
+    "NoTokenError",
     "RateLimitExceededError",
     "StorageError",
     "StorageUnavailableError",
+    "SymbolNotFoundError",
     "TokenError",
     "TokenIssueError",
     "TokenRateLimitedError",
     "TokenWaitTimeout",
+    "Uncoordinated",
+    "UnreadableKeyError",
+    "UnsafeDirectory",
+    "UnsafeLockFile",
+    "UnsafePathError",
 ]

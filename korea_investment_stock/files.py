@@ -14,21 +14,11 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import LockFileUnavailable, UnsafeDirectory, UnsafeLockFile
+
 #: ``os.open`` failures that mean "this cannot be created here" (a read-only or full disk,
 #: a directory we may not write), as opposed to something wrong with what is there.
 UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOSPC, errno.EDQUOT})
-
-
-class UnsafeDirectory(Exception):
-    """A directory we would keep tokens or caches in belongs to someone else or is writable by others."""
-
-
-class UnsafeLockFile(Exception):
-    """What sits at the lock file's path must not be used: a symlink, not a regular file, not ours."""
-
-
-class LockFileUnavailable(Exception):
-    """The lock file cannot be created here (read-only disk, missing or foreign directory)."""
 
 
 def create_lock_file(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The command line, run as a subprocess against the fake KIS server; plus the admin helpers in-process.
+"""The command line, run as a subprocess against the fake KIS server; plus its helpers in-process.
 
 Every run is checked for leaks: neither the app secret, nor any token the fake
 ever issued, nor a Redis password may appear in stdout or stderr.
@@ -22,13 +22,16 @@ import pytest
 import requests
 
 import korea_investment_stock
-from korea_investment_stock import admin
-from korea_investment_stock.cli import EXIT_FAILED, EXIT_NO_TOKEN, EXIT_OK, EXIT_USAGE, build_parser
+from korea_investment_stock.cli import EXIT_FAILED, EXIT_NO_TOKEN, EXIT_OK, EXIT_USAGE, build_parser, tokens
+from korea_investment_stock.cli.environment import EnvironmentCredentials
+from korea_investment_stock.redaction import redact_url
 from korea_investment_stock.testing import FakeKIS
 from korea_investment_stock.testing.market import domestic_price, etf_price, overseas_price_detail
+from korea_investment_stock.token.credentials import Credentials
 from korea_investment_stock.token.file import FileTokenStorage
 from korea_investment_stock.token.issuer import TokenIssuer
 from korea_investment_stock.token.record import TokenRecord, credential_fingerprint, format_kst, mask_token
+from korea_investment_stock.token.status import TokenState
 
 from .redis_fixtures import password_redis, redis_prefix, redis_server_url, redis_url  # noqa: F401
 
@@ -456,7 +459,7 @@ def test_unreachable_redis_is_a_failure_not_a_traceback(fake_kis: FakeKIS, token
     assert any(ln.startswith("ok") and "kis host" in ln for ln in health.stdout.splitlines())
 
 
-# ------------------------------------------------------------------------------- admin, in-process
+# --------------------------------------------------------------------------------- helpers, in-process
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
@@ -470,43 +473,44 @@ def test_unreachable_redis_is_a_failure_not_a_traceback(fake_kis: FakeKIS, token
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
-    assert admin.redact_url(url) == expected
-    assert "hunter2" not in admin.redact_url(url)
-    assert admin.redact_url("redis://cache:6379/0", has_password=True) == "redis://:***@cache:6379/0"
+    assert redact_url(url) == expected
+    assert "hunter2" not in redact_url(url)
+    assert redact_url("redis://cache:6379/0", has_password=True) == "redis://:***@cache:6379/0"
 
 
 def test_status_states(fake_kis: FakeKIS, token_file: Path) -> None:
     storage = FileTokenStorage(token_file)
-    creds = admin.Credentials(fake_kis.app_key, fake_kis.app_secret)
-    assert admin.token_status(storage, creds).state == "missing"
+    creds = Credentials(fake_kis.app_key, fake_kis.app_secret)
+    assert storage.status(creds.api_key, creds.secret()).state is TokenState.MISSING
     for lifetime, state in ((3600, "fresh"), (60, "stale"), (-60, "expired")):
         body = {
             "access_token": f"eyJ.{state}-token-0123.sig",
             "access_token_token_expired": format_kst(time.time() + lifetime),
         }
         storage.save_token(
-            TokenRecord.from_issue_response(body, creds.api_key, creds.api_secret).to_legacy_dict(creds.api_secret)
+            TokenRecord.from_issue_response(body, creds.api_key, creds.secret()).to_legacy_dict(creds.secret())
         )
-        status = admin.token_status(storage, creds)
-        assert status.state == state and status.usable is (state != "expired")
+        status = storage.status(creds.api_key, creds.secret())
+        assert status.state is TokenState(state) and status.usable is (state != "expired")
+        assert status.to_dict()["state"] == state and status.fingerprint == creds.fingerprint[:12]
         assert status.token == mask_token(f"eyJ.{state}-token-0123.sig")
 
 
 def test_credentials_from_env_name_what_is_missing() -> None:
     with pytest.raises(korea_investment_stock.ConfigurationError, match="KOREA_INVESTMENT_API_SECRET"):
-        admin.Credentials.from_env({"KOREA_INVESTMENT_API_KEY": "k" * 36})
-    creds = admin.Credentials.from_env({"KOREA_INVESTMENT_API_KEY": "k" * 36}, need_secret=False)
-    assert creds.fingerprint == "" and "secret" not in repr(creds).replace("api_secret", "")
-    full = admin.Credentials.from_env(
+        EnvironmentCredentials.from_env({"KOREA_INVESTMENT_API_KEY": "k" * 36})
+    creds = EnvironmentCredentials.from_env({"KOREA_INVESTMENT_API_KEY": "k" * 36}, need_secret=False)
+    assert creds.api_secret == "" and "secret" not in repr(creds).replace("api_secret", "")
+    full = EnvironmentCredentials.from_env(
         {"KOREA_INVESTMENT_API_KEY": "k" * 36, "KOREA_INVESTMENT_API_SECRET": "s3cr3t" * 10}
     )
-    assert "s3cr3t" not in repr(full) and len(full.fingerprint) == 12
+    assert "s3cr3t" not in repr(full) and "s3cr3t" not in repr(full.credentials)
 
 
 def test_forced_refresh_keeps_the_old_token_readable_meanwhile(fake_kis_factory: Any, token_file: Path) -> None:
     kis = fake_kis_factory(issue_window=0, same_token_window=0)  # every tokenP mints a new token
     storage = FileTokenStorage(token_file)
-    creds = admin.Credentials(kis.app_key, kis.app_secret)
+    creds = Credentials(kis.app_key, kis.app_secret)
     entered, release = threading.Event(), threading.Event()
 
     class HeldIssuer:
@@ -519,9 +523,11 @@ def test_forced_refresh_keeps_the_old_token_readable_meanwhile(fake_kis_factory:
 
     with requests.Session() as http:
         real = TokenIssuer(http, kis.url, kis.app_key, kis.app_secret)
-        first, _ = admin.force_reissue(storage, kis.app_key, kis.app_secret, real)
-        outcome: list[admin.RefreshResult] = []
-        worker = threading.Thread(target=lambda: outcome.append(admin.refresh_token(storage, creds, HeldIssuer())))
+        tokens.refresh_token(storage, creds, real)
+        first = storage.stored_record(kis.app_key, kis.app_secret)
+        assert first is not None
+        outcome: list[tokens.RefreshResult] = []
+        worker = threading.Thread(target=lambda: outcome.append(tokens.refresh_token(storage, creds, HeldIssuer())))
         worker.start()
         try:
             assert entered.wait(30)  # the refresh holds the lock and is inside tokenP
@@ -539,7 +545,7 @@ def test_forced_refresh_keeps_the_old_token_readable_meanwhile(fake_kis_factory:
 
 def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, token_file: Path) -> None:
     kis = fake_kis_factory(issue_window=0, same_token_window=0)
-    creds = admin.Credentials(kis.app_key, kis.app_secret)
+    creds = Credentials(kis.app_key, kis.app_secret)
     peer = Cli(kis, token_file)
 
     class PeerRefreshesFirst(FileTokenStorage):
@@ -553,8 +559,8 @@ def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, t
     peer_done: list[Result] = []
     with requests.Session() as http:
         issuer = TokenIssuer(http, kis.url, kis.app_key, kis.app_secret)
-        admin.force_reissue(FileTokenStorage(token_file), kis.app_key, kis.app_secret, issuer)
-        result = admin.refresh_token(PeerRefreshesFirst(token_file), creds, issuer)
+        tokens.refresh_token(FileTokenStorage(token_file), creds, issuer)
+        result = tokens.refresh_token(PeerRefreshesFirst(token_file), creds, issuer)
     assert peer_done[0].code == 0, peer_done[0].stderr
     assert result.issued_by_peer is True
     assert kis.stats.tokenp_requests == 2  # ours and the peer's; not a third

@@ -44,11 +44,8 @@ from typing import Any, TypeAlias
 import requests
 from filelock import FileLock, Timeout
 
-from ..errors import MasterFileError
+from ..errors import LockFileUnavailable, MasterCacheUnavailable, MasterFileError, UnsafeDirectory, UnsafeLockFile
 from ..files import (
-    LockFileUnavailable,
-    UnsafeDirectory,
-    UnsafeLockFile,
     check_private_directory,
     create_lock_file,
     fsync_directory,
@@ -563,7 +560,7 @@ class MasterFiles:
                 return frame
         try:
             lock = self._lock_for(self.cache_dir / f"{layout.file_name}.lock")
-        except _NoCache as exc:
+        except MasterCacheUnavailable as exc:
             logger.warning("cannot use the master cache %s (%s); downloading without it", self.cache_dir, exc)
             return self._download(pd, layout)[1]
         with self._held(lock, layout):
@@ -660,7 +657,7 @@ class MasterFiles:
             self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             check_private_directory(self.cache_dir, ENV_MASTER_CACHE_DIR)
         except OSError as exc:
-            raise _NoCache(exc.strerror or str(exc)) from None
+            raise MasterCacheUnavailable(exc.strerror or str(exc)) from None
         except UnsafeDirectory as exc:
             raise MasterFileError(f"refusing the master-file cache: {exc}") from None
         _create_lock_file(path)
@@ -673,16 +670,12 @@ class MasterFiles:
             return lock
 
 
-class _NoCache(MasterFileError):
-    """Internal: the cache directory cannot be created or written here (read-only disk)."""
-
-
 def _create_lock_file(path: Path) -> None:
     """Create the lock file safely (see :func:`~..files.create_lock_file`), in this module's errors."""
     try:
         create_lock_file(path)
     except LockFileUnavailable as exc:
-        raise _NoCache(str(exc)) from None
+        raise MasterCacheUnavailable(str(exc)) from None
     except UnsafeLockFile as exc:
         raise MasterFileError(str(exc)) from None
 

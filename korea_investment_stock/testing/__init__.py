@@ -22,10 +22,13 @@ To run it as a separate process: ``python -m korea_investment_stock.testing``
 (prints one JSON line with ``url``, ``app_key``, ``app_secret``), then drive it
 through ``GET /__fake__/stats`` and ``POST /__fake__/control``.
 
+``percentile`` is the one nearest-rank quantile the bench and stress figures use.
+
 This package uses the standard library only (pytest only in the plugin).
 """
 
 from .server import FakeKIS
 from .state import KST, FakeKISStats, TokenFault
+from .stats import percentile
 
-__all__ = ["KST", "FakeKIS", "FakeKISStats", "TokenFault"]
+__all__ = ["KST", "FakeKIS", "FakeKISStats", "TokenFault", "percentile"]

@@ -35,11 +35,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..errors import StorageError, TokenWaitTimeout
+from ..errors import LockFileUnavailable, StorageError, TokenWaitTimeout, Uncoordinated, UnsafeDirectory, UnsafeLockFile
 from ..files import (
-    LockFileUnavailable,
-    UnsafeDirectory,
-    UnsafeLockFile,
     check_private_directory,
     create_lock_file,
     fsync_directory,
@@ -48,7 +45,8 @@ from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
 from .record import TokenRecord, key_id
-from .storage import TokenStorage, key_lock
+from .status import StorageDescription, StorageHealth
+from .storage import RecordTokenStorage, key_lock
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ def default_token_path() -> Path:
     return Path(configured or DEFAULT_TOKEN_FILE).expanduser()
 
 
-class FileTokenStorage(TokenStorage):
+class FileTokenStorage(RecordTokenStorage):
     """Tokens in one JSON file, shared safely by every process on this host.
 
     Args:
@@ -123,7 +121,6 @@ class FileTokenStorage(TokenStorage):
         self._directory_checked = False
         # Tokens this process could not write to disk, shared with other instances on this file.
         self._memory: dict[str, TokenRecord] = _UNSAVED.setdefault(real_path, {})
-        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FileTokenStorage(file_path={str(self.file_path)!r})"
@@ -162,20 +159,27 @@ class FileTokenStorage(TokenStorage):
         with self._locked():
             return self._store(record)
 
-    def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
-        """The stored token for this key and secret, in the 0.6.x shape; None when missing or expired."""
-        credentials = Credentials(api_key, api_secret)
-        del api_secret
-        record = self._read_record(credentials)
-        if record is None or record.seconds_left() <= 0:
-            return None  # 0.6.1 callers test `if storage.load_token(...)`: an expired token is none
-        return record.to_legacy_dict(credentials.secret())
+    def describe(self) -> StorageDescription:
+        """``file`` and the token file's path."""
+        return StorageDescription("file", str(self.file_path))
 
-    def check_token_valid(self, api_key: str, api_secret: str) -> bool:
-        """True when a token for this key and secret has more than the refresh margin left."""
-        credentials = Credentials(api_key, api_secret)
-        del api_secret
-        return self._valid_record(credentials) is not None
+    def health_check(self) -> StorageHealth:
+        """Time one read of the token file, and check that its directory can be written."""
+        location = str(self.file_path)
+        started = time.perf_counter()
+        snapshot = self._read_file()
+        rtt = (time.perf_counter() - started) * 1000.0
+        probe_dir = self.file_path.parent
+        while not probe_dir.exists() and probe_dir != probe_dir.parent:
+            probe_dir = probe_dir.parent  # the directory is created on first save, inside this one
+        if not os.access(probe_dir, os.W_OK | os.X_OK):
+            return StorageHealth(False, rtt, location, error=f"directory {probe_dir} is not writable")
+        if snapshot.problem:
+            return StorageHealth(False, rtt, location, error=snapshot.problem)
+        if not self.file_path.exists():
+            return StorageHealth(True, rtt, location, detail="no token file yet (created on first issuance)")
+        count = len(snapshot.records)
+        return StorageHealth(True, rtt, location, detail=f"readable, {count} app key{'s' if count != 1 else ''}")
 
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         """Remove this app key's entry; other keys' entries stay."""
@@ -215,7 +219,7 @@ class FileTokenStorage(TokenStorage):
                 f"waited {self.wait_timeout:.0f}s for the lock {self.lock_path}; "
                 "retry, or look for a process stuck while holding it"
             ) from None
-        except _Uncoordinated as exc:
+        except Uncoordinated as exc:
             self._warn_once("lock", "cannot use the lock file %s (%s)", self.lock_path, exc)
             return contextlib.nullcontext()
 
@@ -224,13 +228,13 @@ class FileTokenStorage(TokenStorage):
 
         We create the file ourselves (``O_NOFOLLOW``, no ``O_TRUNC``, 0600)
         before filelock opens it, so a symlink planted at the path can neither
-        redirect the lock nor truncate its target.  :class:`_Uncoordinated`
+        redirect the lock nor truncate its target.  :class:`Uncoordinated`
         when the file cannot be created at all (read-only disk).
         """
         try:
             create_lock_file(path)
         except LockFileUnavailable as exc:
-            raise _Uncoordinated(str(exc)) from None
+            raise Uncoordinated(str(exc)) from None
         except UnsafeLockFile as exc:
             raise StorageError(str(exc)) from None
         return self._lock_for(path)
@@ -287,7 +291,7 @@ class FileTokenStorage(TokenStorage):
     def _ensure_directory(self) -> None:
         """Create the token directory (0700) if needed, and refuse one that others can write to.
 
-        :class:`_Uncoordinated` when it cannot be created: the caller falls back
+        :class:`Uncoordinated` when it cannot be created: the caller falls back
         to this process only, as on a read-only disk.
         """
         directory = self.file_path.parent
@@ -297,7 +301,7 @@ class FileTokenStorage(TokenStorage):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             if not directory.is_dir():
-                raise _Uncoordinated(f"cannot create the token directory {directory}: {exc.strerror or exc}") from None
+                raise Uncoordinated(f"cannot create the token directory {directory}: {exc.strerror or exc}") from None
         self._check_directory_once()
 
     def _check_directory_once(self) -> None:
@@ -306,7 +310,7 @@ class FileTokenStorage(TokenStorage):
             return
         try:
             check_directory(self.file_path.parent)  # a directory replaced later is checked on the slow path
-        except _Uncoordinated:
+        except Uncoordinated:
             return
         self._directory_checked = True
 
@@ -415,19 +419,8 @@ class FileTokenStorage(TokenStorage):
             if temp_path is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temp_path)
-        self._warned.discard("write")
+        self._problem_solved("write")
         return True
-
-    def _warn_once(self, topic: str, message: str, *args: Any) -> None:
-        """Warn once per problem per instance, so a fast path does not flood the log."""
-        if topic in self._warned:
-            return
-        self._warned.add(topic)
-        logger.warning(message, *args)
-
-
-class _Uncoordinated(StorageError):
-    """Internal: the lock file or directory cannot exist here; coordinate this process only."""
 
 
 def check_directory(directory: Path) -> None:
@@ -435,7 +428,7 @@ def check_directory(directory: Path) -> None:
     try:
         check_private_directory(directory, ENV_TOKEN_FILE)
     except OSError as exc:
-        raise _Uncoordinated(f"cannot inspect the token directory {directory}: {exc.strerror or exc}") from None
+        raise Uncoordinated(f"cannot inspect the token directory {directory}: {exc.strerror or exc}") from None
     except UnsafeDirectory as exc:
         raise StorageError(f"refusing the token directory: {exc}") from None
 
@@ -459,7 +452,7 @@ class FileLease(IssuanceLease):
         try:
             storage._ensure_directory()
             lock = storage._safe_lock(path)
-        except _Uncoordinated as exc:
+        except Uncoordinated as exc:
             storage._warn_once("lock", "cannot use the lock file %s (%s); only this process is coordinated", path, exc)
             self.taken = True
             return Acquired.HELD

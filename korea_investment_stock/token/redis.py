@@ -65,12 +65,15 @@ from typing import Any, Self
 from ..errors import (
     ConfigurationError,
     InvalidCredentialsError,
+    LeaseLost,
     StorageError,
     StorageUnavailableError,
     TokenIssueError,
     TokenRateLimitedError,
     TokenWaitTimeout,
+    UnreadableKeyError,
 )
+from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
@@ -81,7 +84,6 @@ from .redis_connect import (
     ENV_REDIS_KEY_PREFIX,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
-    UnreadableKeyError,
     connect,
     describe_client,
     import_redis,
@@ -89,7 +91,8 @@ from .redis_connect import (
     text,
     translated_errors,
 )
-from .storage import LeaseLost, TokenStorage, check_seconds
+from .status import StorageDescription, StorageHealth
+from .storage import RecordTokenStorage
 
 logger = logging.getLogger(__name__)
 
@@ -157,17 +160,11 @@ class RedisKeys:
         return f"{self.token}:failed:{fingerprint[:MARKER_ID_CHARS]}"
 
 
-@dataclass(frozen=True)
-class RedisHealth:
-    """What :meth:`RedisTokenStorage.health_check` found; ``location`` is redacted."""
-
-    reachable: bool
-    round_trip_ms: float | None
-    location: str
-    error: str | None = None
+#: What :meth:`RedisTokenStorage.health_check` returns (the stores share one type).
+RedisHealth = StorageHealth
 
 
-class RedisTokenStorage(TokenStorage):
+class RedisTokenStorage(RecordTokenStorage):
     """Tokens in Redis, one hash per app key, shared by every process that can reach it.
 
     Args:
@@ -226,7 +223,6 @@ class RedisTokenStorage(TokenStorage):
             self._scope = ("redis", target.location, key_prefix)
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
-        self._warned: set[str] = set()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
@@ -256,35 +252,24 @@ class RedisTokenStorage(TokenStorage):
         """The Redis names this store uses for ``api_key`` (for operators and tests)."""
         return RedisKeys.for_api_key(self.key_prefix, api_key)
 
-    def health_check(self) -> RedisHealth:
+    def describe(self) -> StorageDescription:
+        """``redis`` and the redacted location with the key prefix."""
+        return StorageDescription("redis", f"{self.location} (prefix {self.key_prefix})")
+
+    def health_check(self) -> StorageHealth:
         """PING the server: reachability and round-trip time, never raising for an outage."""
         started = time.perf_counter()
         try:
             self._call("checking health", self._client.ping)
         except StorageError as exc:
-            return RedisHealth(reachable=False, round_trip_ms=None, location=self.location, error=str(exc))
-        return RedisHealth(reachable=True, round_trip_ms=(time.perf_counter() - started) * 1000, location=self.location)
+            return StorageHealth(reachable=False, round_trip_ms=None, location=self.location, error=str(exc))
+        rtt = (time.perf_counter() - started) * 1000
+        return StorageHealth(reachable=True, round_trip_ms=rtt, location=self.location, detail="reachable (PING)")
 
     # ------------------------------------------------------------------ 0.6.x API
     def save_token(self, token_data: dict[str, Any]) -> bool:
         """Store a 0.6.x-shaped token dict (without its secret); False if a newer token is kept."""
         return self._store(TokenRecord.from_legacy_dict(token_data))
-
-    def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
-        """The stored token for this key and secret, in the 0.6.x shape (None when missing or expired), in one
-        round trip."""
-        credentials = Credentials(api_key, api_secret)
-        del api_secret
-        record = self._read_record(credentials)
-        if record is None or record.seconds_left() <= 0:
-            return None  # 0.6.1 callers test `if storage.load_token(...)`: an expired token is none
-        return record.to_legacy_dict(credentials.secret())
-
-    def check_token_valid(self, api_key: str, api_secret: str) -> bool:
-        """True when a token for this key and secret has more than the refresh margin left (one round trip)."""
-        credentials = Credentials(api_key, api_secret)
-        del api_secret
-        return self._valid_record(credentials) is not None
 
     def delete_token(self, api_key: str, api_secret: str) -> bool:
         """Delete this app key's token; True when one was stored."""
@@ -345,12 +330,6 @@ class RedisTokenStorage(TokenStorage):
         """Run one redis-py call with its errors translated and redacted."""
         with translated_errors(self.location, action, self._secrets):
             return fn(*args, **kwargs)
-
-    def _warn_once(self, topic: str, message: str, *args: Any) -> None:
-        if topic in self._warned:
-            return
-        self._warned.add(topic)
-        logger.warning(message, *args)
 
 
 class LockingRedisTokenStorage(RedisTokenStorage):

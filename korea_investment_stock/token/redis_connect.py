@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from ..errors import ConfigurationError, StorageError, StorageUnavailableError
+from ..errors import ConfigurationError, StorageError, StorageUnavailableError, UnreadableKeyError
+from ..redaction import scrub, userinfo
 
 ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
 ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
@@ -45,7 +46,6 @@ _SCHEMES = ("redis", "rediss", "unix")
 _TRANSIENT_REPLIES = ("MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 #: redis-py turns most of those codes into classes and drops the code from the text.
 _TRANSIENT_ERROR_CLASSES = frozenset({"MasterDownError", "ClusterDownError", "TryAgainError"})
-_REDACTED = "***"
 
 
 def import_redis() -> Any:
@@ -95,7 +95,7 @@ def resolve_target(redis_url: str, password: str | None, environ: Mapping[str, s
     clean_query = urlencode([(k, v) for k, v in query if k != "password"])
     clean_url = f"{scheme}://{netloc}{parts.path}" + (f"?{clean_query}" if clean_query else "")
 
-    credentials = f"{username or ''}:{_REDACTED}@" if effective else (f"{username}@" if username else "")
+    credentials = userinfo(username, bool(effective))
     db = next((v for k, v in query if k == "db"), None)
     if scheme == "unix":
         location = f"unix://{credentials}{parts.path}?db={db or 0}"
@@ -168,7 +168,7 @@ def describe_client(client: Any) -> tuple[str, list[str]]:
     password = kwargs.get("password")
     secrets = [password] if isinstance(password, str) and password else []
     username = kwargs.get("username")
-    credentials = f"{username or ''}:{_REDACTED}@" if secrets else (f"{username}@" if username else "")
+    credentials = userinfo(username, bool(secrets))
     db = kwargs.get("db", 0)
     service = getattr(pool, "service_name", None)
     if isinstance(service, str):
@@ -185,22 +185,6 @@ def describe_client(client: Any) -> tuple[str, list[str]]:
         host, port = getattr(node, "host", "?"), getattr(node, "port", "?")
         return f"redis-cluster://{credentials}{host}:{port}", secrets
     return f"<{type(client).__name__}>", secrets
-
-
-class UnreadableKeyError(StorageError):
-    """A key under our names holds another Redis type, or bytes that do not decode.
-
-    Not a token, so readers treat it as none and the next save replaces it,
-    instead of every caller failing until an operator deletes it.
-    """
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every non-empty secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, _REDACTED)
-    return text
 
 
 @contextlib.contextmanager

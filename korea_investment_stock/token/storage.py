@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import os
 import random
 import threading
@@ -37,11 +36,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from ..errors import ConfigurationError, StorageError, StorageUnavailableError, TokenRateLimitedError
+from ..errors import LeaseLost, StorageError, StorageUnavailableError, TokenRateLimitedError
+from ..validation import check_seconds
 from .credentials import Credentials
 from .flight import Flight, SingleFlight
 from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
 from .record import DEFAULT_REFRESH_MARGIN, TokenRecord, key_id
+from .status import Refreshed, StorageDescription, StorageHealth, TokenStatus
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,6 @@ IssueFn = Callable[[], TokenRecord]
 R = TypeVar("R")
 
 _FLIGHTS: SingleFlight[TokenRecord] = SingleFlight()
-
-
-class LeaseLost(Exception):
-    """Internal: the lease was lost mid-issuance; go back to reading and acquiring."""
 
 
 class TokenStorage(ABC):
@@ -166,6 +163,47 @@ class TokenStorage(ABC):
         credentials = Credentials(api_key, api_secret)
         del api_secret
         return self._read_record(credentials)
+
+    def refresh(self, credentials: Credentials, issue: IssueFn, *, replacing: str | None) -> Refreshed:
+        """Force a new token in place of ``replacing``: the one forced-refresh path.
+
+        Runs the single flight with ``replacing`` marked stale, so many callers
+        refreshing at once make one issuance, and a caller whose view is out of
+        date adopts the token a peer just stored instead of replacing it again.
+        The old token stays readable for everyone else until the new one is
+        stored (it is still valid; deleting it first would only make peers wait).
+        """
+        issued: list[TokenRecord] = []
+
+        def issue_and_note() -> TokenRecord:
+            record = issue()
+            issued.append(record)
+            return record
+
+        record = self.token_for(credentials, issue_and_note, stale=replacing)
+        return Refreshed(record, issued_here=bool(issued) and record is issued[-1])
+
+    # ------------------------------------------------------------------ for tools
+    def describe(self) -> StorageDescription:
+        """Which backend this is and where it keeps tokens; never includes a password."""
+        return StorageDescription(type(self).__name__, type(self).__module__)
+
+    def status(self, api_key: str, api_secret: str, *, now: float | None = None) -> TokenStatus:
+        """What is stored for this key and secret, masked.  Only reads: never calls KIS, never issues."""
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        record = self._read_record(credentials)
+        return TokenStatus.of(record, credentials, self.describe(), self.refresh_margin, now)
+
+    def health_check(self) -> StorageHealth:
+        """Time one read of the store; an outage is reported, not raised."""
+        location = self.describe().location
+        started = time.perf_counter()
+        try:
+            self.load_token("health-check", "health-check")
+        except Exception as exc:
+            return StorageHealth(False, None, location, error=f"{type(exc).__name__}: {exc}")
+        return StorageHealth(True, (time.perf_counter() - started) * 1000.0, location, detail="readable")
 
     def invalidate_token(self, api_key: str, api_secret: str, access_token: str) -> bool:
         """Delete the stored token only if it is still ``access_token``.
@@ -315,6 +353,21 @@ class TokenStorage(ABC):
         record = self._read_record(credentials)
         return record if record is not None and self._usable(record) else None
 
+    def _warn_once(self, topic: str, message: str, *args: Any) -> None:
+        """Warn once per problem per store, so a fast path does not flood the log.
+
+        Logged under the backend's module (``korea_investment_stock.token.file``...),
+        so a handler configured for one backend sees its warnings.
+        """
+        warned: set[str] = self.__dict__.setdefault("_warned_topics", set())
+        if topic not in warned:
+            warned.add(topic)
+            logging.getLogger(type(self).__module__).warning(message, *args)
+
+    def _problem_solved(self, topic: str) -> None:
+        """The problem behind ``topic`` is gone: warn again if it comes back."""
+        self.__dict__.get("_warned_topics", set()).discard(topic)
+
     # ------------------------------------------------------------------ the hooks
     def _flight_scope(self) -> Hashable:
         """What identifies the underlying store, so instances sharing it share a flight."""
@@ -355,6 +408,33 @@ class TokenStorage(ABC):
             if record is None or record.access_token != access_token:
                 return False
             return self.delete_token(credentials.api_key, credentials.secret())
+
+
+class RecordTokenStorage(TokenStorage):
+    """A store that reads :class:`~.record.TokenRecord` values natively (the file and Redis stores).
+
+    Its 0.6.x readers come from :meth:`_read_record`, so every such backend
+    answers ``load_token`` and ``check_token_valid`` by the same rules.
+    """
+
+    @abstractmethod
+    def _read_record(self, credentials: Credentials) -> TokenRecord | None:
+        """The stored record for this credential (valid or not), or None."""
+
+    def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
+        """The stored token for this key and secret, in the 0.6.x shape; None when missing or expired."""
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        record = self._read_record(credentials)
+        if record is None or record.seconds_left() <= 0:
+            return None  # 0.6.1 callers test `if storage.load_token(...)`: an expired token is none
+        return record.to_legacy_dict(credentials.secret())
+
+    def check_token_valid(self, api_key: str, api_secret: str) -> bool:
+        """True when a token for this key and secret has more than the refresh margin left."""
+        credentials = Credentials(api_key, api_secret)
+        del api_secret
+        return self._valid_record(credentials) is not None
 
 
 class _OutageClock:
@@ -557,20 +637,6 @@ def wait_for_pending_saves(timeout: float | None = None) -> bool:
     end of a job that must not leave its token only in memory.
     """
     return _BACKGROUND.wait(timeout)
-
-
-def check_seconds(name: str, value: object, *, positive: bool = False) -> float:
-    """``value`` as float seconds, or :class:`ConfigurationError`.
-
-    Every setting that bounds a wait goes through here: NaN would make every
-    token look expired and infinity would make a wait endless.  ``positive``
-    also refuses 0, for settings that are divided or slept in a loop.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
-        raise ConfigurationError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
-    if positive and value == 0:
-        raise ConfigurationError(f"{name} must be more than 0 seconds, got {value!r}")
-    return float(value)
 
 
 #: Striped locks that make a save and a compare-and-delete of one key exclusive

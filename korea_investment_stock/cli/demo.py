@@ -7,9 +7,9 @@ quotation call; the fake server counts how many tokens were really issued.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -19,13 +19,22 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
-from .testing import FakeKIS
+from ..errors import ConfigurationError
+from ..testing import FakeKIS, percentile
 
 ACCOUNT = "12345678-01"
 SYMBOL = "005930"
 #: Upper bound for the whole demo; workers that pass it report an error.
 WORKER_TIMEOUT = 120.0
+
+
+#: The wait figures the demo prints, by nearest rank.
+_WAIT_QUANTILES = (("p50", 0.50), ("p95", 0.95), ("max", 1.0))
+
+
+def _or_zero(value: float) -> float:
+    """No callers measured (all failed): print 0, the errors line says why."""
+    return 0.0 if math.isnan(value) else value
 
 
 @dataclass
@@ -44,29 +53,18 @@ class DemoResult:
     wall_s: float
     error_samples: list[str] = field(default_factory=list)
 
-    def percentile(self, q: float) -> float:
-        """The ``q`` quantile (0..1) of caller waits in ms, nearest-rank."""
-        if not self.waits_ms:
-            return 0.0
-        ordered = sorted(self.waits_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly summary (no raw per-caller list)."""
         data = asdict(self)
         del data["waits_ms"]
-        data["wait_ms"] = {
-            "p50": round(statistics.median(self.waits_ms), 2) if self.waits_ms else 0.0,
-            "p95": round(self.percentile(0.95), 2),
-            "max": round(max(self.waits_ms, default=0.0), 2),
-        }
+        data["wait_ms"] = {name: round(_or_zero(percentile(self.waits_ms, q)), 2) for name, q in _WAIT_QUANTILES}
         return data
 
 
 def _caller(
     barrier: Barrier, results: list[tuple[str, float, str]], config: dict[str, Any], make_storage: Callable[[], Any]
 ) -> None:
-    from .client import KoreaInvestment
+    from ..client import KoreaInvestment
 
     try:
         storage = make_storage()  # as an application would at start-up, before the stampede
@@ -91,10 +89,10 @@ def _caller(
 
 def _storage_factory(config: dict[str, Any]) -> Callable[[], Any]:
     if config["storage"] == "redis":
-        from .token.redis import LockingRedisTokenStorage
+        from ..token.redis import LockingRedisTokenStorage
 
         return lambda: LockingRedisTokenStorage(config["redis_url"], key_prefix=config["key_prefix"])
-    from .token.file import FileTokenStorage
+    from ..token.file import FileTokenStorage
 
     return lambda: FileTokenStorage(config["token_file"])
 

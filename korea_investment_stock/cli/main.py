@@ -1,46 +1,24 @@
-"""``python -m korea_investment_stock`` (also ``kis-token``): see and manage the shared token.
-
-Commands::
-
-    token status     what the store holds: backend, location, expiry (KST), time left, masked token
-    token refresh    force one single-flight re-issue
-    token revoke     revoke the stored token at KIS and remove it from the store
-    token clear      remove the stored token from the store (KIS is not told)
-    health           storage round trip and KIS host reachability
-    price SYMBOL     the current price of one symbol (--market KR|US)
-    demo             stampede a fake KIS server and count tokenP calls
-
-Credentials come from KOREA_INVESTMENT_API_KEY, KOREA_INVESTMENT_API_SECRET and
-KOREA_INVESTMENT_ACCOUNT_NO; the store from KOREA_INVESTMENT_TOKEN_STORAGE
-(file or redis) and its variables; the host from KOREA_INVESTMENT_BASE_URL,
---base-url or --mock.
-
-Exit status: 0 success; 1 the command ran and failed (KIS refused, storage or
-host unreachable, demo broke its promise); 2 bad usage or configuration;
-3 no (usable) token stored, for ``token status`` and ``token revoke``;
-130 interrupted.  Errors are one line on stderr (and a JSON document on stdout
-with --json).  No command prints the app secret, a full token or a password.
-"""
+"""The ``kis-token`` parser and its commands; :mod:`korea_investment_stock.cli` lists them."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from collections.abc import Sequence
 
-import requests
-
-from . import admin
-from .errors import ConfigurationError, KoreaInvestmentError, StorageError
-from .token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
-from .token.record import mask_token
-from .token.redis_connect import ENV_REDIS_KEY_PREFIX, ENV_REDIS_PASSWORD, ENV_REDIS_URL
-from .token.storage import TokenStorage
+from .. import __version__
+from ..errors import ConfigurationError, KoreaInvestmentError, NoTokenError, StorageError
+from ..token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
+from ..token.record import mask_token
+from ..token.status import StorageHealth, TokenState
+from ..token.storage import TokenStorage
+from ..transport import new_session, probe_host
+from ..validation import check_seconds
+from . import tokens
+from .environment import PLACEHOLDER_ACCOUNT, EnvironmentCredentials, UsageError, known_secrets, storage_for
+from .output import PROG, Output, duration, table
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,116 +26,32 @@ EXIT_USAGE = 2
 EXIT_NO_TOKEN = 3
 EXIT_INTERRUPTED = 130
 
-PROG = "kis-token"
-
-
-class _UsageError(Exception):
-    """Bad command-line input found after parsing (exit 2)."""
-
-
-# -------------------------------------------------------------------------------------------- output
-class _Output:
-    """Prints human text or one JSON document, and errors as one line on stderr."""
-
-    def __init__(self, as_json: bool, secrets: Sequence[str]) -> None:
-        self.as_json = as_json
-        # Longest first, so a secret that contains another is hidden whole.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def scrub(self, text: str) -> str:
-        """Belt and braces: no message reaches the terminal with a known secret in it."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def result(self, command: str, ok: bool, data: Mapping[str, Any], lines: Sequence[str]) -> None:
-        if self.as_json:
-            document = {"command": command, "ok": ok, **data}
-            print(self.scrub(json.dumps(document, ensure_ascii=False)))
-        else:
-            for line in lines:
-                print(self.scrub(line))
-
-    def error(self, command: str, message: str, code: int) -> int:
-        message = self.scrub(" ".join(message.split()))  # one line, whatever the exception said
-        print(f"{PROG} {command}: error: {message}", file=sys.stderr)
-        if self.as_json:
-            print(
-                json.dumps({"command": command, "ok": False, "error": message, "exit_code": code}, ensure_ascii=False)
-            )
-        return code
-
-
-def _known_secrets(environ: Mapping[str, str]) -> list[str]:
-    found = [environ.get(admin.ENV_API_SECRET, ""), environ.get(ENV_REDIS_PASSWORD, "")]
-    url = environ.get(ENV_REDIS_URL, "")
-    if url:
-        try:
-            parts = urlsplit(url)
-            password = parts.password
-            query = parse_qsl(parts.query)
-        except ValueError:
-            password, query = None, []
-        if password:
-            found += [password, unquote(password)]
-        found += [value for key, value in query if key == "password"]
-    return [s.strip() for s in found if s and s.strip()]
+#: How long the health probe waits for the KIS host: (connect, read) seconds.
+HEALTH_TIMEOUT: tuple[float, float] = (3.05, 5.0)
 
 
 # ------------------------------------------------------------------------------------------- helpers
 def _storage(args: argparse.Namespace) -> TokenStorage:
-    """The store from the usual variables; ``--key-prefix`` overrides ``KOREA_INVESTMENT_REDIS_KEY_PREFIX``."""
-    from .token.factory import ENV_STORAGE, storage_from_env
-
-    environ: dict[str, str] = dict(os.environ)
-    try:
-        if args.key_prefix is not None:
-            if (environ.get(ENV_STORAGE) or "file").strip().lower() != "redis":
-                raise _UsageError(f"--key-prefix applies to the redis storage only (set {ENV_STORAGE}=redis)")
-            environ[ENV_REDIS_KEY_PREFIX] = args.key_prefix
-        return storage_from_env(environ)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the redis token storage needs the redis package ({exc.name}): pip install 'korea-investment-stock[redis]'"
-        ) from None
+    return storage_for(args.key_prefix)
 
 
 def _base_url(args: argparse.Namespace) -> str:
-    from .client import _resolve_base_url
+    from ..client import resolve_base_url
 
-    return _resolve_base_url(args.base_url, args.mock)
+    return resolve_base_url(args.base_url, args.mock)
 
 
-def _timeout(args: argparse.Namespace) -> tuple[float, float]:
+def _timeout(args: argparse.Namespace, default: tuple[float, float] = DEFAULT_TOKEN_TIMEOUT) -> tuple[float, float]:
     if args.timeout is None:
-        return DEFAULT_TOKEN_TIMEOUT
-    if args.timeout <= 0:
-        raise _UsageError("--timeout must be a positive number of seconds")
-    return (min(DEFAULT_TOKEN_TIMEOUT[0], args.timeout), args.timeout)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{sign}{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{sign}{minutes}m {secs:02d}s"
-    return f"{sign}{secs}s"
-
-
-def _table(rows: Sequence[tuple[str, object]]) -> list[str]:
-    width = max(len(label) for label, _ in rows) + 2
-    return [f"{label + ':':<{width}}{value}" for label, value in rows]
+        return default
+    read = check_seconds("--timeout", args.timeout, positive=True)
+    return (min(default[0], read), read)
 
 
 # ------------------------------------------------------------------------------------------ commands
-def _token_status(args: argparse.Namespace, out: _Output) -> int:
-    creds = admin.Credentials.from_env()
-    status = admin.token_status(_storage(args), creds)
+def _token_status(args: argparse.Namespace, out: Output) -> int:
+    env = EnvironmentCredentials.from_env()
+    status = _storage(args).status(env.api_key, env.api_secret)
     rows: list[tuple[str, object]] = [
         ("backend", status.backend),
         ("location", status.location),
@@ -166,32 +60,34 @@ def _token_status(args: argparse.Namespace, out: _Output) -> int:
     ]
     if status.present:
         left = status.seconds_left or 0
-        state = {"fresh": "valid", "stale": "valid, inside the refresh margin", "expired": "EXPIRED"}[status.state]
+        state = {
+            TokenState.FRESH: "valid",
+            TokenState.STALE: "valid, inside the refresh margin",
+            TokenState.EXPIRED: "EXPIRED",
+        }[status.state]
         rows += [
             ("token", status.token),
             ("state", state),
             ("expires", f"{status.expires_kst} KST"),
-            ("time left", _duration(left) if left > 0 else f"expired {_duration(-left)} ago"),
+            ("time left", duration(left) if left > 0 else f"expired {duration(-left)} ago"),
             ("stored at", f"{status.issued_kst} KST"),
         ]
     else:
         rows += [("token", "none stored for this app key and secret")]
-    out.result("token status", status.usable, status.to_dict(), _table(rows))
+    out.result("token status", status.usable, status.to_dict(), table(rows))
     return EXIT_OK if status.usable else EXIT_NO_TOKEN
 
 
-def _token_refresh(args: argparse.Namespace, out: _Output) -> int:
-    creds = admin.Credentials.from_env()
+def _token_refresh(args: argparse.Namespace, out: Output) -> int:
+    credentials = EnvironmentCredentials.from_env().credentials
     storage = _storage(args)
     # Say why it waits, if KIS answers EGW00133 (one issuance per minute).
     logging.getLogger("korea_investment_stock.token.storage").setLevel(logging.INFO)
     if args.deadline is not None:
-        if args.deadline < 0:
-            raise _UsageError("--deadline must be >= 0 seconds")
-        storage.issue_deadline = float(args.deadline)
-    with requests.Session() as http:
-        issuer = TokenIssuer(http, _base_url(args), creds.api_key, creds.api_secret, _timeout(args))
-        result = admin.refresh_token(storage, creds, issuer)
+        storage.issue_deadline = check_seconds("--deadline", args.deadline)
+    with new_session(pool_size=1) as http:
+        issuer = TokenIssuer(http, _base_url(args), credentials, timeout=_timeout(args))
+        result = tokens.refresh_token(storage, credentials, issuer)
     if result.issued_by_peer:
         note = "another process refreshed it first; using its token"
     elif result.same_token:
@@ -202,81 +98,93 @@ def _token_refresh(args: argparse.Namespace, out: _Output) -> int:
         ("token", result.token),
         ("previous", result.previous or "none"),
         ("expires", f"{result.expires_kst} KST"),
-        ("time left", _duration(result.seconds_left)),
+        ("time left", duration(result.seconds_left)),
         ("note", note),
     ]
-    out.result("token refresh", True, result.to_dict(), _table(rows))
+    out.result("token refresh", True, result.to_dict(), table(rows))
     return EXIT_OK
 
 
-def _token_revoke(args: argparse.Namespace, out: _Output) -> int:
-    creds = admin.Credentials.from_env()
+def _token_revoke(args: argparse.Namespace, out: Output) -> int:
+    credentials = EnvironmentCredentials.from_env().credentials
     storage = _storage(args)
-    with requests.Session() as http:
-        issuer = TokenIssuer(http, _base_url(args), creds.api_key, creds.api_secret, _timeout(args))
-        result = admin.revoke_token(storage, creds, issuer)
+    with new_session(pool_size=1) as http:
+        issuer = TokenIssuer(http, _base_url(args), credentials, timeout=_timeout(args))
+        result = tokens.revoke_token(storage, credentials, issuer)
     rows = [
         ("revoked", result.token),
         ("at KIS", "already dead" if result.already_dead else "revoked"),
         ("store", "removed" if result.removed else "already replaced by a newer token (kept)"),
         ("note", "other processes get a new token on their next call"),
     ]
-    out.result("token revoke", True, result.to_dict(), _table(rows))
+    out.result("token revoke", True, result.to_dict(), table(rows))
     return EXIT_OK
 
 
-def _token_clear(args: argparse.Namespace, out: _Output) -> int:
-    creds = admin.Credentials.from_env(need_secret=False)
+def _token_clear(args: argparse.Namespace, out: Output) -> int:
+    env = EnvironmentCredentials.from_env(need_secret=False)
     storage = _storage(args)
-    info = admin.describe_storage(storage)
-    removed = admin.clear_token(storage, creds)
+    store = storage.describe()
+    removed = storage.delete_token(env.api_key, env.api_secret)  # KIS is not told
     text = "removed the stored token" if removed else "no token was stored"
     data = {
         "removed": removed,
-        "backend": info.backend,
-        "location": info.location,
-        "app_key": mask_token(creds.api_key),
+        "backend": store.backend,
+        "location": store.location,
+        "app_key": mask_token(env.api_key),
     }
-    out.result("token clear", True, data, [f"{text} for {mask_token(creds.api_key)} ({info.backend}: {info.location})"])
+    out.result("token clear", True, data, [f"{text} for {mask_token(env.api_key)} ({store.backend}: {store.location})"])
     return EXIT_OK
 
 
-def _health(args: argparse.Namespace, out: _Output) -> int:
-    checks: list[admin.Check] = []
+def _health(args: argparse.Namespace, out: Output) -> int:
+    checks: list[dict[str, object]] = []
+    timeout = _timeout(args, HEALTH_TIMEOUT)
     try:
         storage: TokenStorage | None = _storage(args)
     except (ConfigurationError, StorageError) as exc:
+        if isinstance(exc, UsageError):
+            raise
         storage = None
-        checks.append(admin.Check("storage", False, str(exc)))
+        checks.append(_check("storage", StorageHealth(False, None, "", error=str(exc))))
     if storage is not None:
-        checks.append(admin.check_storage(storage))
-    base_url = _base_url(args)
-    timeout = _timeout(args) if args.timeout is not None else admin.HEALTH_TIMEOUT
-    checks.append(admin.check_kis(base_url, timeout))
-    ok = all(check.ok for check in checks)
+        store = storage.describe()
+        checks.append(_check(f"storage ({store.backend})", storage.health_check(), store.location))
+    host = probe_host(_base_url(args), timeout)
+    checks.append({"name": "kis host", "ok": host.reachable, "detail": host.detail, "rtt_ms": host.round_trip_ms})
+    ok = all(check["ok"] for check in checks)
     lines = []
     for check in checks:
-        rtt = f"{check.rtt_ms:.1f} ms" if check.rtt_ms is not None else "-"
-        lines.append(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:<16} {rtt:>10}  {check.detail}")
-    out.result("health", ok, {"checks": [check.to_dict() for check in checks]}, lines)
+        rtt = f"{check['rtt_ms']:.1f} ms" if isinstance(check["rtt_ms"], float) else "-"
+        lines.append(f"{'ok  ' if check['ok'] else 'FAIL'}  {check['name']!s:<16} {rtt:>10}  {check['detail']}")
+    out.result("health", ok, {"checks": checks}, lines)
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _price(args: argparse.Namespace, out: _Output) -> int:
-    from .client import KoreaInvestment
+def _check(name: str, health: StorageHealth, location: str = "") -> dict[str, object]:
+    """One health line for JSON and text: the store's own probe, as it reported itself."""
+    seen = health.detail if health.reachable else health.error or "unreachable"
+    detail = f"{location}: {seen}" if location else seen
+    rtt = round(health.round_trip_ms, 2) if health.round_trip_ms is not None else None
+    return {"name": name, "ok": health.reachable, "detail": detail, "rtt_ms": rtt}
 
-    creds = admin.Credentials.from_env()
+
+def _price(args: argparse.Namespace, out: Output) -> int:
+    from ..client import KoreaInvestment
+    from .price import price_summary
+
+    env = EnvironmentCredentials.from_env()
     storage = _storage(args)
     with KoreaInvestment(
-        creds.api_key,
-        creds.api_secret,
-        creds.acc_no or admin.PLACEHOLDER_ACCOUNT,
+        env.api_key,
+        env.api_secret,
+        env.acc_no or PLACEHOLDER_ACCOUNT,
         mock=args.mock,
         token_storage=storage,
         base_url=args.base_url,
         timeout=_timeout(args),
     ) as client:
-        quote = admin.price_summary(client, args.symbol, args.market)
+        quote = price_summary(client, args.symbol, args.market)
     name = f" {quote['name']}" if quote["name"] else ""
     line = (
         f"{quote['symbol']}{name} ({quote['market']}, {quote['kind']}): {quote['price']} {quote['currency']}  "
@@ -286,11 +194,11 @@ def _price(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
-def _demo(args: argparse.Namespace, out: _Output) -> int:
+def _demo(args: argparse.Namespace, out: Output) -> int:
     from .demo import run_demo
 
     if args.processes < 1 or args.threads < 1:
-        raise _UsageError("--processes and --threads must be at least 1")
+        raise UsageError("--processes and --threads must be at least 1")
 
     def progress(done: int, total: int) -> None:
         if not out.as_json and sys.stderr.isatty():
@@ -358,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         parents=[_common_options(defaults=True)],
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     common = _common_options(defaults=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -406,24 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # urllib3 warns on the one connect retry; the error line (if it fails again) says it all.
+    logging.getLogger("urllib3").setLevel(logging.ERROR if verbosity < 2 else logging.DEBUG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m korea_investment_stock`` and the ``kis-token`` script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    out = _Output(args.json, _known_secrets(os.environ))
+    out = Output(args.json, known_secrets(os.environ))
     _configure_logging(args.verbose)
     try:
+        if args.timeout is not None:  # every command takes it; refuse NaN and infinity before any work
+            check_seconds("--timeout", args.timeout, positive=True)
         return int(args.handler(args, out))
     except KeyboardInterrupt:
         print(f"{PROG} {args.name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _UsageError as exc:
+    except ConfigurationError as exc:  # UsageError too
         return out.error(args.name, str(exc), EXIT_USAGE)
-    except ConfigurationError as exc:
-        return out.error(args.name, str(exc), EXIT_USAGE)
-    except admin.NoTokenError as exc:
+    except NoTokenError as exc:
         return out.error(args.name, str(exc), EXIT_NO_TOKEN)
     except KoreaInvestmentError as exc:
         return out.error(args.name, f"{exc} [{type(exc).__name__}]", EXIT_FAILED)

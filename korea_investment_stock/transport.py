@@ -1,0 +1,164 @@
+"""HTTP to KIS: the session, the one JSON call every request makes, and KIS's answer codes.
+
+Kept out of ``token/`` because the client's REST path, the token calls and the
+master-file downloads all go through it: one place decides the timeouts, the
+connection pool, the retry that is always safe, and how a transport failure
+becomes one of our errors without a header (the app secret) in its traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+import requests
+import requests.adapters
+import requests.auth
+from urllib3.util.retry import Retry
+
+from .errors import ConfigurationError, KISAPIError, TokenIssueError
+
+#: (connect, read) seconds for every KIS call: a dead host fails in about 3 s (6 s with the
+#: one connect retry), a stuck one in 10 s, instead of hanging a worker forever.
+DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
+
+#: Connections one client keeps open to its host.  Threads sharing a client each
+#: hold one while a call is in flight; a smaller pool makes urllib3 discard the
+#: extra ones ("Connection pool is full") and reconnect on the next call.
+DEFAULT_POOL_SIZE = 64
+
+# KIS's codes, named for what they mean (see shared/kis-api.md).
+#: tokenP: one issuance per minute per app key.
+ISSUANCE_LIMIT_CODE = "EGW00133"
+#: REST: more calls in one second than the app key's budget.
+PER_SECOND_LIMIT_CODE = "EGW00201"
+#: REST: the token expired (EGW00123) or is unknown / revoked (EGW00121).
+DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
+#: tokenP: the part of the credentials KIS rejected.
+BAD_CREDENTIAL_CODES = {"EGW00103": "app key", "EGW00105": "app secret"}
+
+#: The error classes :func:`request_json` raises: both take ``(message, status=...)``.
+ErrorClass: TypeAlias = type[TokenIssueError] | type[KISAPIError]
+
+
+def new_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
+    """A session with a pool of ``pool_size`` connections and one safe retry.
+
+    The retry covers connecting only: a request that never reached the host
+    can be sent again whatever its method.  A read error or an error status is
+    never retried here, since KIS may already have acted on the request.
+    """
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ConfigurationError(f"pool_size must be a positive number of connections, got {pool_size!r}")
+    # read=False: a read error is raised as it is (a ReadTimeout, not a wrapped ConnectionError).
+    retry = Retry(total=1, connect=1, read=False, redirect=0, status=0, other=0, raise_on_status=False)
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+    session = requests.Session()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def kis_code(answer: dict[str, Any]) -> str | None:
+    """KIS's code in an answer: ``msg_cd`` on REST, ``error_code`` on the token endpoints."""
+    code = answer.get("msg_cd") or answer.get("error_code")
+    return code if isinstance(code, str) and code else None
+
+
+class AppCredentials(Protocol):
+    """What :class:`CredentialHeaders` needs (a :class:`~.token.credentials.Credentials`)."""
+
+    @property
+    def api_key(self) -> str: ...
+
+    def secret(self) -> str: ...
+
+
+class CredentialHeaders(requests.auth.AuthBase):
+    """Adds ``appkey``/``appsecret`` (and ``authorization``) to a request as ``requests`` sends it.
+
+    The headers dict a caller builds then carries no secret, so neither does
+    any frame's locals when a call fails.
+    """
+
+    def __init__(self, credentials: AppCredentials, authorization: str | None = None) -> None:
+        self._credentials = credentials
+        self._authorization = authorization
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._authorization is not None:
+            request.headers["authorization"] = self._authorization
+        request.headers["appkey"] = self._credentials.api_key
+        request.headers["appsecret"] = self._credentials.secret()
+        return request
+
+    def __repr__(self) -> str:
+        return f"CredentialHeaders({self._credentials!r})"
+
+
+def json_headers(**extra: str) -> dict[str, str]:
+    """The headers every KIS call sends (no credentials: :class:`CredentialHeaders` adds those)."""
+    return {"content-type": "application/json; charset=utf-8", **extra}
+
+
+def request_json(
+    session: requests.Session,
+    method: str,
+    base_url: str,
+    path: str,
+    *,
+    name: str,
+    timeout: tuple[float, float],
+    unreachable: ErrorClass,
+    failed: ErrorClass,
+    **kwargs: Any,
+) -> tuple[int, dict[str, Any]]:
+    """One KIS HTTP call: ``(status, decoded JSON object)``, whatever the status.
+
+    No answer or no connection raises ``unreachable``; an answer that is not a
+    JSON object raises ``failed``.  Exceptions are not chained, so no header
+    or body (secrets) reaches a traceback.
+    """
+    try:
+        response = session.request(method, base_url + path, timeout=timeout, **kwargs)
+    except requests.Timeout:
+        raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
+    except requests.RequestException as exc:
+        raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
+    status = response.status_code
+    try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
+        answer = response.json()
+    except ValueError:
+        raise failed(f"{name} answered HTTP {status} with a body that is not JSON", status=status) from None
+    if not isinstance(answer, dict):
+        raise failed(f"{name} answered HTTP {status} with JSON that is not an object", status=status)
+    return status, answer
+
+
+@dataclass(frozen=True)
+class HostProbe:
+    """What :func:`probe_host` saw: an HTTP status and its round trip, or why there was none."""
+
+    reachable: bool
+    detail: str
+    round_trip_ms: float | None = None
+
+
+def probe_host(base_url: str, timeout: tuple[float, float], session: requests.Session | None = None) -> HostProbe:
+    """Is the host answering HTTP at all?  Any status counts; no credentials are sent."""
+    own = session is None
+    http = new_session(pool_size=1) if session is None else session
+    started = time.perf_counter()
+    try:
+        response = http.get(base_url.rstrip("/") + "/", timeout=timeout, allow_redirects=False)
+        rtt = round((time.perf_counter() - started) * 1000.0, 2)
+        response.close()
+        return HostProbe(True, f"{base_url}: HTTP {response.status_code}", rtt)
+    except requests.Timeout:
+        return HostProbe(False, f"{base_url}: no answer within {timeout[1]:g}s")
+    except requests.RequestException as exc:
+        return HostProbe(False, f"{base_url}: cannot connect ({type(exc).__name__})")
+    finally:
+        if own:
+            http.close()
