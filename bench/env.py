@@ -9,16 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
-#: How long a fresh redis-server may take to answer PING.
+#: How long a fresh redis-server may take to log that it accepts connections.
 REDIS_START_TIMEOUT = 10.0
 
 
@@ -79,83 +75,34 @@ def _version(module: str) -> str | None:
         return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server(url: str | None) -> Iterator[str | None]:
-    """Yield a Redis URL: ``url`` as given, or a private redis-server's; None if neither exists."""
+    """Yield a Redis URL: ``url`` as given, or a private redis-server's; None if neither exists.
+
+    The private server is :class:`testsupport.redis_server.RedisServer` (the
+    tests' and the stress suite's too), killed and removed on exit.
+    """
     if url:
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    from testsupport.redis_server import RedisServer, redis_server_binary
+
+    try:
+        binary = redis_server_binary()
+    except RuntimeError:
         yield None
         return
-    import redis
-
-    workdir = tempfile.mkdtemp(prefix="kis-bench-redis-")
-    process: subprocess.Popen[bytes] | None = None
+    server = RedisServer(binary, name="bench-redis")
     try:
-        for _attempt in range(3):  # a port picked free can be taken before the server binds it
-            port = free_port()
-            process = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    workdir,
-                    "--logfile",
-                    os.path.join(workdir, "redis.log"),
-                    "--daemonize",
-                    "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-            )
-            candidate = f"redis://127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(candidate, socket_timeout=1.0)
-            deadline = time.monotonic() + REDIS_START_TIMEOUT
-            ready = False
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    ready = bool(client.ping())
-                    break
-                except redis.RedisError:
-                    time.sleep(0.05)
-            client.close()
-            if ready:
-                yield candidate
-                return
-            _stop(process)
-            process = None
-        print("bench: redis-server did not start; Redis rows are skipped", file=sys.stderr)
-        yield None
-    finally:
-        if process is not None:
-            _stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
         try:
-            process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5.0)
+            server.start(REDIS_START_TIMEOUT)
+        except RuntimeError as error:
+            print(f"bench: redis-server did not start; Redis rows are skipped ({error})", file=sys.stderr)
+            yield None
+            return
+        yield server.url
+    finally:
+        server.stop()
 
 
 def redis_version(url: str) -> str | None:

@@ -1,4 +1,9 @@
-"""Percentiles (nearest rank, no interpolation: every number printed was observed)."""
+"""Timing summaries for the bench rows.
+
+The percentile is :func:`korea_investment_stock.testing.stats.percentile` (nearest
+rank, no interpolation: every number printed was observed; NaN for no samples),
+the same one the stress suite reports, so their figures compare.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) by nearest rank; NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+from korea_investment_stock.testing.stats import percentile
 
 
 def summarize_us(samples: Sequence[float]) -> dict[str, Any]:

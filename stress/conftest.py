@@ -49,8 +49,9 @@ from typing import Any
 import pytest
 
 from korea_investment_stock.testing import FakeKIS
+from testsupport.redis_server import RedisServer
 
-from .harness import Figures, IssuanceClock, RedisServer
+from .harness import Figures, IssuanceClock
 
 _OUR_VARIABLES = (
     "KOREA_INVESTMENT_TOKEN_STORAGE",

@@ -1,40 +1,25 @@
-"""Helpers the stress tests run in the pytest process: figures, the issuance clock, redis-server.
+"""Helpers the stress tests run in the pytest process: figures, the issuance clock, threads.
+
+The private redis-servers are :class:`testsupport.redis_server.RedisServer`.
 
 Child-process code lives in :mod:`stress.workers`; this module never runs in a child.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import select
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from korea_investment_stock.testing import FakeKIS
+from korea_investment_stock.testing import FakeKIS, percentile
 
 #: Longest any single wait in the harness may take (queues, barriers, joins).
 HARNESS_TIMEOUT = 120.0
 
 
 # ------------------------------------------------------------------------------ figures
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank ``q`` quantile (0..1); 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(len(ordered), rank) - 1]
-
-
 @dataclass
 class Figures:
     """One scenario's summary line (and JSON object)."""
@@ -50,13 +35,17 @@ class Figures:
     wall_s: float
     notes: dict[str, Any] = field(default_factory=dict)
 
+    def _wait(self, q: float) -> float:
+        """0.0 when no caller had a wait to measure, so the line and the JSON stay plain numbers."""
+        return percentile(self.waits_ms, q) if self.waits_ms else 0.0
+
     @property
     def wait_p50(self) -> float:
-        return percentile(self.waits_ms, 0.50)
+        return self._wait(0.50)
 
     @property
     def wait_p95(self) -> float:
-        return percentile(self.waits_ms, 0.95)
+        return self._wait(0.95)
 
     @property
     def wait_max(self) -> float:
@@ -241,123 +230,6 @@ def acquire_n(semaphore: Any, n: int, timeout: float) -> bool:
         if not semaphore.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return False
     return True
-
-
-# ----------------------------------------------------------------------- redis-server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A private redis-server process (no persistence) that a test may stop, pause or restart.
-
-    Readiness is read from the server's own "Ready to accept connections" log
-    line, not polled.  Every process started here is killed by :meth:`stop`.
-    """
-
-    def __init__(self, binary: str, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
-        self.binary = binary
-        self.extra = extra
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._drainer: threading.Thread | None = None
-        self.paused = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 15.0) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.workdir),
-            "--daemonize",
-            "no",
-            "--protected-mode",
-            "no",
-            "--logfile",
-            "",
-            "--loglevel",
-            "notice",
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + timeout
-        buffer = b""
-        while b"Ready to accept connections" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"redis-server on port {self.port} did not start: {buffer[-2000:]!r}")
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if readable:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    continue
-                buffer += chunk
-        self._drainer = threading.Thread(target=self._drain, args=(self.proc,), daemon=True)
-        self._drainer.start()
-        self.paused = False
-        return self
-
-    @staticmethod
-    def _drain(proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        with contextlib.suppress(OSError, ValueError):
-            for _ in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
-                pass
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        if self.proc is not None and self.paused:
-            os.kill(self.proc.pid, signal.SIGCONT)
-        self.paused = False
-
-    def kill(self) -> None:
-        """SIGKILL: the data (in memory only) is gone."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if self.paused:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGCONT)
-            self.paused = False
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    def restart(self) -> None:
-        """Kill and start again on the same port, empty."""
-        self.kill()
-        self.start()
-
-    stop = kill
-
-    def client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def summarize(

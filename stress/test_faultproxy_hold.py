@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from testsupport import FaultProxy
-
-from .harness import RedisServer
+from testsupport import FaultProxy, RedisServer
 
 TIMEOUT = 0.3
 

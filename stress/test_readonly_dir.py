@@ -165,6 +165,6 @@ def test_read_only_store_redis_replica(own_redis, redis_prefix, kis_factory, iss
 
 
 def _closed_port() -> int:
-    from .harness import free_port
+    from testsupport import free_port
 
     return free_port()

@@ -25,7 +25,7 @@ import pytest
 
 from korea_investment_stock.testing import FakeKIS
 from korea_investment_stock.testing.state import new_app_key, new_app_secret
-from testsupport import FaultProxy, SentinelCluster
+from testsupport import FaultProxy, RedisServer, SentinelCluster
 
 from .conftest import Backend, Fleet
 from .harness import (
@@ -33,7 +33,6 @@ from .harness import (
     Figures,
     IssuanceClock,
     Outcome,
-    RedisServer,
     error_sample,
     fleet_outcomes,
     summarize,

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from korea_investment_stock.errors import StorageUnavailableError, TokenWaitTimeout
+from testsupport import free_port
 
-from .harness import HARNESS_TIMEOUT, Outcome, client_wave, error_sample, fleet_outcomes, free_port, summarize
+from .harness import HARNESS_TIMEOUT, Outcome, client_wave, error_sample, fleet_outcomes, summarize
 from .workers import holder_process, make_storage, new_client, quote, restart_process
 
 OUTAGE_BOUND = 3.5

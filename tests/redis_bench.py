@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from korea_investment_stock.testing import FakeKIS
+from korea_investment_stock.testing import FakeKIS, percentile
 from korea_investment_stock.token.redis import LockingRedisTokenStorage, RedisKeys
 
 from .redis_fixtures import start_redis
@@ -45,11 +45,6 @@ CLIENT_COMMANDS = (
     "select",
     "client|setinfo",
 )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def commandstats(admin: redis.Redis) -> dict[str, int]:
@@ -79,7 +74,7 @@ def measure_reads(url: str, calls: int) -> dict[str, Any]:
         "round_trips_per_load_token": commands / calls,
         "commands": {k: v for k, v in delta.items() if v and k != "info"},
         "load_token_ms_median": statistics.median(durations),
-        "load_token_ms_p99": percentile(durations, 99),
+        "load_token_ms_p99": percentile(durations, 0.99),
     }
 
 
@@ -139,8 +134,8 @@ def measure_stampede(url: str, processes_n: int, threads_n: int, token_delay: fl
         "tokenp_calls": tokenp,
         "errors": [e for r in reports for e in r["errors"]],
         "distinct_tokens": len({t for r in reports for t in r["tokens"]}),
-        "wait_after_stored_ms_p50": percentile(waits, 50),
-        "wait_after_stored_ms_p95": percentile(waits, 95),
+        "wait_after_stored_ms_p50": percentile(waits, 0.50),
+        "wait_after_stored_ms_p95": percentile(waits, 0.95),
         "wait_after_stored_ms_max": max(waits),
         "callers_started_after_store": late_starts,
         "redis_commands": commands,

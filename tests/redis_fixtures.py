@@ -1,10 +1,10 @@
 """Redis for the tests: a real ``redis-server`` and ``fakeredis`` with Lua.
 
 The real server is ``$KIS_TEST_REDIS_URL`` when set (CI starts one), else one
-this module starts on a free loopback port with no persistence, once per test
-session (per xdist worker).  Without ``redis-server`` the real-Redis tests skip
-with the reason, unless ``CI`` is set: then they fail, so CI cannot go green
-without them.
+this module starts (``testsupport.redis_server.RedisServer``: a free loopback
+port, no persistence), once per test session (per xdist worker).  Without
+``redis-server`` the real-Redis tests skip with the reason, unless ``CI`` is
+set: then they fail, so CI cannot go green without them.
 
 Tests never FLUSHDB: each takes its own ``redis_prefix``, so any number of
 them can share one server under ``pytest -n auto``.
@@ -13,101 +13,39 @@ them can share one server under ``pytest -n auto``.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from testsupport.redis_server import RedisServer, redis_server_binary
 
 
 def require_redis_server() -> str:
     """The ``redis-server`` path, or skip (fail under ``CI``) with the reason."""
-    if REDIS_SERVER is None:
-        reason = "redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI is set, so the real-Redis tests must run")
-        pytest.skip(f"{reason}; set KIS_TEST_REDIS_URL to use a running server")
-    return REDIS_SERVER
-
-
-@dataclass
-class RedisProcess:
-    """A ``redis-server`` we started; :meth:`stop` kills it and removes its directory."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    directory: Path
-    password: str | None = None
-    unix_socket: Path | None = None
-
-    @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0`` (no password in it)."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        """Kill the server and wait for it."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def start_redis(*extra: str, password: str | None = None, unix_socket: bool = False) -> RedisProcess:
-    """Start a private ``redis-server`` and wait until it answers PING."""
-    import redis
-
-    binary = require_redis_server()
-    port = free_port()
-    directory = Path(tempfile.mkdtemp(prefix="kis-redis-"))
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(directory)]
-    sock_path = directory / "redis.sock" if unix_socket else None
-    if sock_path is not None:
-        args += ["--unixsocket", str(sock_path), "--unixsocketperm", "700"]
-    if password is not None:
-        args += ["--requirepass", password]
-    args += list(extra)
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisProcess(process, port, directory, password, sock_path)
-    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1, socket_connect_timeout=1)
-    deadline = time.monotonic() + 10
     try:
-        while True:
-            try:
-                if client.ping():
-                    return server
-            except redis.exceptions.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    server.stop()
-                    raise RuntimeError(f"redis-server on port {port} did not start") from None
-                time.sleep(0.02)
-    finally:
-        client.close()
+        return redis_server_binary()
+    except RuntimeError as missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing}; CI is set, so the real-Redis tests must run")
+        pytest.skip(f"{missing}; set KIS_TEST_REDIS_URL to use a running server")
+
+
+def start_redis(*extra: str, password: str | None = None, unix_socket: bool = False) -> RedisServer:
+    """Start a private ``redis-server`` (in a temporary directory :meth:`~RedisServer.stop` removes)."""
+    return RedisServer(
+        require_redis_server(), name="test-redis", extra=extra, password=password, unix_socket=unix_socket
+    ).start()
 
 
 #: Servers shared by every test of this process, whichever module's fixture started them:
 #: test modules import these fixtures, so each module has its own fixture definition.
-_SHARED: dict[str, RedisProcess] = {}
+_SHARED: dict[str, RedisServer] = {}
 
 
-def _shared_server(config: pytest.Config, name: str, **kwargs: Any) -> RedisProcess:
+def _shared_server(config: pytest.Config, name: str, **kwargs: Any) -> RedisServer:
     server = _SHARED.get(name)
     if server is None:
         server = _SHARED[name] = start_redis(**kwargs)
@@ -147,7 +85,7 @@ def redis_prefix(redis_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def private_redis() -> Iterator[RedisProcess]:
+def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own (for exact command counts, or a unix socket)."""
     server = start_redis(unix_socket=True)
     try:
@@ -157,7 +95,7 @@ def private_redis() -> Iterator[RedisProcess]:
 
 
 @pytest.fixture(scope="session")
-def password_redis(request: pytest.FixtureRequest) -> RedisProcess:
+def password_redis(request: pytest.FixtureRequest) -> RedisServer:
     """A redis-server started with ``--requirepass`` (a random password)."""
     return _shared_server(request.config, "password", password=f"pw-{uuid.uuid4().hex}")
 

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from korea_investment_stock import LockingRedisTokenStorage, RedisTokenStorage, StorageUnavailableError
+from testsupport import free_port
 
 from .redis_fixtures import (  # noqa: F401
-    free_port,
     password_redis,
     private_redis,
     redis_prefix,

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from testsupport import FaultProxy, ManagedRedis, SentinelCluster, start_redis
+from testsupport import FaultProxy, ManagedRedis, RedisServer, SentinelCluster, redis_server, start_redis
 
 pytestmark = [pytest.mark.real_redis, pytest.mark.timeout(30)]
 
@@ -225,6 +225,64 @@ def test_close_stops_listening_and_every_thread(upstream: ManagedRedis) -> None:
         socket.create_connection(fault_proxy.address, timeout=TIMEOUT).close()
     waiting.close()
     client.close()
+
+
+# ------------------------------------------------------------------ the redis-server launcher
+def test_launcher_restart_comes_back_empty_on_the_same_port() -> None:
+    require_redis_server()
+    with RedisServer(name="launcher") as server:
+        workdir, pid, port = server.workdir, server.pid, server.port
+        client = server.client(socket_timeout=TIMEOUT)
+        assert client.set("k", "v") is True
+        server.restart()
+        assert server.port == port and server.pid != pid
+        assert server.url == f"redis://127.0.0.1:{port}/0"
+        assert client.get("k") is None  # SIGKILL: nothing was persisted
+        client.close()
+        pid = server.pid
+    with pytest.raises(ProcessLookupError):  # stop() killed and reaped it
+        os.kill(pid, 0)
+    assert not workdir.exists()  # a directory it made itself is removed
+
+
+def test_launcher_pause_holds_replies_until_resume() -> None:
+    require_redis_server()
+    with start_redis("launcher-pause") as server:
+        client = no_retry_client(server.url)
+        assert client.ping() is True
+        server.pause()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            client.ping()
+        server.resume()
+        assert no_retry_client(server.url).ping() is True
+        client.close()
+
+
+def test_launcher_retries_a_port_taken_before_it_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_redis_server()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = iter([taken])
+        real_free_port = redis_server.free_port
+        monkeypatch.setattr(redis_server, "free_port", lambda: next(ports, None) or real_free_port())
+        with RedisServer(name="launcher-retry") as server:
+            assert server.port != taken
+            assert no_retry_client(server.url).ping() is True
+        with pytest.raises(RuntimeError, match="was taken"):  # a port the caller chose is not swapped
+            RedisServer(name="launcher-fixed", port=taken).start()
+
+
+def test_launcher_startup_failure_is_immediate_and_shows_the_log() -> None:
+    require_redis_server()
+    server = RedisServer(name="launcher-bad", extra=["--no-such-option", "1"])
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="exited with .* at startup") as caught:
+        server.start(timeout=30)
+    assert time.monotonic() - started < 5  # the end of its output, not the timeout
+    assert "no-such-option" in str(caught.value)
+    assert not server.alive() and not server.workdir.exists()
 
 
 @pytest.mark.real_redis

@@ -3,21 +3,16 @@
 One master, one replica and three sentinels (quorum 2), each a real
 ``redis-server`` process in its own temporary directory, with settings that
 make a failover take seconds instead of the production default of half a
-minute.  Readiness is polled, never slept for, and every wait has a deadline,
-so a broken server fails the test with its log instead of hanging it.
+minute.  Each process is a :class:`testsupport.redis_server.RedisServer`
+(ready when it logs so); the cluster's own state (replica in sync, sentinels
+agreed, a promotion) is polled, never slept for, and every wait has a
+deadline, so a broken server fails the test with its log instead of hanging it.
 """
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,26 +20,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .redis_server import HOST, ManagedRedis, redis_server_binary, start_redis
+
 __all__ = ["DEFAULT_SERVICE", "ManagedRedis", "SentinelCluster", "redis_server_binary", "start_redis"]
 
 DEFAULT_SERVICE = "kis"
-HOST = "127.0.0.1"
 _POLL = 0.03
-_PORT_ATTEMPTS = 5  # a free port can be taken between choosing it and binding it
-
-
-def redis_server_binary() -> str:
-    """The ``redis-server`` on PATH; a clear error instead of a FileNotFoundError deep in Popen."""
-    path = shutil.which("redis-server")
-    if path is None:
-        raise RuntimeError("redis-server is not on PATH (Debian/Ubuntu: apt-get install redis-server)")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def _client(address: tuple[str, int], timeout: float = 0.5) -> redis.Redis:
@@ -68,64 +49,6 @@ def _call(address: tuple[str, int], *args: str | int, timeout: float = 0.5) -> A
         client.close()
 
 
-@dataclass
-class ManagedRedis:
-    """A ``redis-server`` (data node or sentinel) that we started and must kill."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    directory: Path
-    host: str = HOST
-    killed_at: float | None = field(default=None, compare=False)
-
-    @property
-    def pid(self) -> int:
-        """The process id."""
-        return self.process.pid
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """(host, port)."""
-        return (self.host, self.port)
-
-    @property
-    def log_path(self) -> Path:
-        """Its stdout/stderr, kept for failure messages."""
-        return self.directory / "server.log"
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.poll() is None
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        """A redis-py client for this process (``decode_responses`` off unless asked)."""
-        return redis.Redis(host=self.host, port=self.port, **kwargs)
-
-    def log_tail(self, lines: int = 25) -> str:
-        """The end of its log, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> float:
-        """SIGKILL it (a crash, not a shutdown) and reap it; returns ``time.monotonic()`` of the signal."""
-        if self.killed_at is not None:
-            return self.killed_at
-        self.killed_at = time.monotonic()
-        if self.alive():
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        return self.killed_at
-
-    def stop(self) -> None:
-        """Kill it and remove its directory; safe to call twice."""
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 def _wait_until(what: str, ready: Callable[[], bool], deadline: float, watch: Sequence[ManagedRedis]) -> None:
     """Poll ``ready`` until it holds; fail early, with logs, if a process dies or the deadline passes."""
     last_error: Exception | None = None
@@ -134,7 +57,7 @@ def _wait_until(what: str, ready: Callable[[], bool], deadline: float, watch: Se
             if not process.alive():
                 raise RuntimeError(
                     f"{process.name} (pid {process.pid}, port {process.port}) exited with "
-                    f"{process.process.returncode} while waiting for {what}:\n{process.log_tail()}"
+                    f"{process.returncode} while waiting for {what}:\n{process.log_tail()}"
                 )
         try:
             if ready():
@@ -146,52 +69,6 @@ def _wait_until(what: str, ready: Callable[[], bool], deadline: float, watch: Se
             logs = "\n".join(f"--- {p.name} (port {p.port}) ---\n{p.log_tail()}" for p in watch)
             raise RuntimeError(f"timed out waiting for {what} (last error: {last_error!r})\n{logs}")
         time.sleep(_POLL)
-
-
-def start_redis(
-    name: str,
-    config: Sequence[str] = (),
-    *,
-    sentinel: bool = False,
-    binary: str | None = None,
-    timeout: float = 10.0,
-) -> ManagedRedis:
-    """Start ``redis-server`` on a free loopback port and wait until it answers PING.
-
-    ``config`` lines go into the config file (sentinel rewrites its own, and
-    a promoted replica gets ``CONFIG REWRITE``, so both need a real file).  The
-    port is retried a few times in case another process takes it first.
-    """
-    binary = binary or redis_server_binary()
-    for _attempt in range(_PORT_ATTEMPTS):
-        port = _free_port()
-        directory = Path(tempfile.mkdtemp(prefix=f"kis-{name}-"))
-        config_file = directory / ("sentinel.conf" if sentinel else "redis.conf")
-        config_file.write_text("".join(f"{line}\n" for line in config))
-        args = [binary, str(config_file)]
-        if sentinel:
-            args.append("--sentinel")
-        args += ["--port", str(port), "--bind", HOST, "--protected-mode", "no", "--dir", str(directory)]
-        args += ["--daemonize", "no", "--logfile", ""]
-        if not sentinel:
-            args += ["--save", "", "--appendonly", "no"]
-        with open(directory / "server.log", "wb") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
-        managed = ManagedRedis(name=name, process=process, port=port, directory=directory)
-
-        def answers(address: tuple[str, int] = managed.address) -> bool:
-            return _call(address, "PING") is True
-
-        try:
-            _wait_until(f"{name} to answer PING", answers, time.monotonic() + timeout, [managed])
-        except RuntimeError:
-            in_use = "Address already in use" in managed.log_tail()
-            managed.stop()
-            if in_use:
-                continue
-            raise
-        return managed
-    raise RuntimeError(f"could not find a free port for {name} in {_PORT_ATTEMPTS} attempts")
 
 
 def _pairs(reply: Any) -> dict[str, str]:
