@@ -42,6 +42,12 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def client_for(kis: FakeKIS, token_file: Path, **kwargs: object) -> KoreaInvestment:
+    return KoreaInvestment(
+        kis.app_key, kis.app_secret, ACCOUNT, token_storage=FileTokenStorage(token_file), base_url=kis.url, **kwargs
+    )  # type: ignore[arg-type]
+
+
 def test_token_wait_timeout_is_a_builtin_timeout_error() -> None:
     assert issubclass(TokenWaitTimeout, TimeoutError)
     with pytest.raises(TimeoutError):
@@ -51,14 +57,7 @@ def test_token_wait_timeout_is_a_builtin_timeout_error() -> None:
 @pytest.mark.parametrize("timeout", [float("inf"), float("nan"), (3.0, float("inf")), (float("nan"), 1.0), 0, -1])
 def test_client_timeout_must_be_finite_and_positive(fake_kis: FakeKIS, token_file: Path, timeout: object) -> None:
     with pytest.raises(ConfigurationError, match="timeout"):
-        KoreaInvestment(
-            fake_kis.app_key,
-            fake_kis.app_secret,
-            ACCOUNT,
-            token_storage=FileTokenStorage(token_file),
-            base_url=fake_kis.url,
-            timeout=timeout,  # type: ignore[arg-type]
-        )
+        client_for(fake_kis, token_file, timeout=timeout)
     assert fake_kis.stats.tokenp_requests == 0
 
 
@@ -98,13 +97,7 @@ def test_one_client_shared_by_many_threads_keeps_its_connections(
     """25 threads x 20 calls through one client: no connection is discarded for want of pool room."""
     threads_n, calls = 25, 20
     errors: list[BaseException] = []
-    with KoreaInvestment(
-        fake_kis.app_key,
-        fake_kis.app_secret,
-        ACCOUNT,
-        token_storage=FileTokenStorage(token_file),
-        base_url=fake_kis.url,
-    ) as client:
+    with client_for(fake_kis, token_file) as client:
         barrier = threading.Barrier(threads_n)
 
         def work() -> None:
