@@ -118,3 +118,19 @@ def test_one_client_shared_by_many_threads_keeps_its_connections(
     discarded = [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
     assert discarded == [], f"{len(discarded)} connections discarded"
     assert fake_kis.stats.tokenp_requests == 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_every_wait_setting_goes_through_the_validator(bad: float) -> None:
+    import requests
+
+    from korea_investment_stock.market.masters import MasterFiles
+    from korea_investment_stock.token.storage import wait_for_pending_saves
+
+    with requests.Session() as session:
+        with pytest.raises(ConfigurationError, match="lock_timeout"):
+            MasterFiles(session, cache_dir="/nonexistent-never-created", lock_timeout=bad)
+        with pytest.raises(ConfigurationError, match="timeout"):
+            MasterFiles(session, cache_dir="/nonexistent-never-created", timeout=bad)
+    with pytest.raises(ConfigurationError, match="timeout"):
+        wait_for_pending_saves(bad)

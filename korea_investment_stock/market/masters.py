@@ -51,6 +51,8 @@ from ..files import (
     fsync_directory,
 )
 from ..token.record import KST
+from ..transport import DEFAULT_TIMEOUT
+from ..validation import TimeoutSetting, check_seconds, check_timeout
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -81,7 +83,6 @@ logger = logging.getLogger(__name__)
 
 #: ``pandas.DataFrame``.  Spelled ``Any`` so the package type-checks without pandas-stubs.
 DataFrame: TypeAlias = Any
-Timeouts: TypeAlias = float | tuple[float, float]
 
 DEFAULT_MASTER_BASE_URL = "https://new.real.download.dws.co.kr"
 KOSPI_MASTER_PATH = "/common/master/kospi_code.mst.zip"
@@ -97,7 +98,6 @@ MAX_UNCOMPRESSED_BYTES = 64 << 20
 MAX_MEMBERS = 16
 #: A download is also bounded in total, not only per read (a server dripping bytes).
 MAX_DOWNLOAD_SECONDS = 120.0
-DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
 DEFAULT_LOCK_TIMEOUT = 60.0
 LOCK_POLL_INTERVAL = 0.01
 _CHUNK = 64 << 10
@@ -314,7 +314,7 @@ def download_master_file(
     file_name: str,
     url: str,
     *,
-    timeout: Timeouts = DEFAULT_TIMEOUT,
+    timeout: TimeoutSetting = DEFAULT_TIMEOUT,
 ) -> Path:
     """Download the zip at ``url`` and extract its members into ``base_dir``; return the ``.mst``.
 
@@ -324,7 +324,7 @@ def download_master_file(
     written to temp files in ``base_dir`` and renamed into place.  The
     working directory is neither used nor changed.
     """
-    members = _unpack(_fetch(session, url, timeout), url)
+    members = _unpack(_fetch(session, url, check_timeout(timeout)), url)
     target = _expected_member(members, file_name, url)
     directory = Path(base_dir)
     try:
@@ -345,7 +345,7 @@ def _expected_member(members: Mapping[str, bytes], file_name: str, url: str) -> 
     raise MasterFileError(f"the archive from {url} has no member {wanted!r} (members: {sorted(members)})")
 
 
-def _fetch(session: requests.Session, url: str, timeout: Timeouts) -> bytes:
+def _fetch(session: requests.Session, url: str, timeout: tuple[float, float]) -> bytes:
     """The response body, capped; every failure is a MasterFileError without a chained traceback."""
     try:
         with session.get(url, timeout=timeout, stream=True) as response:
@@ -505,14 +505,14 @@ class MasterFiles:
         *,
         base_url: str | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        timeout: Timeouts = DEFAULT_TIMEOUT,
+        timeout: TimeoutSetting = DEFAULT_TIMEOUT,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.session = session
         self.base_url = _resolve_base_url(base_url)
         self.cache_dir = _resolve_cache_dir(cache_dir)
-        self.timeout = timeout
-        self.lock_timeout = lock_timeout
+        self.timeout = check_timeout(timeout)
+        self.lock_timeout = check_seconds("lock_timeout", lock_timeout)
         self._locks: dict[str, FileLock] = {}
         self._lock_pid = os.getpid()
         self._guard = threading.Lock()

@@ -636,7 +636,7 @@ def wait_for_pending_saves(timeout: float | None = None) -> bool:
     Runs by itself at exit.  Call it before a hard exit (``os._exit``) or at the
     end of a job that must not leave its token only in memory.
     """
-    return _BACKGROUND.wait(timeout)
+    return _BACKGROUND.wait(None if timeout is None else check_seconds("timeout", timeout))
 
 
 #: Striped locks that make a save and a compare-and-delete of one key exclusive
