@@ -1,8 +1,15 @@
 """pytest fixtures for the fake KIS server.
 
-Enable in a ``conftest.py`` (or with ``-p korea_investment_stock.testing.pytest_plugin``)::
+Installing the package registers this module as a pytest plugin (the ``pytest11`` entry point,
+named after this module), so the fixtures are there in any test run.  Naming it explicitly is
+harmless, and needed when plugin autoloading is off (``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``):
+in a ``conftest.py`` at the rootdir::
 
     pytest_plugins = ["korea_investment_stock.testing.pytest_plugin"]
+
+or on the command line, ``-p korea_investment_stock.testing.pytest_plugin``.  Either way pytest
+registers it once.  ``-p no:korea_investment_stock.testing.pytest_plugin`` turns it off, and
+then a conftest's ``pytest_plugins`` entry for it is skipped too.
 
 Both fixtures default to ``rest_rate_limit=None`` so ordinary tests are never
 throttled; pass ``rest_rate_limit=20`` to the factory to test throttling.
