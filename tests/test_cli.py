@@ -35,7 +35,8 @@ from korea_investment_stock.token.status import TokenState
 
 from .redis_fixtures import password_redis, redis_prefix, redis_server_url, redis_url  # noqa: F401
 
-ROOT = Path(korea_investment_stock.__file__).resolve().parents[1]
+ROOT = Path(korea_investment_stock.__file__).resolve().parents[1]  # what the subprocesses import
+REPO = Path(__file__).resolve().parents[1]  # the checkout, also when tox installs the package
 ACCOUNT = "12345678-01"
 RUN_TIMEOUT = 90.0
 
@@ -375,7 +376,7 @@ def test_help_lists_every_command_and_the_exit_codes() -> None:
 
 
 def test_console_script_is_declared() -> None:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["kis-token"] == "korea_investment_stock.cli:main"
 
 

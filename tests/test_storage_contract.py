@@ -325,3 +325,22 @@ def test_default_compare_and_delete_never_deletes_a_token_saved_meanwhile():
         t.join(HANG)
     assert issuer.calls == 1
     assert outcome["A"] == outcome["B"] != "eyJ.dead.sig"
+
+
+def test_a_new_store_never_inherits_the_unsaved_token_of_a_collected_one():
+    """The in-process memory of unsaved tokens is keyed by store: a new store is a new key.
+
+    It was keyed by ``id(store)``, which CPython hands out again once a store is
+    collected: the next store then got the old one's token without any tokenP.
+    """
+    import gc
+
+    calls = []
+    for _ in range(40):
+        storage = _Down()
+        issuer = CountingIssuer()
+        storage.get_token(API_KEY, API_SECRET, issuer)
+        calls.append(issuer.calls)
+        del storage
+        gc.collect()
+    assert calls == [1] * 40

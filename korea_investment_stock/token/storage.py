@@ -27,11 +27,13 @@ cheaper reads.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import random
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -69,6 +71,7 @@ IssueFn = Callable[[], TokenRecord]
 R = TypeVar("R")
 
 _FLIGHTS: SingleFlight[TokenRecord] = SingleFlight()
+_SCOPE_NUMBERS = itertools.count()
 
 
 class TokenStorage(ABC):
@@ -370,8 +373,19 @@ class TokenStorage(ABC):
 
     # ------------------------------------------------------------------ the hooks
     def _flight_scope(self) -> Hashable:
-        """What identifies the underlying store, so instances sharing it share a flight."""
-        return id(self)
+        """What identifies the underlying store, so instances sharing it share a flight.
+
+        By default the store itself: a number drawn once per instance, never
+        reused (``id()`` is, once an instance is collected, and would hand a new
+        store the old one's unsaved token).  Its unsaved tokens go with it.
+        """
+        scope = self.__dict__.get("_scope")
+        if scope is None:
+            candidate = ("store", next(_SCOPE_NUMBERS))
+            scope = self.__dict__.setdefault("_scope", candidate)
+            if scope is candidate:
+                weakref.finalize(self, _PENDING.drop_scope, candidate)
+        return scope
 
     def _read_record(self, credentials: Credentials) -> TokenRecord | None:
         """The stored record for this credential (valid or not), or None."""
@@ -510,6 +524,12 @@ class _PendingTokens:
         if record is not None and record.belongs_to(credentials.api_key, credentials.fingerprint):
             return record
         return None
+
+    def drop_scope(self, scope: Hashable) -> None:
+        """Forget every token of a store that is gone."""
+        with self._lock:
+            for key in [k for k in self._tokens if k[0] == scope]:
+                del self._tokens[key]
 
     def forget(self, scope: Hashable, api_key: str, access_token: str | None = None) -> None:
         """Drop the pending token for ``api_key`` (only if it is ``access_token``, when given)."""
