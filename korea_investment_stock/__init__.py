@@ -32,6 +32,7 @@ from .errors import (
     MasterFileError,
     NoTokenError,
     RateLimitExceededError,
+    RateLimitWaitTimeout,
     StorageError,
     StorageUnavailableError,
     SymbolNotFoundError,
@@ -40,6 +41,7 @@ from .errors import (
     TokenRateLimitedError,
     TokenWaitTimeout,
 )
+from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter, RateLimiter
 from .token.factory import storage_from_env
 from .token.file import FileTokenStorage
 from .token.record import TokenRecord
@@ -47,6 +49,7 @@ from .token.status import StorageDescription, StorageHealth, TokenState, TokenSt
 from .token.storage import TokenStorage
 
 if TYPE_CHECKING:
+    from .limits.redis import RedisRateLimiter
     from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
 
 __version__ = "0.7.0"
@@ -59,6 +62,10 @@ def __getattr__(name: str) -> Any:
         from .token import redis as _redis
 
         return getattr(_redis, name)
+    if name == "RedisRateLimiter":
+        from .limits import redis as _redis_limits
+
+        return _redis_limits.RedisRateLimiter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -75,6 +82,7 @@ __all__ = [
     "MARKET_TYPE",
     "MARKET_TYPE_MAP",
     "ConfigurationError",
+    "FileRateLimiter",
     "FileTokenStorage",
     "InvalidCredentialsError",
     "KISAPIError",
@@ -83,8 +91,13 @@ __all__ = [
     "KoreaInvestmentError",
     "LockingRedisTokenStorage",
     "MasterFileError",
+    "NoRateLimit",
     "NoTokenError",
+    "ProcessRateLimiter",
     "RateLimitExceededError",
+    "RateLimitWaitTimeout",
+    "RateLimiter",
+    "RedisRateLimiter",
     "RedisTokenStorage",
     "StorageDescription",
     "StorageError",

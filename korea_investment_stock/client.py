@@ -24,6 +24,7 @@ import requests
 
 from .constants import MARKET_TYPE_MAP
 from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
+from .limits import DEFAULT_ACQUIRE_TIMEOUT, NoRateLimit, RateLimiter, limiter_for
 from .market import ipo
 from .token.credentials import Credentials
 from .token.factory import storage_from_env
@@ -41,7 +42,7 @@ from .transport import (
     new_session,
     request_json,
 )
-from .validation import TimeoutSetting, check_timeout
+from .validation import TimeoutSetting, check_seconds, check_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,14 @@ class KoreaInvestment:
             :meth:`shutdown` all the same).
         pool_size: connections kept open to the host; at least the number of threads
             that share this client, or urllib3 discards connections and reconnects.
+        rate_limiter: the per-second budget every REST call waits for; default follows
+            the token store (:func:`~.limits.limiter_for`: a file store shares it between the
+            processes of the host, a Redis store between servers), at
+            ``KOREA_INVESTMENT_RATE_LIMIT`` calls per second (or ``off``).
+        rate_limit_wait: the longest a call waits for its slot; past it the call fails
+            with :class:`~.errors.RateLimitWaitTimeout` and nothing is sent.
+        rate_limit_token_calls: charge tokenP and revokeP to the budget too (KIS limits
+            them separately, one issuance per minute, so by default they are not).
         master_url: the symbol master files' host (``KOREA_INVESTMENT_MASTER_URL``; default
             KIS's download host), e.g. the fake server.
         master_cache_dir: where the daily master-file cache lives
@@ -122,6 +131,9 @@ class KoreaInvestment:
         pool_size: int = DEFAULT_POOL_SIZE,
         master_url: str | None = None,
         master_cache_dir: str | os.PathLike[str] | None = None,
+        rate_limiter: RateLimiter | None = None,
+        rate_limit_wait: float = DEFAULT_ACQUIRE_TIMEOUT,
+        rate_limit_token_calls: bool = False,
     ) -> None:
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
@@ -144,8 +156,11 @@ class KoreaInvestment:
         self._master_cache_dir = master_cache_dir
         self._masters: Any = None
         self.token_storage = token_storage if token_storage is not None else storage_from_env()
+        self.rate_limiter = rate_limiter if rate_limiter is not None else limiter_for(self.token_storage)
+        self.rate_limit_wait = check_seconds("rate_limit_wait", rate_limit_wait)
+        self.rate_limit_token_calls = rate_limit_token_calls
         self._session = session if session is not None else new_session(pool_size)
-        self._issuer = TokenIssuer(self._session, self.base_url, credentials, timeout=self.timeout)
+        self._issuer = self._new_issuer()
         self._token_lock = threading.Lock()
         try:
             self._token = self.token_storage.token_for(credentials, self._issuer.issue)
@@ -180,7 +195,20 @@ class KoreaInvestment:
         """
         self.mock = mock
         self.base_url = MOCK_BASE_URL if mock else REAL_BASE_URL
-        self._issuer = TokenIssuer(self._session, self.base_url, self.credentials, timeout=self.timeout)
+        self._issuer = self._new_issuer()
+
+    @property
+    def environment(self) -> str:
+        """``mock`` or ``real``: which of the app key's budgets the calls spend."""
+        return "mock" if self.mock else "real"
+
+    def _new_issuer(self) -> TokenIssuer:
+        acquire = self._acquire_slot if self.rate_limit_token_calls else None
+        return TokenIssuer(self._session, self.base_url, self.credentials, timeout=self.timeout, before_call=acquire)
+
+    def _acquire_slot(self) -> None:
+        """Wait for this call's slot in the app key's per-second budget (or fail, unsent)."""
+        self.rate_limiter.acquire(self.credentials.api_key, self.environment, self.rate_limit_wait)
 
     @staticmethod
     def get_symbol_type(symbol_info: dict[str, Any]) -> str:
@@ -260,8 +288,10 @@ class KoreaInvestment:
     ) -> dict[str, Any]:
         """Call a KIS REST endpoint and return the decoded body.
 
-        A dead token (``EGW00121``/``EGW00123``) is replaced once and the call
-        retried once; ``EGW00201`` is retried with backoff up to
+        Each try first waits for its slot in the per-second budget
+        (``rate_limiter``).  A dead token (``EGW00121``/``EGW00123``) is replaced
+        once and the call retried once; ``EGW00201`` (someone outside the limiter
+        spent the budget) pauses the whole limiter briefly and is retried up to
         ``rate_limit_retries`` times.  Any other answer, including ``rt_cd != "0"``,
         is returned as the dict for the caller to inspect.
         """
@@ -269,6 +299,7 @@ class KoreaInvestment:
         rate_limited = 0
         while True:
             token = self._current_token()
+            self._acquire_slot()
             status, answer = self._send(method, path, tr_id, token, params, body, tr_cont)
             code = kis_code(answer)
             if code in DEAD_TOKEN_CODES:
@@ -283,6 +314,7 @@ class KoreaInvestment:
                 self._replace_dead_token(token)
                 continue
             if code == PER_SECOND_LIMIT_CODE:
+                self.rate_limiter.penalize(self.credentials.api_key, self.environment)
                 if rate_limited >= self.rate_limit_retries:
                     raise RateLimitExceededError(
                         f"KIS per-second request limit exceeded (EGW00201) after {rate_limited} retries; "
@@ -291,9 +323,9 @@ class KoreaInvestment:
                         msg1=answer.get("msg1"),
                         status=status,
                     )
-                pause = RATE_LIMIT_BACKOFF * (2**rate_limited) * random.uniform(0.5, 1.5)
+                if isinstance(self.rate_limiter, NoRateLimit):  # else the limiter's pause is the backoff
+                    time.sleep(RATE_LIMIT_BACKOFF * (2**rate_limited) * random.uniform(0.5, 1.5))
                 rate_limited += 1
-                time.sleep(pause)
                 continue
             return answer
 
@@ -329,6 +361,7 @@ class KoreaInvestment:
         """The ``HASH`` KIS computes for an order body (optional on order requests)."""
         headers = json_headers()
         auth = CredentialHeaders(self.credentials)
+        self._acquire_slot()
         status, answer = self._call("POST", "/uapi/hashkey", name="hashkey", headers=headers, json=data, auth=auth)
         hash_value = answer.get("HASH")
         if not isinstance(hash_value, str):

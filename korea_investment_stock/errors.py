@@ -19,9 +19,11 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
     ├── StorageError                         the token store could not be read or written
     │   ├── StorageUnavailableError [ConnectionError]   unreachable now: ridden out, then raised
     │   ├── UnreadableKeyError               a key of ours holds something else: read as no token
-    │   └── Uncoordinated (internal)         no lock file possible here: coordinate this process only
+    │   ├── Uncoordinated (internal)         no lock file possible here: coordinate this process only
+    │   └── LimiterStoreUnavailable (internal)   the rate limiter's store is down: spend a fallback share
     ├── KISAPIError                          a REST call failed (.msg_cd, .msg1, .status)
     │   ├── RateLimitExceededError           EGW00201 after bounded retries
+    │   │   └── RateLimitWaitTimeout [TimeoutError]   no slot in the budget within the wait: nothing sent
     │   ├── KISConnectionError               no connection or no answer within the timeout
     │   └── SymbolNotFoundError              KIS answered with no data for the symbol
     ├── MasterFileError [ValueError]         a master file download or archive was refused
@@ -117,6 +119,10 @@ class Uncoordinated(StorageError):
     """Internal: the lock file or directory cannot exist here; coordinate this process only."""
 
 
+class LimiterStoreUnavailable(StorageError):
+    """Internal: the rate limiter's shared store cannot be used now; the process spends a fallback share."""
+
+
 # ------------------------------------------------------------------------------------------ REST
 class KISAPIError(KoreaInvestmentError):
     """A REST call failed in a way the caller cannot treat as data.
@@ -140,6 +146,10 @@ class KISAPIError(KoreaInvestmentError):
 
 class RateLimitExceededError(KISAPIError):
     """KIS kept answering ``EGW00201`` (per-second limit) after bounded retries."""
+
+
+class RateLimitWaitTimeout(RateLimitExceededError, TimeoutError):
+    """The app key's per-second budget had no slot within the caller's wait; the request was not sent."""
 
 
 class KISConnectionError(KISAPIError):
@@ -192,11 +202,13 @@ __all__ = [
     "KISConnectionError",
     "KoreaInvestmentError",
     "LeaseLost",
+    "LimiterStoreUnavailable",
     "LockFileUnavailable",
     "MasterCacheUnavailable",
     "MasterFileError",
     "NoTokenError",
     "RateLimitExceededError",
+    "RateLimitWaitTimeout",
     "StorageError",
     "StorageUnavailableError",
     "SymbolNotFoundError",

@@ -49,21 +49,11 @@ from typing import Any
 import pytest
 
 from korea_investment_stock.testing import FakeKIS
+from testsupport.environment import isolate
 from testsupport.redis_server import RedisServer
 
 from .harness import Figures, IssuanceClock
 
-_OUR_VARIABLES = (
-    "KOREA_INVESTMENT_TOKEN_STORAGE",
-    "KOREA_INVESTMENT_TOKEN_FILE",
-    "KOREA_INVESTMENT_BASE_URL",
-    "KOREA_INVESTMENT_REDIS_URL",
-    "KOREA_INVESTMENT_REDIS_PASSWORD",
-    "KOREA_INVESTMENT_REDIS_KEY_PREFIX",
-    "KOREA_INVESTMENT_API_KEY",
-    "KOREA_INVESTMENT_API_SECRET",
-    "KOREA_INVESTMENT_ACCOUNT_NO",
-)
 _REPORT_KEY = "stress_summary"
 _lines: list[tuple[str, dict[str, Any]]] = []
 _started = time.monotonic()
@@ -148,9 +138,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 # ----------------------------------------------------------------------- isolation
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in _OUR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KOREA_INVESTMENT_TOKEN_FILE", str(tmp_path / "default-token.key"))
+    isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -11,26 +11,13 @@ import pytest
 
 from korea_investment_stock.testing.pytest_plugin import fake_kis, fake_kis_factory  # noqa: F401
 from korea_investment_stock.token import flight as flight_module
-
-_OUR_VARIABLES = (
-    "KOREA_INVESTMENT_TOKEN_STORAGE",
-    "KOREA_INVESTMENT_TOKEN_FILE",
-    "KOREA_INVESTMENT_BASE_URL",
-    "KOREA_INVESTMENT_REDIS_URL",
-    "KOREA_INVESTMENT_REDIS_PASSWORD",
-    "KOREA_INVESTMENT_REDIS_KEY_PREFIX",
-    "KOREA_INVESTMENT_API_KEY",
-    "KOREA_INVESTMENT_API_SECRET",
-    "KOREA_INVESTMENT_ACCOUNT_NO",
-)
+from testsupport.environment import isolate
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No test reads the developer's variables or writes ~/.cache/kis."""
-    for name in _OUR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KOREA_INVESTMENT_TOKEN_FILE", str(tmp_path / "default-token.key"))
+    """No test reads the developer's variables or writes ~/.cache/kis; the limiter is off (see testsupport)."""
+    isolate(monkeypatch, tmp_path)
     yield
 
 

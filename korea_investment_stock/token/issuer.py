@@ -10,6 +10,7 @@ call itself, with its timeout and transport-error mapping, is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -45,6 +46,7 @@ class TokenIssuer:
         credentials: Credentials | str,
         api_secret: str | None = None,
         timeout: TimeoutSetting = DEFAULT_TOKEN_TIMEOUT,
+        before_call: Callable[[], None] | None = None,
     ) -> None:
         if not isinstance(credentials, Credentials):
             credentials = Credentials(credentials, api_secret or "")
@@ -53,6 +55,8 @@ class TokenIssuer:
         self._base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.timeout = check_timeout(timeout)
+        #: Run before each tokenP / revokeP request (the client's rate limiter, when it charges them).
+        self._before_call = before_call
 
     def __repr__(self) -> str:
         return f"TokenIssuer(base_url={self._base_url!r}, credentials={self.credentials!r})"
@@ -82,6 +86,8 @@ class TokenIssuer:
         )
 
     def _post(self, path: str, body: SealedBody, name: str) -> tuple[int, dict[str, Any]]:
+        if self._before_call is not None:
+            self._before_call()
         return request_json(
             self._session,
             "POST",

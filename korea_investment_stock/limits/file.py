@@ -1,0 +1,195 @@
+"""The budget shared by the processes of one host: a small state file per app key, under ``flock``.
+
+Why not filelock here: an acquire is a few microseconds of work, and filelock
+opens and closes its lock file on every acquire.  This keeps one descriptor
+per budget open and locks the state file itself with ``flock``: the kernel
+drops the lock when its holder dies, so a process killed mid-acquire stalls
+nobody.  A stopped (``SIGSTOP``) holder is waited for only up to the caller's
+timeout.  One ``pwrite`` of a fixed-size header is the whole update, so a
+kill cannot leave half a state behind.
+
+The clock is ``time.monotonic()``: one clock for every process of the host,
+immune to wall-clock steps.  A state written before a reboot (far in the
+future of the new clock) is discarded.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import LimiterStoreUnavailable, UnsafeDirectory
+from ..files import check_private_directory
+from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, reserve
+
+ENV_TOKEN_FILE = "KOREA_INVESTMENT_TOKEN_FILE"
+
+#: magic, version, ring size, rate, tat, penalty_until, head
+_HEADER = struct.Struct("<4sHHdddI")
+_MAGIC = b"KISR"
+_VERSION = 1
+_RING_OFFSET = 64
+_SLOT = struct.Struct("<d")
+#: A state this far ahead of the clock was written under another boot's clock.
+_MAX_AHEAD = 3600.0
+#: Backoff between two tries of a lock another process holds (its holder needs microseconds).
+_LOCK_FIRST_DELAY = 0.0002
+_LOCK_MAX_DELAY = 0.002
+
+
+class FileRateLimiter(SharedRateLimiter):
+    """Per-app-key budgets in ``directory``, shared by every process on this host.
+
+    Args:
+        directory: where the state files live (``ratelimit.<key id>.<environment>``);
+            the file token store puts them beside its token file.
+        rate: calls per second; default by environment.
+    """
+
+    backend = "file"
+
+    def __init__(self, directory: str | os.PathLike[str], rate: float | None = None) -> None:
+        super().__init__(rate)
+        self.directory = Path(directory).expanduser()
+        self._guard = threading.Lock()
+        self._fds: dict[str, int] = {}
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"FileRateLimiter(directory={str(self.directory)!r}, rate={self.rate!r})"
+
+    def describe(self) -> str:
+        return f"file {self.directory}"
+
+    def state_path(self, bucket: str) -> Path:
+        """The state file of one budget."""
+        return self.directory / f"ratelimit.{bucket}"
+
+    def buckets(self) -> list[str]:
+        """Every budget that has a state file here (for ``kis-token limit``)."""
+        try:
+            return sorted(p.name.removeprefix("ratelimit.") for p in self.directory.glob("ratelimit.*.*"))
+        except OSError:
+            return []
+
+    def close(self) -> None:
+        """Close the state files this process holds open."""
+        with self._guard:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds = {}
+
+    # ------------------------------------------------------------------ the shared store
+    def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
+        deadline = time.monotonic() + max_wait
+        with self._guard, self._locked(bucket, deadline) as fd:
+            if fd is None:
+                return None  # a holder (stopped?) kept the lock past our deadline
+            now = time.monotonic()
+            tat, penalty_until, head = self._read(fd, now)
+            granted = reserve(tat, now, 1.0 / rate, max(0.0, deadline - now))
+            if granted is None:
+                return None
+            slot, tat = granted
+            os.pwrite(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
+            os.pwrite(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head + 1), 0)
+            return slot - now
+
+    def _shared_penalize(self, bucket: str, seconds: float) -> None:
+        with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
+            if fd is None:
+                return
+            now = time.monotonic()
+            tat, penalty_until, head = self._read(fd, now)
+            if now < penalty_until:
+                return  # one penalty per window, however many callers saw EGW00201
+            rate = self._rate_in(fd)
+            header = _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, max(tat, now) + seconds, now + seconds, head)
+            os.pwrite(fd, header, 0)
+
+    def _shared_usage(self, bucket: str, rate: float) -> Usage:
+        with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
+            if fd is None:
+                raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
+            now = time.monotonic()
+            tat, _, head = self._read(fd, now)
+            ring = os.pread(fd, RECENT_GRANTS * _SLOT.size, _RING_OFFSET)
+            count = min(head, RECENT_GRANTS, len(ring) // _SLOT.size)
+            slots = [_SLOT.unpack_from(ring, i * _SLOT.size)[0] for i in range(count)]
+            used = sum(1 for slot in slots if now - 1.0 < slot <= now)
+            return Usage(bucket, self._rate_in(fd) or rate, used, max(0.0, tat - now))
+
+    # ------------------------------------------------------------------ file handling
+    @contextmanager
+    def _locked(self, bucket: str, deadline: float) -> Iterator[int | None]:
+        """The state file's descriptor with ``flock`` held, or None if not obtained by ``deadline``."""
+        fd = self._fd(bucket)
+        delay = _LOCK_FIRST_DELAY
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield None
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, _LOCK_MAX_DELAY)
+            except OSError as exc:
+                raise LimiterStoreUnavailable(f"cannot lock {self.state_path(bucket)}: {exc.strerror}") from None
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _fd(self, bucket: str) -> int:
+        if self._pid != os.getpid():  # a forked child must not share its parent's open file (and lock)
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(bucket)
+        if fd is None:
+            fd = self._fds[bucket] = self._open(self.state_path(bucket))
+        return fd
+
+    def _open(self, path: Path) -> int:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_private_directory(self.directory, ENV_TOKEN_FILE)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except UnsafeDirectory as exc:
+            raise LimiterStoreUnavailable(str(exc)) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise LimiterStoreUnavailable(f"{path} is a symbolic link; refusing to follow it") from None
+            raise LimiterStoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise LimiterStoreUnavailable(f"{path} is not a regular file of ours; remove it")
+        return fd
+
+    @staticmethod
+    def _read(fd: int, now: float) -> tuple[float, float, int]:
+        """(tat, penalty_until, head) from the header; a fresh state when it is missing or not ours."""
+        raw = os.pread(fd, _HEADER.size, 0)
+        if len(raw) == _HEADER.size:
+            magic, version, ring, _rate, tat, penalty_until, head = _HEADER.unpack(raw)
+            if magic == _MAGIC and version == _VERSION and ring == RECENT_GRANTS and tat - now < _MAX_AHEAD:
+                return tat, penalty_until, head
+        return 0.0, 0.0, 0
+
+    @staticmethod
+    def _rate_in(fd: int) -> float:
+        raw = os.pread(fd, _HEADER.size, 0)
+        if len(raw) == _HEADER.size:
+            rate = _HEADER.unpack(raw)[3]
+            if isinstance(rate, float) and rate > 0:
+                return rate
+        return 0.0

@@ -1,0 +1,159 @@
+"""The budget shared by servers: one Lua script per acquire, on the Redis the token store uses.
+
+The script reads the server's ``TIME``, so the clocks of the clients do not
+matter: it reserves the next slot and answers how long to wait for it, in one
+round trip.  The keys embed the token key's ``{<key id>}`` hash tag, so a
+Cluster keeps a budget and its token in one slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..errors import LimiterStoreUnavailable, StorageError
+from ..token.redis_connect import describe_client, import_redis, text, translated_errors
+from .budget import RECENT_GRANTS, SharedRateLimiter, Usage
+
+#: Same default as the Redis token stores: the budgets sit beside the tokens.
+DEFAULT_KEY_PREFIX = "korea_investment:token"
+#: A budget nobody used for this long is forgotten (its keys expire).
+IDLE_TTL_MS = 60_000
+
+# KEYS: state hash, recent list.  ARGV: interval µs, max wait µs, rate, ring size, idle TTL ms.
+# Answers {1, wait µs} for a reserved slot, {0, wait µs} when it is beyond the max wait.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+local slot = math.max(tat, now)
+local wait = slot - now
+if wait > tonumber(ARGV[2]) then
+  return {0, string.format('%.0f', wait)}
+end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', slot + tonumber(ARGV[1])), 'rate', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.floor(wait / 1000) + tonumber(ARGV[5]))
+redis.call('LPUSH', KEYS[2], string.format('%.0f', slot))
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call('PEXPIRE', KEYS[2], math.floor(wait / 1000) + tonumber(ARGV[5]))
+return {1, string.format('%.0f', wait)}
+"""
+
+# KEYS: state hash.  ARGV: penalty µs, idle TTL ms.  New slots start a penalty from now, once per penalty.
+PENALIZE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local until_ = tonumber(redis.call('HGET', KEYS[1], 'penalty_until') or '0') or 0
+if now < until_ then
+  return 0
+end
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+local penalty = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', math.max(tat, now) + penalty),
+  'penalty_until', string.format('%.0f', now + penalty))
+redis.call('PEXPIRE', KEYS[1], math.floor(penalty / 1000) + tonumber(ARGV[2]))
+return 1
+"""
+
+# KEYS: state hash, recent list.  Answers {rate, grants in the last second, backlog µs}.
+USAGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local used = 0
+for _, slot in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local s = tonumber(slot)
+  if s and s <= now and s > now - 1000000 then used = used + 1 end
+end
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+return {redis.call('HGET', KEYS[1], 'rate') or '', used, string.format('%.0f', math.max(0, tat - now))}
+"""
+
+
+class RedisRateLimiter(SharedRateLimiter):
+    """Per-app-key budgets in Redis, shared by every process and server that can reach it.
+
+    Args:
+        client: a ``redis.Redis`` (or Sentinel / Cluster client); the Redis token
+            stores pass theirs, so one connection pool serves both.
+        key_prefix: the token stores' prefix; budgets live at ``{prefix}:{<key id>}:rate:<environment>``.
+        rate: calls per second; default by environment.
+    """
+
+    backend = "redis"
+
+    def __init__(self, client: Any, key_prefix: str = DEFAULT_KEY_PREFIX, rate: float | None = None) -> None:
+        super().__init__(rate)
+        import_redis()
+        self._client = client
+        self.key_prefix = key_prefix
+        self.location, self._secrets = describe_client(client)
+        self._reserve_script = client.register_script(RESERVE)
+        self._penalize_script = client.register_script(PENALIZE)
+        self._usage_script = client.register_script(USAGE)
+
+    def __repr__(self) -> str:
+        return f"RedisRateLimiter(location={self.location!r}, key_prefix={self.key_prefix!r}, rate={self.rate!r})"
+
+    def describe(self) -> str:
+        return f"redis {self.location} (prefix {self.key_prefix})"
+
+    def keys(self, bucket: str) -> tuple[str, str]:
+        """The state hash and the recent-grants list of one budget."""
+        key_hash, environment = bucket.split(".", 1)
+        state = f"{self.key_prefix}:{{{key_hash}}}:rate:{environment}"
+        return state, f"{state}:recent"
+
+    def buckets(self) -> list[str]:
+        """Every budget with keys in Redis now (for ``kis-token limit``); bounded to 1000."""
+        found: list[str] = []
+        for key in self._scan(f"{self.key_prefix}:*:rate:*"):
+            name = text(key)
+            if name.endswith(":recent"):
+                continue
+            head, _, environment = name.rpartition(":rate:")
+            key_hash = head.rpartition("{")[2].rstrip("}")
+            found.append(f"{key_hash}.{environment}")
+            if len(found) >= 1000:
+                break
+        return sorted(found)
+
+    # ------------------------------------------------------------------ the shared store
+    def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
+        interval_us = round(1_000_000 / rate)
+        reply = self._run(
+            "reserving a rate-limit slot",
+            self._reserve_script,
+            keys=list(self.keys(bucket)),
+            args=[interval_us, round(max_wait * 1_000_000), repr(rate), RECENT_GRANTS, IDLE_TTL_MS],
+        )
+        granted, wait_us = int(reply[0]), int(text(reply[1]))
+        return wait_us / 1_000_000 if granted else None
+
+    def _shared_penalize(self, bucket: str, seconds: float) -> None:
+        state, _ = self.keys(bucket)
+        self._run(
+            "pausing the rate limit", self._penalize_script, keys=[state], args=[round(seconds * 1e6), IDLE_TTL_MS]
+        )
+
+    def _shared_usage(self, bucket: str, rate: float) -> Usage:
+        reply = self._run("reading the rate limit", self._usage_script, keys=list(self.keys(bucket)), args=[])
+        stored_rate = text(reply[0])
+        try:
+            shown = float(stored_rate) if stored_rate else rate
+        except ValueError:
+            shown = rate
+        return Usage(bucket, shown, int(reply[1]), int(text(reply[2])) / 1_000_000)
+
+    def _run(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            with translated_errors(self.location, action, self._secrets):
+                return fn(*args, **kwargs)
+        except StorageError as exc:
+            raise LimiterStoreUnavailable(str(exc)) from None
+
+    def _scan(self, pattern: str) -> Iterator[Any]:
+        try:
+            with translated_errors(self.location, "listing rate limits", self._secrets):
+                yield from self._client.scan_iter(match=pattern, count=500)
+        except StorageError:
+            return

@@ -1,0 +1,363 @@
+"""The per-second REST budget: one per app key, shared like the token.
+
+Counts come from the fake KIS server (its per-second limit on): accepted calls
+and ``EGW00201`` answers are what KIS would count.  Processes are real
+(``spawn``), Redis is fakeredis and the real server, faults are real signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from korea_investment_stock import ConfigurationError, KoreaInvestment, RateLimitWaitTimeout
+from korea_investment_stock.limits import (
+    FileRateLimiter,
+    NoRateLimit,
+    ProcessRateLimiter,
+    default_rate,
+    limiter_for,
+)
+from korea_investment_stock.limits.budget import bucket_id, rate_from_env, reserve
+from korea_investment_stock.testing import FakeKIS
+from korea_investment_stock.token.file import FileTokenStorage
+from testsupport.environment import rate_limited
+from testsupport.flood import FloodConfig, FloodResult, run_flood
+
+from .redis_fixtures import fake_redis, private_redis, redis_prefix, redis_server_url, redis_url  # noqa: F401
+from .test_storage_contract import DictStorage
+
+ACCOUNT = "12345678-01"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def client_for(kis: FakeKIS, token_file: Path, **kwargs: Any) -> KoreaInvestment:
+    return KoreaInvestment(
+        kis.app_key, kis.app_secret, ACCOUNT, token_storage=FileTokenStorage(token_file), base_url=kis.url, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------------------- the algorithm
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=50.0),
+    gaps=st.lists(st.floats(min_value=0.0, max_value=0.3), min_size=1, max_size=80),
+)
+def test_gcra_slots_never_crowd_a_second(rate: float, gaps: list[float]) -> None:
+    """Whatever the asking pattern: slots are served in order, never before asked, never closer than 1/rate."""
+    interval = 1.0 / rate
+    tat, now, slots = 0.0, 100.0, []
+    for gap in gaps:
+        now += gap
+        granted = reserve(tat, now, interval, max_wait=math.inf)
+        assert granted is not None
+        slot, tat = granted
+        assert slot >= now
+        slots.append(slot)
+    assert all(b - a >= interval - 1e-9 for a, b in zip(slots, slots[1:], strict=False))
+    most_in_a_second = max(sum(1 for s in slots if start <= s < start + 1.0) for start in slots)
+    assert most_in_a_second <= math.floor(rate + 1e-9) + 1
+
+
+def test_a_slot_beyond_the_wait_is_not_taken() -> None:
+    assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.4) is None
+    assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.5) == (10.5, 10.6)
+
+
+def test_default_rates_keep_a_margin_below_kis() -> None:
+    assert default_rate("real") == pytest.approx(18.5)
+    assert default_rate("mock") == pytest.approx(1.85)
+    # 21 slots in a row span more than a second by the margin: room for network jitter.
+    for environment, nominal in (("real", 20), ("mock", 2)):
+        assert nominal / default_rate(environment) - 1.0 > 0.05
+
+
+# ------------------------------------------------------------------------------------------- settings
+@pytest.mark.parametrize("value", ["fast", "-1", "0.0x", "inf", "nan", "-0.5"])
+def test_a_bad_rate_setting_names_what_is_accepted(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="calls per second.*'off'"):
+        rate_from_env({"KOREA_INVESTMENT_RATE_LIMIT": value})
+
+
+def test_rate_settings() -> None:
+    assert rate_from_env({}) is None
+    assert rate_from_env({"KOREA_INVESTMENT_RATE_LIMIT": "off"}) is False
+    assert rate_from_env({"KOREA_INVESTMENT_RATE_LIMIT": " 7.5 "}) == 7.5
+    for bad in (0, -1, math.nan, math.inf, True, "5"):
+        with pytest.raises(ConfigurationError, match="rate"):
+            ProcessRateLimiter(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="environment"):
+        ProcessRateLimiter().acquire("key", "paper")
+
+
+def test_a_client_refuses_a_bad_wait_and_a_bad_environment_variable(
+    fake_kis: FakeKIS, token_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigurationError, match="rate_limit_wait"):
+        client_for(fake_kis, token_file, rate_limit_wait=math.nan)
+    rate_limited(monkeypatch, "twenty")
+    with pytest.raises(ConfigurationError, match="KOREA_INVESTMENT_RATE_LIMIT"):
+        client_for(fake_kis, token_file)
+    assert fake_kis.stats.tokenp_requests == 0
+
+
+def test_the_default_limiter_follows_the_token_store(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_redis: Any,  # noqa: F811
+) -> None:
+    rate_limited(monkeypatch)
+    store = FileTokenStorage(tmp_path / "kis" / "token.key")
+    limiter = limiter_for(store)
+    assert isinstance(limiter, FileRateLimiter) and limiter.directory == store.file_path.parent
+    assert limiter_for(FileTokenStorage(tmp_path / "kis" / "token.key")) is limiter  # one per directory
+    from korea_investment_stock.limits.redis import RedisRateLimiter
+    from korea_investment_stock.token.redis import LockingRedisTokenStorage
+
+    redis_store = LockingRedisTokenStorage(client=fake_redis, key_prefix="kis-test:limit")
+    redis_limiter = limiter_for(redis_store)
+    assert isinstance(redis_limiter, RedisRateLimiter)
+    assert redis_limiter.key_prefix == "kis-test:limit" and redis_limiter._client is fake_redis
+    # Cluster-safe: the budget's keys carry the token key's hash tag.
+    token_key = redis_store.redis_keys("app-key").token
+    tag = token_key[token_key.index("{") : token_key.index("}") + 1]
+    assert all(tag in key for key in redis_limiter.keys(bucket_id("app-key", "real")))
+    assert type(limiter_for(DictStorage())) is ProcessRateLimiter
+    rate_limited(monkeypatch, "off")
+    assert isinstance(limiter_for(store), NoRateLimit)
+    rate_limited(monkeypatch, "5")
+    assert limiter_for(store).rate_for("real") == 5.0
+
+
+# ------------------------------------------------------------------------------------- on the client
+def test_no_slot_within_the_wait_fails_at_once_and_sends_nothing(fake_kis: FakeKIS, token_file: Path) -> None:
+    with client_for(fake_kis, token_file, rate_limiter=ProcessRateLimiter(0.5), rate_limit_wait=0.5) as client:
+        assert client.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+        sent = fake_kis.stats.rest_requests
+        with pytest.raises(RateLimitWaitTimeout, match="nothing was sent") as caught:
+            client.fetch_domestic_price("J", "005930")
+    assert isinstance(caught.value, TimeoutError)
+    assert fake_kis.stats.rest_requests == sent == 1
+
+
+def test_tokenp_is_not_charged_unless_asked(fake_kis_factory: Any, tmp_path: Path) -> None:
+    for charge, expected in ((False, 1), (True, 3)):  # one quotation; plus tokenP and revokeP
+        kis = fake_kis_factory()  # its own issue window
+        limiter = ProcessRateLimiter(50.0)
+        token_file = tmp_path / f"charge-{charge}" / "token.key"
+        with client_for(kis, token_file, rate_limiter=limiter, rate_limit_token_calls=charge) as client:
+            client.fetch_domestic_price("J", "005930")
+            client.revoke_access_token()
+        assert limiter.usage(kis.app_key, "real").used_last_second == expected
+
+
+def test_an_outside_caller_pauses_the_whole_fleet(fake_kis_factory: Any, token_file: Path) -> None:
+    """Someone outside the limiter spends the second's budget: our call gets EGW00201 once,
+    the limiter pauses every caller of the budget, and the retry gets through."""
+    kis = fake_kis_factory(rest_rate_limit=20)
+    backlogs: list[float] = []
+
+    class Watched(FileRateLimiter):
+        def _shared_penalize(self, bucket: str, seconds: float) -> None:
+            super()._shared_penalize(bucket, seconds)
+            backlogs.append(FileRateLimiter(self.directory)._shared_usage(bucket, 1.0).backlog_seconds)
+
+    limiter = Watched(token_file.parent)
+    with client_for(kis, token_file, rate_limiter=limiter) as client:
+        headers = {
+            "authorization": client.access_token,
+            "appkey": kis.app_key,
+            "appsecret": kis.app_secret,
+            "tr_id": "FHKST01010100",
+        }
+        params = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+        with requests.Session() as outside:
+            for _ in range(20):  # the whole second's budget, spent behind the limiter's back
+                outside.get(
+                    f"{kis.url}/uapi/domestic-stock/v1/quotations/inquire-price",
+                    headers=headers,
+                    params=params,
+                    timeout=5,
+                )
+        answer = client.fetch_domestic_price("J", "005930")
+    assert answer["rt_cd"] == "0"
+    assert kis.stats.rest_rejected == {"EGW00201": 1}
+    # Another process's view of the same budget saw the pause (a second, minus what passed).
+    assert len(backlogs) == 1 and backlogs[0] > 0.5
+
+
+# ------------------------------------------------------------------------------------------- faults
+def test_an_unreachable_redis_falls_back_to_a_share_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import redis
+
+    from korea_investment_stock.limits.redis import RedisRateLimiter
+    from testsupport.redis_server import free_port
+
+    client = redis.Redis(port=free_port(), socket_timeout=0.5, socket_connect_timeout=0.5)
+    limiter = RedisRateLimiter(client, key_prefix="kis-test:down", rate=20.0)
+    with caplog.at_level(logging.WARNING, "korea_investment_stock.limits.redis"):
+        waits = [limiter.acquire("app-key", "real", timeout=5) for _ in range(3)]
+    assert limiter.falling_back
+    assert waits[0] == 0 and waits[2] > 0  # a quarter of 20/s: one call per 0.2 s, in this process
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "25% of the budget" in warnings[0]
+
+
+def test_a_planted_symlink_is_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "kis"
+    directory.mkdir(mode=0o700)
+    target = tmp_path / "victim"
+    target.write_bytes(b"precious")
+    limiter = FileRateLimiter(directory, rate=20.0)
+    limiter.state_path(bucket_id("app-key", "real")).symlink_to(target)
+    with caplog.at_level(logging.WARNING, "korea_investment_stock.limits.file"):
+        limiter.acquire("app-key", "real", timeout=5)
+    assert target.read_bytes() == b"precious"
+    assert limiter.falling_back and any("symbolic link" in r.getMessage() for r in caplog.records)
+
+
+def _holder(directory: Path) -> subprocess.Popen[str]:
+    """A process that takes the budget's lock and keeps it until killed; ready once it prints 'held'."""
+    code = (
+        "import sys, time\n"
+        "from korea_investment_stock.limits import FileRateLimiter\n"
+        "from korea_investment_stock.limits.budget import bucket_id\n"
+        f"limiter = FileRateLimiter({str(directory)!r}, rate=20.0)\n"
+        "with limiter._locked(bucket_id('app-key', 'real'), time.monotonic() + 60):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_holder_killed_mid_acquire_stalls_nobody(tmp_path: Path) -> None:
+    holder = _holder(tmp_path)
+    limiter = FileRateLimiter(tmp_path, rate=20.0)
+    outcome: list[object] = []
+    waiter = threading.Thread(target=lambda: outcome.append(limiter.acquire("app-key", "real", timeout=30)))
+    try:
+        waiter.start()
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(10)
+        waiter.join(30)
+    finally:
+        holder.kill()
+    assert not waiter.is_alive() and outcome == [0.0]
+
+
+def test_a_stopped_holder_costs_a_caller_its_wait_not_more(tmp_path: Path) -> None:
+    holder = _holder(tmp_path)
+    os.kill(holder.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(RateLimitWaitTimeout):
+            FileRateLimiter(tmp_path, rate=20.0).acquire("app-key", "real", timeout=0.3)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+
+
+@pytest.mark.real_redis
+def test_a_redis_acquire_is_one_round_trip(private_redis: Any) -> None:  # noqa: F811
+    """Counted at both ends: replies the client read, and the commands the server ran on its own."""
+    import redis
+
+    from korea_investment_stock.limits.redis import RedisRateLimiter
+
+    replies = [0]
+
+    class CountingConnection(redis.Connection):
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            replies[0] += 1
+            return super().read_response(*args, **kwargs)
+
+    pool = redis.ConnectionPool.from_url(private_redis.url, connection_class=CountingConnection, protocol=2)
+    limiter = RedisRateLimiter(redis.Redis(connection_pool=pool), key_prefix="kis-test", rate=1000.0)
+    limiter.acquire("app-key", "real")  # connects, and loads the script (EVALSHA falls back to EVAL once)
+    admin = redis.Redis.from_url(private_redis.url)
+    before = {k: v["calls"] for k, v in admin.info("commandstats").items()}
+    replies[0] = 0
+    for _ in range(20):
+        limiter.acquire("app-key", "real")
+    after = {k: v["calls"] for k, v in admin.info("commandstats").items()}
+    assert replies[0] == 20
+    ran = {k.removeprefix("cmdstat_"): n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
+    assert ran.pop("evalsha") == 20 and ran.pop("info") == 1  # the rest ran inside the script:
+    assert set(ran) <= {"time", "hget", "hset", "pexpire", "lpush", "ltrim"}
+    assert limiter.usage("app-key", "real").used_last_second >= 1
+
+
+# ------------------------------------------------------------------------------------- fleets at KIS
+def flood(
+    kis: FakeKIS, tmp_path: Path, *, processes: int, threads: int, seconds: float, groups: int = 1, **config: Any
+) -> FloodResult:
+    base = FloodConfig(
+        url=kis.url, app_key=kis.app_key, app_secret=kis.app_secret, token_file="", threads=threads, **config
+    )
+    result = run_flood(kis, base, processes, seconds, groups=groups, workdir=tmp_path)
+    print(result.line("flood"))
+    return result
+
+
+@pytest.mark.slow
+def test_a_file_fleet_stays_inside_the_budget(fake_kis_factory: Any, tmp_path: Path) -> None:
+    kis = fake_kis_factory(rest_rate_limit=20)
+    result = flood(kis, tmp_path, processes=2, threads=4, seconds=3.0, storage="file")
+    assert result.egw00201 == 0 and result.caller_errors == 0, result.line("flood")
+    assert result.budget_used >= 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.real_redis
+def test_two_groups_sharing_only_redis_stay_inside_the_budget(
+    fake_kis_factory: Any,
+    tmp_path: Path,
+    redis_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    kis = fake_kis_factory(rest_rate_limit=20)
+    result = flood(
+        kis,
+        tmp_path,
+        processes=4,
+        threads=3,
+        seconds=3.0,
+        groups=2,
+        storage="redis",
+        redis_url=redis_url,
+        key_prefix=redis_prefix,
+    )
+    assert result.egw00201 == 0 and result.caller_errors == 0, result.line("flood")
+    assert result.budget_used >= 0.85
+    assert {r.group for r in result.reports} == {0, 1}
+
+
+@pytest.mark.slow
+def test_the_mock_profile_keeps_to_two_a_second(fake_kis_factory: Any, tmp_path: Path) -> None:
+    kis = fake_kis_factory(rest_rate_limit=2, environment="mock")
+    result = flood(kis, tmp_path, processes=2, threads=4, seconds=4.0, storage="file", mock=True)
+    assert result.egw00201 == 0 and result.caller_errors == 0, result.line("flood")
+    assert result.accepted >= 6  # 1.85/s for 4 s, minus the edges of the window
+
+
+@pytest.mark.slow
+def test_without_the_limiter_the_same_fleet_is_refused(fake_kis_factory: Any, tmp_path: Path) -> None:
+    """The control: the flood above does make KIS refuse calls when nothing keeps it in budget."""
+    kis = fake_kis_factory(rest_rate_limit=20)
+    result = flood(kis, tmp_path, processes=2, threads=4, seconds=2.0, storage="file", design="none")
+    assert result.egw00201 > 0
