@@ -71,7 +71,7 @@ class ProcessReport:
     rate_limited: int = 0
     other_errors: int = 0
     error_samples: list[str] = field(default_factory=list)
-    acquire_waits_ms: list[float] = field(default_factory=list)
+    call_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class FloodResult:
     def line(self, name: str) -> str:
         """The one summary line the stress suite and the bench print."""
         shares = "/".join(f"{share * 100:.0f}" for share in self.shares)
-        waits = [w for r in self.reports for w in r.acquire_waits_ms]
+        waits = [w for r in self.reports for w in r.call_ms]
         p99 = percentile(waits, 0.99) if waits else 0.0
         return (
             f"{name} design={self.design} backend={self.storage} fleet={self.processes}x{self.threads} "
@@ -235,12 +235,8 @@ def _make_client(config: FloodConfig) -> Any:
     )
 
 
-def flood_process(
-    config: FloodConfig, group: int, start: Any, stop: Any, window: Any, results: Any
-) -> None:
+def flood_process(config: FloodConfig, group: int, start: Any, stop: Any, window: Any, results: Any) -> None:
     """One process of the flood: its callers quote until ``stop``; one :class:`ProcessReport` on ``results``."""
-    from korea_investment_stock.errors import RateLimitExceededError
-
     if config.rate_limit is None:
         os.environ.pop("KOREA_INVESTMENT_RATE_LIMIT", None)
     else:
@@ -257,36 +253,8 @@ def flood_process(
         results.put(report)
         return
 
-    def caller() -> None:
-        while not stop.is_set():
-            began = time.perf_counter()
-            try:
-                answer = client.fetch_domestic_price("J", SYMBOL)
-                ended = time.time()
-                ok = answer.get("rt_cd") == "0"
-                with lock:
-                    report.acquire_waits_ms.append((time.perf_counter() - began) * 1000.0)
-                    if ok:
-                        report.ok_total += 1
-                        stamps.append(ended)
-                    else:
-                        report.other_errors += 1
-                        if len(report.error_samples) < 3:
-                            report.error_samples.append(f"{answer.get('msg_cd')}: {answer.get('msg1')}")
-            except RateLimitExceededError as exc:
-                with lock:
-                    report.rate_limited += 1
-                    if len(report.error_samples) < 3:
-                        report.error_samples.append(f"{type(exc).__name__}: {exc}")
-            except Exception as exc:
-                with lock:
-                    report.other_errors += 1
-                    if len(report.error_samples) < 3:
-                        report.error_samples.append(f"{type(exc).__name__}: {exc}")
-            if config.design == "sleep":
-                stop.wait(config.sleep_per_call)
-
-    threads = [threading.Thread(target=caller, daemon=True) for _ in range(config.threads)]
+    args = (client, config, stop, report, stamps, lock)
+    threads = [threading.Thread(target=_quote_until_stopped, args=args, daemon=True) for _ in range(config.threads)]
     try:
         start.wait(HARNESS_TIMEOUT)
     except threading.BrokenBarrierError:
@@ -303,6 +271,41 @@ def flood_process(
     begin, end = window[0], window[1]
     report.ok_in_window = sum(1 for stamp in stamps if begin <= stamp <= end)
     results.put(report)
+
+
+def _quote_until_stopped(
+    client: Any, config: FloodConfig, stop: Any, report: ProcessReport, stamps: list[float], lock: threading.Lock
+) -> None:
+    """One caller: quote flat out until ``stop``, stamping each success (wall clock) for the window."""
+    from korea_investment_stock.errors import RateLimitExceededError
+
+    def note(sample: str) -> None:
+        if len(report.error_samples) < 3:
+            report.error_samples.append(sample)
+
+    while not stop.is_set():
+        began = time.perf_counter()
+        try:
+            answer = client.fetch_domestic_price("J", SYMBOL)
+            ended = time.time()
+            with lock:
+                report.call_ms.append((time.perf_counter() - began) * 1000.0)
+                if answer.get("rt_cd") == "0":
+                    report.ok_total += 1
+                    stamps.append(ended)
+                else:
+                    report.other_errors += 1
+                    note(f"{answer.get('msg_cd')}: {answer.get('msg1')}")
+        except RateLimitExceededError as exc:
+            with lock:
+                report.rate_limited += 1
+                note(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            with lock:
+                report.other_errors += 1
+                note(f"{type(exc).__name__}: {exc}")
+        if config.design == "sleep":
+            stop.wait(config.sleep_per_call)
 
 
 def summary_fields(result: FloodResult) -> dict[str, Any]:
