@@ -284,11 +284,12 @@ def test_health_reports_storage_and_kis(cli: Cli, fake_kis: FakeKIS) -> None:
     result = cli("health", "--json")
     assert result.code == EXIT_OK
     checks = {c["name"]: c for c in result.json()["checks"]}
-    assert set(checks) == {"storage (file)", "kis host"}
+    assert set(checks) == {"storage (file)", "rate limit", "kis host"}
+    assert checks["rate limit"]["backend"] == "file" and checks["rate limit"]["rate"] == 18.5
     assert all(c["ok"] and c["rtt_ms"] is not None and c["rtt_ms"] >= 0 for c in checks.values())
     assert fake_kis.url in checks["kis host"]["detail"]
     human = cli("health")
-    assert human.code == EXIT_OK and human.stdout.count("ok  ") == 2
+    assert human.code == EXIT_OK and human.stdout.count("ok  ") == 3
     assert fake_kis.stats.tokenp_requests == 0
 
 

@@ -361,3 +361,35 @@ def test_without_the_limiter_the_same_fleet_is_refused(fake_kis_factory: Any, tm
     kis = fake_kis_factory(rest_rate_limit=20)
     result = flood(kis, tmp_path, processes=2, threads=4, seconds=2.0, storage="file", design="none")
     assert result.egw00201 > 0
+
+
+# ------------------------------------------------------------------------------------- kis-token
+def test_kis_token_limit_and_health_show_the_budget(
+    fake_kis: FakeKIS, token_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from korea_investment_stock.cli import main
+
+    rate_limited(monkeypatch)
+    monkeypatch.setenv("KOREA_INVESTMENT_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("KOREA_INVESTMENT_API_KEY", fake_kis.app_key)
+    monkeypatch.setenv("KOREA_INVESTMENT_BASE_URL", fake_kis.url)
+    assert main(["limit", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["budgets"] == []
+    with client_for(fake_kis, token_file) as client:
+        for _ in range(3):
+            client.fetch_domestic_price("J", "005930")
+    assert main(["limit", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["backend"] == "file" and str(token_file.parent) in document["location"]
+    (budget,) = document["budgets"]
+    assert budget["environment"] == "real" and budget["rate"] == pytest.approx(18.5)
+    assert budget["app_key"] is not None and fake_kis.app_key not in json.dumps(document)
+    assert budget["used_last_second"] <= 3  # the entry exists because of the three calls; some may be >1 s old
+    assert main(["health", "--json"]) == 0
+    (limit_check,) = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "rate limit"]
+    assert limit_check["ok"] and limit_check["backend"] == "file" and limit_check["rate"] == pytest.approx(18.5)
+    assert main(["health", "--json", "--mock"]) in (0, 1)  # the mock host is not reachable here; the budget is
+    (mock_check,) = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "rate limit"]
+    assert mock_check["rate"] == pytest.approx(1.85) and mock_check["environment"] == "mock"

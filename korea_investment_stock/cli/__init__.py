@@ -6,7 +6,8 @@ Commands::
     token refresh    force one single-flight re-issue
     token revoke     revoke the stored token at KIS and remove it from the store
     token clear      remove the stored token from the store (KIS is not told)
-    health           storage round trip and KIS host reachability
+    health           storage round trip, the REST budget's limiter, KIS host reachability
+    limit            the per-second REST budget: used in the last second, per app key
     price SYMBOL     the current price of one symbol (--market KR|US)
     demo             stampede a fake KIS server and count tokenP calls
 

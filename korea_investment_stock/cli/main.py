@@ -6,18 +6,28 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ConfigurationError, KoreaInvestmentError, NoTokenError, StorageError
+from ..limits import NOMINAL_RATES, NoRateLimit, RateLimiter, SharedRateLimiter, limiter_for
+from ..limits.budget import ENV_RATE_LIMIT
 from ..token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
-from ..token.record import mask_token
+from ..token.record import key_id, mask_token
 from ..token.status import StorageHealth, TokenState
 from ..token.storage import TokenStorage
 from ..transport import new_session, probe_host
 from ..validation import check_seconds
 from . import tokens
-from .environment import PLACEHOLDER_ACCOUNT, EnvironmentCredentials, UsageError, known_secrets, storage_for
+from .environment import (
+    ENV_API_KEY,
+    PLACEHOLDER_ACCOUNT,
+    EnvironmentCredentials,
+    UsageError,
+    known_secrets,
+    storage_for,
+)
 from .output import PROG, Output, duration, table
 
 EXIT_OK = 0
@@ -150,6 +160,7 @@ def _health(args: argparse.Namespace, out: Output) -> int:
     if storage is not None:
         store = storage.describe()
         checks.append(_check(f"storage ({store.backend})", storage.health_check(), store.location))
+        checks.append(_limit_check(limiter_for(storage), "mock" if args.mock else "real"))
     host = probe_host(_base_url(args), timeout)
     checks.append({"name": "kis host", "ok": host.reachable, "detail": host.detail, "rtt_ms": host.round_trip_ms})
     ok = all(check["ok"] for check in checks)
@@ -159,6 +170,53 @@ def _health(args: argparse.Namespace, out: Output) -> int:
         lines.append(f"{'ok  ' if check['ok'] else 'FAIL'}  {check['name']!s:<16} {rtt:>10}  {check['detail']}")
     out.result("health", ok, {"checks": checks}, lines)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _limit_check(limiter: RateLimiter, environment: str) -> dict[str, object]:
+    """The REST budget: which limiter, what rate, and whether its store answers (a read of one budget)."""
+    check: dict[str, object] = {"name": "rate limit", "backend": limiter.backend, "environment": environment}
+    if isinstance(limiter, NoRateLimit):
+        return {**check, "ok": True, "detail": f"off ({ENV_RATE_LIMIT}=off)", "rtt_ms": None, "rate": None}
+    rate = limiter.rate_for(environment)
+    started = time.perf_counter()
+    limiter.usage("health-check", environment)
+    rtt = round((time.perf_counter() - started) * 1000.0, 2)
+    falling_back = isinstance(limiter, SharedRateLimiter) and limiter.falling_back
+    state = "UNREACHABLE: each process would keep to a fallback share" if falling_back else "shared"
+    detail = f"{limiter.describe()}: {rate:g}/s {environment} (KIS allows {NOMINAL_RATES[environment]:g}/s), {state}"
+    return {**check, "ok": not falling_back, "detail": detail, "rtt_ms": rtt, "rate": rate}
+
+
+def _limit(args: argparse.Namespace, out: Output) -> int:
+    limiter = limiter_for(_storage(args))
+    known = os.environ.get(ENV_API_KEY, "").strip()
+    known_id = key_id(known) if known else None
+    rates = ", ".join(f"{limiter.rate_for(env):g}/s {env}" for env in ("real", "mock"))
+    lines = [f"budget: {limiter.describe()} ({rates}; KIS allows 20/s real, 2/s mock)"]
+    budgets: list[dict[str, object]] = []
+    for bucket in limiter.buckets():
+        usage = limiter.usage_of(bucket)
+        ident, _, environment = bucket.rpartition(".")
+        app_key = mask_token(known) if ident == known_id else None
+        budgets.append(
+            {
+                "key_id": ident[:12],
+                "app_key": app_key,
+                "environment": environment,
+                "rate": usage.rate,
+                "used_last_second": usage.used_last_second,
+                "share_used": round(usage.share_used, 3),
+                "backlog_seconds": round(usage.backlog_seconds, 3),
+            }
+        )
+        lines.append(
+            f"{app_key or 'key id ' + ident[:12]} {environment}: {usage.used_last_second} of {usage.rate:g} in the "
+            f"last second ({usage.share_used * 100:.0f}%), next free slot in {usage.backlog_seconds:.2f}s"
+        )
+    if not budgets:
+        lines.append(f"off ({ENV_RATE_LIMIT}=off)" if isinstance(limiter, NoRateLimit) else "no budget used yet")
+    out.result("limit", True, {"backend": limiter.backend, "location": limiter.describe(), "budgets": budgets}, lines)
+    return EXIT_OK
 
 
 def _check(name: str, health: StorageHealth, location: str = "") -> dict[str, object]:
@@ -291,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = commands.add_parser("health", parents=[common], help="storage round trip and KIS host reachability")
     health.set_defaults(handler=_health, name="health")
+
+    limit = commands.add_parser(
+        "limit", parents=[common], help="the per-second REST budget: used in the last second, per app key"
+    )
+    limit.set_defaults(handler=_limit, name="limit")
 
     price = commands.add_parser("price", parents=[common], help="current price of one symbol")
     price.add_argument("symbol", help="e.g. 005930 (KR) or AAPL (US)")

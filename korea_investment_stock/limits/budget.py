@@ -183,6 +183,15 @@ class RateLimiter(ABC):
         """The rate and the grants of the last second for one app key."""
         return self._usage(bucket_id(api_key, environment), self.rate_for(environment))
 
+    def usage_of(self, bucket: str) -> Usage:
+        """:meth:`usage` for a bucket named by :meth:`buckets` (``<key id>.<environment>``)."""
+        environment = bucket.rpartition(".")[2]
+        return self._usage(bucket, self.rate_for(environment))
+
+    def buckets(self) -> list[str]:
+        """The budgets this limiter knows of (for ``kis-token limit``)."""
+        return []
+
     def describe(self) -> str:
         """Where the budget is kept, for ``kis-token health``."""
         return self.backend
@@ -240,6 +249,10 @@ class ProcessRateLimiter(RateLimiter):
         super().__init__(rate)
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
+
+    def buckets(self) -> list[str]:
+        with self._lock:
+            return sorted(self._buckets)
 
     def _bucket(self, bucket: str) -> _Bucket:
         state = self._buckets.get(bucket)
