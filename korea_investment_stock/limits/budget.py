@@ -153,15 +153,16 @@ class RateLimiter(ABC):
         bucket = bucket_id(api_key, environment)
         deadline = time.monotonic() + timeout
         with self._turn(bucket, deadline) as ours:
-            wait = self._reserve(bucket, rate, max(0.0, deadline - time.monotonic())) if ours else None
-            if wait is None:
+            go_at = self._reserve(bucket, rate, max(0.0, deadline - time.monotonic())) if ours else None
+            if go_at is None:
                 raise RateLimitWaitTimeout(
                     f"the per-second budget of this app key ({rate:g}/s, {self.backend}) has no slot within "
                     f"{timeout:g}s; nothing was sent. Fewer callers, or a longer rate_limit_wait"
                 )
+            wait = go_at - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-        return wait
+        return max(0.0, wait)
 
     @contextmanager
     def _turn(self, bucket: str, deadline: float) -> Iterator[bool]:
@@ -198,7 +199,11 @@ class RateLimiter(ABC):
 
     @abstractmethod
     def _reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
-        """Reserve the next slot of ``bucket``: seconds to wait for it, or None if beyond ``max_wait``."""
+        """Reserve the next slot of ``bucket``: when it comes (``time.monotonic()``), or None if beyond ``max_wait``.
+
+        An absolute time, not a delay: the time spent getting the answer is then
+        not added to the wait, so calls leave as evenly spaced as they were reserved.
+        """
 
     @abstractmethod
     def _penalize(self, bucket: str, seconds: float) -> None:
@@ -218,7 +223,7 @@ class NoRateLimit(RateLimiter):
         return 0.0
 
     def _reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
-        return 0.0
+        return time.monotonic()
 
     def _penalize(self, bucket: str, seconds: float) -> None:
         return None
@@ -269,7 +274,7 @@ class ProcessRateLimiter(RateLimiter):
                 return None
             slot, state.tat = granted
             state.recent.append(slot)
-            return slot - now
+            return slot
 
     def _penalize(self, bucket: str, seconds: float) -> None:
         with self._lock:

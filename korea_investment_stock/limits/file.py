@@ -101,7 +101,7 @@ class FileRateLimiter(SharedRateLimiter):
             slot, tat = granted
             os.pwrite(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
             os.pwrite(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head + 1), 0)
-            return slot - now
+            return slot
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
         with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:

@@ -8,6 +8,7 @@ Cluster keeps a budget and its token in one slot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -120,6 +121,9 @@ class RedisRateLimiter(SharedRateLimiter):
     # ------------------------------------------------------------------ the shared store
     def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         interval_us = round(1_000_000 / rate)
+        # The wait counts from when the script ran, which is after this moment: counting it from
+        # here, not from the reply, keeps a slow reply from pushing the call late.
+        asked_at = time.monotonic()
         reply = self._run(
             "reserving a rate-limit slot",
             self._reserve_script,
@@ -127,7 +131,7 @@ class RedisRateLimiter(SharedRateLimiter):
             args=[interval_us, round(max_wait * 1_000_000), repr(rate), RECENT_GRANTS, IDLE_TTL_MS],
         )
         granted, wait_us = int(reply[0]), int(text(reply[1]))
-        return wait_us / 1_000_000 if granted else None
+        return asked_at + wait_us / 1_000_000 if granted else None
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
         state, _ = self.keys(bucket)
