@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +394,35 @@ def test_kis_token_limit_and_health_show_the_budget(
     assert main(["health", "--json", "--mock"]) in (0, 1)  # the mock host is not reachable here; the budget is
     (mock_check,) = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "rate limit"]
     assert mock_check["rate"] == pytest.approx(1.85) and mock_check["environment"] == "mock"
+
+
+def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_path: Path) -> None:
+    """A pre-fork server forks while a thread of the parent is inside acquire: the child must not wait
+    forever on the copied (held) lock, nor slip through on the parent's flock (a shared open file)."""
+    limiter = FileRateLimiter(tmp_path, rate=20.0)
+    limiter.acquire("app-key", "real")  # opens the state file in the parent
+    bucket = bucket_id("app-key", "real")
+    with limiter._locked(bucket, time.monotonic() + 5) as fd:
+        assert fd is not None
+        limiter._guard.acquire()  # as a parent thread inside acquire would hold it
+        pid = os.fork()
+        if pid == 0:  # the child: the flock is the parent's, so no slot within 0.3 s
+            code = 3
+            try:
+                limiter.acquire("app-key", "real", timeout=0.3)
+                code = 1
+            except RateLimitWaitTimeout:
+                code = 0
+            finally:
+                os._exit(code)
+        limiter._guard.release()
+        reaped: list[int] = []
+        reaper = threading.Thread(target=lambda: reaped.append(os.waitpid(pid, 0)[1]))
+        reaper.start()
+        reaper.join(30)
+        if reaper.is_alive():
+            os.kill(pid, signal.SIGKILL)
+            reaper.join(10)
+            pytest.fail("the forked child hung on a lock copied from the parent")
+    (status,) = reaped
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -137,6 +138,10 @@ class RateLimiter(ABC):
 
     def __init__(self, rate: float | None = None) -> None:
         self.rate = check_rate(rate) if rate is not None else None
+        _LIVE.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: new locks (a parent thread may have held one), nothing of the parent's open."""
 
     def rate_for(self, environment: str) -> float:
         """The calls per second this limiter grants a bucket of ``environment``."""
@@ -259,6 +264,9 @@ class ProcessRateLimiter(RateLimiter):
         with self._lock:
             return sorted(self._buckets)
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
     def _bucket(self, bucket: str) -> _Bucket:
         state = self._buckets.get(bucket)
         if state is None:
@@ -308,7 +316,10 @@ class SharedRateLimiter(RateLimiter):
         self._fallback_warned = False
         self._turns: dict[str, threading.Lock] = {}
         self._turns_guard = threading.Lock()
-        self._turns_pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        self._turns, self._turns_guard = {}, threading.Lock()
+        self._fallback._after_fork()
 
     @contextmanager
     def _turn(self, bucket: str, deadline: float) -> Iterator[bool]:
@@ -321,8 +332,6 @@ class SharedRateLimiter(RateLimiter):
         ``EGW00201`` reaches everyone within one slot.
         """
         with self._turns_guard:
-            if self._turns_pid != os.getpid():  # a parent thread's turn is not ours to wait for
-                self._turns, self._turns_pid = {}, os.getpid()
             lock = self._turns.setdefault(bucket, threading.Lock())
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             yield False
@@ -389,3 +398,15 @@ class SharedRateLimiter(RateLimiter):
     @abstractmethod
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
         """:meth:`_usage` from the shared store."""
+
+
+#: Every limiter of this process, so that a forked child can give each new locks.
+_LIVE: weakref.WeakSet[RateLimiter] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for limiter in list(_LIVE):
+        limiter._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)

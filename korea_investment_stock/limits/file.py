@@ -15,6 +15,7 @@ future of the new clock) is discarded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -61,7 +62,14 @@ class FileRateLimiter(SharedRateLimiter):
         self.directory = Path(directory).expanduser()
         self._guard = threading.Lock()
         self._fds: dict[str, int] = {}
-        self._pid = os.getpid()
+
+    def _after_fork(self) -> None:
+        super()._after_fork()
+        # The child's copies share the parent's open files, and so their flock: close them, open anew.
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds, self._guard = {}, threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileRateLimiter(directory={str(self.directory)!r}, rate={self.rate!r})"
@@ -151,8 +159,6 @@ class FileRateLimiter(SharedRateLimiter):
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _fd(self, bucket: str) -> int:
-        if self._pid != os.getpid():  # a forked child must not share its parent's open file (and lock)
-            self._fds, self._pid = {}, os.getpid()
         fd = self._fds.get(bucket)
         if fd is None:
             fd = self._fds[bucket] = self._open(self.state_path(bucket))
