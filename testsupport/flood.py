@@ -253,7 +253,10 @@ def flood_process(config: FloodConfig, group: int, start: Any, stop: Any, window
         results.put(report)
         return
 
-    args = (client, config, stop, report, stamps, lock)
+    # The callers watch a local event, never the shared one: a process ended while one of its
+    # threads sat in the shared Event's lock would leave that lock taken for every other process.
+    local_stop = threading.Event()
+    args = (client, config, local_stop, report, stamps, lock)
     threads = [threading.Thread(target=_quote_until_stopped, args=args, daemon=True) for _ in range(config.threads)]
     try:
         start.wait(HARNESS_TIMEOUT)
@@ -265,6 +268,7 @@ def flood_process(config: FloodConfig, group: int, start: Any, stop: Any, window
     for thread in threads:
         thread.start()
     stop.wait(HARNESS_TIMEOUT)
+    local_stop.set()
     # Report at once: callers still queued for a slot would otherwise each send one more call
     # (a tail of a whole queue, 17 s at 4x8 on the mock budget).  They are daemon threads, and
     # the parent ends this process once it has the report; the counters were read at the window's end.
@@ -275,7 +279,12 @@ def flood_process(config: FloodConfig, group: int, start: Any, stop: Any, window
 
 
 def _quote_until_stopped(
-    client: Any, config: FloodConfig, stop: Any, report: ProcessReport, stamps: list[float], lock: threading.Lock
+    client: Any,
+    config: FloodConfig,
+    stop: threading.Event,
+    report: ProcessReport,
+    stamps: list[float],
+    lock: threading.Lock,
 ) -> None:
     """One caller: quote flat out until ``stop``, stamping each success (wall clock) for the window."""
     from korea_investment_stock.errors import RateLimitExceededError
