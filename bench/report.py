@@ -1,4 +1,4 @@
-"""The human table, the targets of issue 5 with pass/miss, and the optional plot."""
+"""The human table, the targets of issues 5 (pass/MISS) and 12 (met/MISSED), and the optional plot."""
 
 from __future__ import annotations
 
@@ -13,13 +13,27 @@ FLOOR_MS = 0.1  # ratios divide by at least this, and say so with ">="
 NO_EXPIRY = {"redis-py Lock", "python-redis-lock"}
 
 
-def print_header(mode: str, facts: dict[str, Any], sizes: list[tuple[int, int]], runs: int, delay: float) -> None:
+def print_header(
+    mode: str,
+    facts: dict[str, Any],
+    sizes: list[tuple[int, int]],
+    runs: int,
+    delay: float,
+    *,
+    sections: set[str] | None = None,
+    fleet: tuple[list[tuple[int, int]], float] | None = None,
+) -> None:
     sizes_text = ", ".join(f"{p}x{t}" for p, t in sizes)
-    print(
-        f"korea-investment-stock bench ({mode}): stampedes {sizes_text}, {runs} run(s) each, "
-        f"{delay * 1000:.0f} ms issuance",
-        flush=True,
-    )
+    what = []
+    if sections is None or "stampede" in sections:
+        what.append(f"stampedes {sizes_text}, {runs} run(s) each, {delay * 1000:.0f} ms issuance")
+    if fleet is not None and (sections is None or "ratelimit" in sections):
+        fleet_sizes, seconds = fleet
+        what.append(f"rate-limit floods {', '.join(f'{p}x{t}' for p, t in fleet_sizes)}, {seconds:g} s window")
+    others = sorted((sections or set()) - {"stampede", "ratelimit"})
+    if others:
+        what.append(", ".join(others))
+    print(f"korea-investment-stock bench ({mode}): " + "; ".join(what), flush=True)
     print(
         f"machine: {facts.get('cpu_model')}, {facts.get('nproc')} CPUs, Python {facts.get('python')}, "
         f"redis-server {facts.get('redis_server') or 'none'}, load {facts.get('load_average')}",
@@ -215,6 +229,7 @@ def automatic_notes(result: dict[str, Any]) -> list[str]:
                 f"Crash row, {row['kind']}: its waiters block in BLPOP on a lock that never expires by default; "
                 "the 5 s default socket timeout of the installed redis-py ends that wait with an error."
             )
+    notes.extend(ratelimit_notes(result.get("ratelimit") or {}))
     load = result.get("machine", {}).get("load_average") or []
     cpus = result.get("machine", {}).get("nproc") or 1
     if load and load[0] > 0.5 * cpus:
@@ -330,10 +345,19 @@ def render(result: dict[str, Any]) -> str:
                 right={1, 2, 3, 4, 5, 6},
             )
         )
+    limits = result.get("ratelimit")
+    if limits:
+        parts.append(_render_ratelimit(limits))
     targets = result.get("targets")
-    if targets:
+    if targets and any(t["result"] != "not measured" for t in targets):  # none of its sections ran: no table
         rows = [[t["target"], t["wanted"], t["measured"], t["result"]] for t in targets]
         parts.append("Targets (issue 5)\n" + _table(["target", "wanted", "measured", "result"], rows, right={2}))
+    limit_targets = (limits or {}).get("targets")
+    if limit_targets:
+        rows = [[t["target"], t["wanted"], t["measured"], t["result"]] for t in limit_targets]
+        parts.append(
+            "Targets (issue 12, rate limits)\n" + _table(["target", "wanted", "measured", "result"], rows, right={2})
+        )
     notes = result.get("notes")
     if notes:
         parts.append("Notes\n" + "\n".join(f"- {n}" for n in notes))
@@ -401,6 +425,158 @@ def _render_stampede(result: dict[str, Any], cells: list[dict[str, Any]]) -> str
                 line += "\n   " + f"{mine['kind']} vs anchors, Redis commands (anchor / ours): " + ", ".join(cmd_bits)
             out.append(line)
     return "\n".join(out)
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def _render_ratelimit(section: dict[str, Any]) -> str:
+    from bench import ratelimit
+
+    config = section.get("config", {})
+    out = []
+    fleet = section.get("fleet") or []
+    if fleet:
+        seconds = config.get("fleet_seconds")
+        out.append(
+            "\n   ".join(
+                [
+                    "5. Rate limits (issue 12): fleet floods, P x T callers quoting flat out for "
+                    f"{seconds:g} s against a fake KIS",
+                    f"that accepts {config.get('nominal_rate')} calls per app key in any sliding second (EGW00201 "
+                    "above). accepted/s and EGW00201 are",
+                    "the server's own counts over the window; budget = accepted/s of the nominal 20/s (ours spends at "
+                    "most 92.5%:",
+                    "a 7.5% safety margin); share dev = the process furthest from its fair share, relative to it;",
+                    "call p50/p99 = one quote as its caller saw it (waits and retries included); wall = the flood with "
+                    "start-up and tail.",
+                    f"Baselines run on the file store. Targets, ours at {ratelimit.TARGET_SIZE} only: 0 EGW00201, "
+                    f"0 errors, budget >= {ratelimit.BUDGET_USED_MIN * 100:.0f}%,",
+                    f"share dev <= {ratelimit.SHARE_DEVIATION_MAX * 100:.0f}% ('-': no target for this row)",
+                ]
+            )
+        )
+        for size in dict.fromkeys(r["size"] for r in fleet):
+            rows = []
+            for r in (r for r in fleet if r["size"] == size):
+                if "error" in r:
+                    rows.append([r["label"], "-", "-", "-", "-", "-", "-", "-", "-", f"{r['wall_s']:.1f}", r["error"]])
+                    continue
+                rows.append(
+                    [
+                        r["label"],
+                        r["backend"],
+                        f"{r['accepted_per_second']:.1f}",
+                        _pct(r["budget_used"]),
+                        str(r["egw00201"]),
+                        str(r["caller_errors"]),
+                        f"{r['worst_share_deviation'] * 100:.0f}%",
+                        _num(r["call_p50_ms"]),
+                        _num(r["call_p99_ms"]),
+                        f"{r['wall_s']:.1f}",
+                        ratelimit.verdict(r),
+                    ]
+                )
+            first = next(r for r in fleet if r["size"] == size)
+            out.append(
+                f"{size}: {first['processes'] * first['threads']} callers in {first['processes']} process(es)\n"
+                + _table(
+                    ["design", "store", "accepted/s", "budget", "EGW00201", "errors", "share dev"]
+                    + ["call p50 ms", "call p99 ms", "wall s", "target"],
+                    rows,
+                    right=set(range(2, 10)),
+                )
+            )
+    acquire = section.get("acquire") or []
+    if acquire:
+        rows = [
+            [
+                r["backend"],
+                r["limiter"],
+                str(r["n"]),
+                f"{r['p50_us']:.1f}",
+                f"{r['p99_us']:.1f}",
+                f"{r['max_us']:.1f}",
+                str(r["waited"]),
+                f"{r['round_trips']:g}" if "round_trips" in r else "-",
+                ratelimit.acquire_verdict(r),
+            ]
+            for r in acquire
+        ]
+        rate = config.get("acquire_rate", 0)
+        out.append(
+            "\n    ".join(
+                [
+                    f"5b. acquire() with no contention: one thread, a {rate:.0e}/s budget so no call waits ('waited' "
+                    "counts any that did),",
+                    f"{config.get('acquire_warmup')} warm-up calls first; round trips = Redis replies read per "
+                    f"acquire. Targets: file p99 <= {ratelimit.FILE_P99_MAX_US:.0f} us;",
+                    f"Redis {ratelimit.REDIS_ROUND_TRIPS:g} round trip and p99 <= {ratelimit.REDIS_P99_MAX_US:.0f} us "
+                    "on loopback",
+                ]
+            )
+            + "\n"
+            + _table(
+                ["backend", "limiter", "n", "p50 us", "p99 us", "max us", "waited", "round trips", "target"],
+                rows,
+                right={2, 3, 4, 5, 6, 7},
+            )
+        )
+    return "\n\n".join(out)
+
+
+def ratelimit_notes(section: dict[str, Any]) -> list[str]:
+    """Why a rate-limit target was missed, what failed, and the comparison in one line."""
+    if not section:
+        return []
+    from bench import ratelimit
+
+    notes = []
+    misses = [t for t in section.get("targets", []) if t["result"] == "MISSED"]
+    if misses:
+        notes.append(
+            "Rate-limit targets MISSED: "
+            + "; ".join(f"{t['target']} = {t['measured']} (wanted {t['wanted']})" for t in misses)
+            + "."
+        )
+    fleet = section.get("fleet") or []
+    for row in fleet:
+        if "error" in row:
+            notes.append(f"Flood {row['size']} {row['label']} did not run: {row['error']}")
+            continue
+        if row["label"] in ratelimit.OURS and (row["caller_errors"] or row["egw00201"]):
+            samples = "; ".join(row.get("error_samples") or []) or "no samples"
+            notes.append(
+                f"Flood {row['size']} {row['label']}: {row['egw00201']} EGW00201, {row['caller_errors']} caller "
+                f"errors ({row.get('missing_processes', 0)} processes never reported); samples: {samples}"
+            )
+        if row["label"] in ratelimit.OURS and row["budget_used"] < ratelimit.BUDGET_USED_MIN:
+            notes.append(
+                f"Flood {row['size']} {row['label']} spent {row['budget_used'] * 100:.1f}% of the budget: the "
+                "limiter's own ceiling is 92.5% (18.5/s), so every slot the callers left unclaimed (a caller "
+                "busy elsewhere when its slot came, on a loaded machine) comes off that margin."
+            )
+    target = [r for r in fleet if r["size"] == ratelimit.TARGET_SIZE and "error" not in r]
+    if target:
+        bits = [
+            f"{r['label']} {r['accepted_per_second']:.1f}/s, {r['egw00201']} EGW00201, {r['caller_errors']} errors"
+            for r in target
+        ]
+        notes.append(f"Rate limits at {ratelimit.TARGET_SIZE}: " + "; ".join(bits) + ".")
+    redis_row = next((r for r in section.get("acquire") or [] if r["backend"] == "redis"), None)
+    if redis_row and redis_row.get("server_commands_per_acquire"):
+        per = ", ".join(f"{k} {v:g}" for k, v in redis_row["server_commands_per_acquire"].items())
+        notes.append(
+            f"A Redis acquire is one EVALSHA; the server ran, per acquire (INFO commandstats, the script's own "
+            f"commands included): {per}."
+        )
+    for row in section.get("acquire") or []:
+        if row.get("waited"):
+            notes.append(f"acquire() {row['backend']}: {row['waited']} of {row['n']} calls waited for a slot.")
+        if row.get("falling_back"):
+            notes.append(f"acquire() {row['backend']}: the limiter fell back to its per-process share meanwhile.")
+    return notes
 
 
 # --------------------------------------------------------------------------- plot

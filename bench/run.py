@@ -1,18 +1,29 @@
-"""``python -m bench``: every comparison of issue 5 in one run, a table and ``--json``.
+"""``python -m bench``: every comparison of issues 5 and 12 in one run, a table and ``--json``.
 
 Rows:
 
 1. stored-token lookup, ours vs the naive 0.6.x flows (file and Redis);
 2. ``KoreaInvestment()`` with a valid stored token (fake KIS on loopback);
 3. cold stampedes P x T with a 200 ms issuance, ours vs the anchors;
-4. holder crash recovery (SIGKILL mid-issuance).
+4. holder crash recovery (SIGKILL mid-issuance);
+5. rate limits (issue 12): fleet floods 1x8, 4x8 and 8x16 against a fake KIS
+   that allows 20 calls/s, ours (file, Redis) beside per-process 19/s, a fixed
+   50 ms sleep and no limiter with retries; and ``acquire()`` with no contention.
 
-``--quick`` (about a minute on 2 cores) runs stampedes 4x8 and 8x16 once each
-(no 16x16; portalocker's RedisLock at 4x8 only) and the crash row for our two
-stores; the full mode (about 5 minutes) runs 4x8, 8x16 and 16x16 three times
-each and adds the anchors to the crash row.  Redis rows use a private
+``--quick`` (about a minute on 2 cores, plus 1.5 for the rate limits) runs
+stampedes 4x8 and 8x16 once each (no 16x16; portalocker's RedisLock at 4x8
+only) and the crash row for our two stores; the full mode (about 5 minutes,
+plus 3) runs 4x8, 8x16 and 16x16 three times each and adds the anchors to
+the crash row.  Redis rows use a private
 ``redis-server`` on a free loopback port unless ``--redis-url`` is given.
 Every child process is killed before the bench returns, Ctrl-C and SIGTERM included.
+
+The rate-limit floods run a 5 s window in quick mode (10 s in full), each on a
+fresh fake KIS, at 1x8, 4x8 and 8x16 for every design (15 floods; the baselines
+are not trimmed in quick mode, as they fit): about 1.5 minutes quick, 3 full,
+since each flood adds 0.3-2 s of process start-up and tail to its window on
+2 cores.  ``--fleet-sizes``, ``--fleet-seconds``, ``--fleet-designs`` and
+``--acquire-samples`` narrow them for a smoke run.
 """
 
 from __future__ import annotations
@@ -40,6 +51,13 @@ QUICK_SIZES = [(4, 8), (8, 16)]
 QUICK_SMALL_ONLY = {"portalocker RedisLock"}
 FULL_SIZES = [(4, 8), (8, 16), (16, 16)]
 ANCHOR_KINDS = ["redis-py Lock", "python-redis-lock", "filelock", "portalocker file", "portalocker RedisLock"]
+#: Rate-limit fleet floods (processes x threads) and their measured window, seconds.
+FLEET_SIZES = [(1, 8), (4, 8), (8, 16)]
+QUICK_FLEET_SECONDS = 5.0
+FULL_FLEET_SECONDS = 10.0
+QUICK_ACQUIRE_SAMPLES = 2000
+FULL_ACQUIRE_SAMPLES = 10000
+ALL_SECTIONS = "lookup,construction,stampede,crash,ratelimit"
 #: A stampede cell is not repeated once one run of it took longer than this.
 REPEAT_BUDGET_S = 20.0
 #: Crash rows for anchors with a lock that never expires wait at most this long.
@@ -56,7 +74,9 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="4x8 and 8x16 once each; under 2 minutes on 2 cores")
+    parser.add_argument(
+        "--quick", action="store_true", help="stampedes 4x8 and 8x16 once each, 5 s floods; under 3 minutes on 2 cores"
+    )
     parser.add_argument("--json", metavar="PATH", help="write every number (and the raw waits) here")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     parser.add_argument("--sizes", help="stampede sizes, e.g. 4x8,8x16 (default by mode)")
@@ -64,7 +84,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kinds", help="comma-separated designs to stampede (default: all)")
     parser.add_argument("--issue-delay", type=float, default=0.2, help="simulated issuance, seconds (0.2)")
     parser.add_argument("--plot", metavar="PNG", help="plot follower waits at 8x16 (needs matplotlib)")
-    parser.add_argument("--only", help="comma-separated sections: lookup,construction,stampede,crash (default: all)")
+    parser.add_argument("--only", help=f"comma-separated sections: {ALL_SECTIONS} (default: all)")
+    parser.add_argument("--fleet-sizes", help="rate-limit flood sizes, e.g. 1x8,4x8 (default 1x8,4x8,8x16)")
+    parser.add_argument("--fleet-seconds", type=float, help="rate-limit flood window, seconds (quick 5, full 10)")
+    parser.add_argument("--fleet-designs", help="comma-separated rate-limit designs to flood (default: all)")
+    parser.add_argument("--acquire-samples", type=int, help="timed acquires per backend (quick 2000, full 10000)")
     return parser.parse_args(argv)
 
 
@@ -156,12 +180,20 @@ def _lease_seconds() -> float | None:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    sections = set((args.only or "lookup,construction,stampede,crash").split(","))
+    sections = {name.strip() for name in (args.only or ALL_SECTIONS).split(",")}
+    unknown = sections - set(ALL_SECTIONS.split(","))
+    if unknown:
+        print(f"bench: unknown section(s) {', '.join(sorted(unknown))}; choose from {ALL_SECTIONS}", file=sys.stderr)
+        return 2
     mode = "quick" if args.quick else "full"
     sizes = _parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
     runs_per_cell = args.runs or (1 if args.quick else 3)
     lookup_iterations = 2000 if args.quick else 10000
     ctor_iterations = 300 if args.quick else 1000
+    fleet_sizes = _parse_sizes(args.fleet_sizes) if args.fleet_sizes else FLEET_SIZES
+    fleet_seconds = args.fleet_seconds or (QUICK_FLEET_SECONDS if args.quick else FULL_FLEET_SECONDS)
+    fleet_designs = [d.strip() for d in args.fleet_designs.split(",")] if args.fleet_designs else None
+    acquire_samples = args.acquire_samples or (QUICK_ACQUIRE_SAMPLES if args.quick else FULL_ACQUIRE_SAMPLES)
     started = time.time()
     notes: list[str] = []
     result: dict[str, Any] = {"mode": mode, "started_at": started, "argv": sys.argv[1:]}
@@ -188,8 +220,17 @@ def main(argv: list[str] | None = None) -> int:
                     "lookup_iterations": lookup_iterations,
                     "construction_iterations": ctor_iterations,
                     "ours_redis_lease_s": lease,
+                    "sections": sorted(sections),
                 }
-                report.print_header(mode, facts, sizes, runs_per_cell, args.issue_delay)
+                report.print_header(
+                    mode,
+                    facts,
+                    sizes,
+                    runs_per_cell,
+                    args.issue_delay,
+                    sections=sections,
+                    fleet=(fleet_sizes, fleet_seconds),
+                )
                 _progress("redis-server up" if redis_url else "no Redis")
 
                 if "lookup" in sections:
@@ -255,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
                         row["lease_s"] = lease if kind == OURS_REDIS else None
                         crash_rows.append(row)
                     result["crash"] = crash_rows
+
+                if "ratelimit" in sections:
+                    result["ratelimit"] = _ratelimit_section(
+                        ours_redis_url, fleet_sizes, fleet_seconds, fleet_designs, acquire_samples
+                    )
+                    if redis_url and not ours_redis_url:
+                        notes.append("Rate limits: the Redis rows need our Redis store; skipped with it.")
             finally:
                 CHILDREN.reap(grace=0.5)  # before redis-server stops, so no child outlives it
     except KeyboardInterrupt:
@@ -279,6 +327,40 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         print(f"json: {args.json}")
     return 0
+
+
+def _ratelimit_section(
+    redis_url: str | None,
+    sizes: list[tuple[int, int]],
+    seconds: float,
+    designs: list[str] | None,
+    samples: int,
+) -> dict[str, Any]:
+    """Row 5: acquire overhead first (a quiet machine), then the fleet floods; the targets of issue 12."""
+    import tempfile
+
+    from bench import ratelimit
+
+    _progress(f"ratelimit acquire overhead ({samples} acquires per backend)")
+    section: dict[str, Any] = {
+        "config": {
+            "fleet_sizes": [f"{p}x{t}" for p, t in sizes],
+            "fleet_seconds": seconds,
+            "fleet_designs": designs or [label for label, _ in ratelimit.FLEET_DESIGNS],
+            "nominal_rate": ratelimit.NOMINAL_RATE,
+            "acquire_samples": samples,
+            "acquire_warmup": ratelimit.ACQUIRE_WARMUP,
+            "acquire_rate": ratelimit.UNLIMITED_RATE,
+            "rate_limit_env_unset": True,
+        },
+        "acquire": ratelimit.measure_acquire_overhead(redis_url, samples),
+    }
+    with tempfile.TemporaryDirectory(prefix="kis-bench-flood-") as workdir:
+        section["fleet"] = ratelimit.run_fleet_rows(
+            sizes, seconds, redis_url, Path(workdir), designs=designs, progress=_progress
+        )
+    section["targets"] = ratelimit.evaluate_targets(section)
+    return section
 
 
 def _interrupt(signum: int, frame: Any) -> None:
