@@ -9,6 +9,7 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
 
     KoreaInvestmentError
     ├── ConfigurationError [ValueError]      bad arguments or variables: fix, do not retry
+    │   └── UsageError                       bad kis-token input found after parsing (exit 2)
     ├── TokenError
     │   ├── TokenIssueError                  tokenP/revokeP failed (.code, .status)
     │   │   ├── TokenRateLimitedError        EGW00133 until the issue deadline
@@ -43,6 +44,10 @@ class KoreaInvestmentError(Exception):
 
 class ConfigurationError(KoreaInvestmentError, ValueError):
     """Bad arguments or environment variables; fix the configuration, do not retry."""
+
+
+class UsageError(ConfigurationError):
+    """``kis-token``: command-line input that parsed but cannot be used (exit status 2)."""
 
 
 # ---------------------------------------------------------------------------------------- tokens
@@ -221,4 +226,5 @@ __all__ = [
     "UnsafeDirectory",
     "UnsafeLockFile",
     "UnsafePathError",
+    "UsageError",
 ]

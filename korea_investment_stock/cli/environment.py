@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UsageError
 from ..redaction import url_secrets
 from ..token.credentials import Credentials
 from ..token.factory import ENV_STORAGE, storage_from_env
@@ -23,10 +23,6 @@ ENV_ACCOUNT_NO = "KOREA_INVESTMENT_ACCOUNT_NO"
 
 #: Quotations need no account; the client still wants one, so this stands in.
 PLACEHOLDER_ACCOUNT = "00000000-01"
-
-
-class UsageError(ConfigurationError):
-    """Bad command-line input found after parsing (exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import ConfigurationError, KoreaInvestmentError, NoTokenError, StorageError
+from ..errors import ConfigurationError, KoreaInvestmentError, NoTokenError, StorageError, UsageError
 from ..limits import NOMINAL_RATES, NoRateLimit, RateLimiter, SharedRateLimiter, limiter_for
 from ..limits.budget import ENV_RATE_LIMIT
 from ..token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
@@ -24,7 +24,6 @@ from .environment import (
     ENV_API_KEY,
     PLACEHOLDER_ACCOUNT,
     EnvironmentCredentials,
-    UsageError,
     known_secrets,
     storage_for,
 )
