@@ -40,6 +40,7 @@ from typing import Any
 from korea_investment_stock.testing import FakeKIS
 
 from .stats import summarize_us
+from .targets import target_row
 
 #: (label, FloodConfig fields) for each design row.
 FLEET_DESIGNS: list[tuple[str, dict[str, Any]]] = [
@@ -274,12 +275,7 @@ def measure_acquire_overhead(redis_url: str | None, samples: int) -> list[dict[s
 
 # --------------------------------------------------------------------------- targets
 def _target(name: str, wanted: str, measured: str, ok: bool | None) -> dict[str, Any]:
-    return {
-        "target": name,
-        "wanted": wanted,
-        "measured": measured,
-        "result": "not measured" if ok is None else ("met" if ok else "MISSED"),
-    }
+    return target_row(name, wanted, measured, ok, labels=("met", "MISSED"))
 
 
 def fleet_checks(row: dict[str, Any]) -> list[tuple[str, str, str, bool]]:

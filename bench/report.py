@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .targets import missed, target_row
+
 LOOKUP_OP = "check_token_valid + load_token"
 FAST_PATH_OP = "get_token (fast path)"
 TARGET_SIZE = "8x16"
@@ -50,12 +52,7 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
 
 
 def _target(name: str, target: str, measured: str, ok: bool | None) -> dict[str, Any]:
-    return {
-        "target": name,
-        "wanted": target,
-        "measured": measured,
-        "result": "not measured" if ok is None else ("pass" if ok else "MISS"),
-    }
+    return target_row(name, target, measured, ok)
 
 
 def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,13 +160,9 @@ def _ms(value: float | None) -> str:
 
 def automatic_notes(result: dict[str, Any]) -> list[str]:
     notes = []
-    misses = [t for t in result.get("targets", []) if t["result"] == "MISS"]
+    misses = missed(result.get("targets", []), "MISS")
     if misses:
-        notes.append(
-            "Missed: "
-            + "; ".join(f"{t['target']} = {t['measured']} (wanted {t['wanted']})" for t in misses)
-            + ". Why: see the notes below."
-        )
+        notes.append(f"Missed: {misses}. Why: see the notes below.")
     for cell in result.get("stampede") or []:
         if cell["size"] != TARGET_SIZE or not cell["kind"].startswith("ours"):
             continue
@@ -533,13 +526,9 @@ def ratelimit_notes(section: dict[str, Any]) -> list[str]:
     from bench import ratelimit
 
     notes = []
-    misses = [t for t in section.get("targets", []) if t["result"] == "MISSED"]
+    misses = missed(section.get("targets", []), "MISSED")
     if misses:
-        notes.append(
-            "Rate-limit targets MISSED: "
-            + "; ".join(f"{t['target']} = {t['measured']} (wanted {t['wanted']})" for t in misses)
-            + "."
-        )
+        notes.append(f"Rate-limit targets MISSED: {misses}.")
     fleet = section.get("fleet") or []
     for row in fleet:
         if "error" in row:
