@@ -426,3 +426,14 @@ def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_p
             pytest.fail("the forked child hung on a lock copied from the parent")
     (status,) = reaped
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_reading_a_budget_creates_nothing(tmp_path: Path) -> None:
+    """kis-token health and limit only look: a budget nobody used leaves no state file behind."""
+    limiter = FileRateLimiter(tmp_path / "kis", rate=20.0)
+    usage = limiter.usage("app-key", "real")
+    assert (usage.used_last_second, usage.backlog_seconds) == (0, 0.0)
+    assert not (tmp_path / "kis").exists() and limiter.buckets() == []
+    limiter.acquire("app-key", "real")
+    assert limiter.buckets() == [bucket_id("app-key", "real")]
+    assert limiter.usage("app-key", "real").used_last_second == 1

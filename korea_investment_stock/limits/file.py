@@ -124,6 +124,8 @@ class FileRateLimiter(SharedRateLimiter):
             os.pwrite(fd, header, 0)
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
+        if bucket not in self._fds and not os.path.lexists(self.state_path(bucket)):
+            return Usage(bucket, rate, 0, 0.0)  # never used: reading it creates nothing
         with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
             if fd is None:
                 raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
