@@ -28,7 +28,6 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +226,8 @@ def _make_client(config: FloodConfig) -> Any:
         from korea_investment_stock.token.file import FileTokenStorage
 
         storage = FileTokenStorage(config.token_file)
+    if config.design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {config.design!r}")
     limiter: Any = None  # the store's default
     if config.design == "per-process":
         limiter = PerProcessOnly(config.per_process_rate)
@@ -344,6 +345,3 @@ def summary_fields(result: FloodResult) -> dict[str, Any]:
         "worst_share_deviation": round(result.worst_share_deviation, 4),
         "error_samples": sorted({s for r in result.reports for s in r.error_samples})[:5],
     }
-
-
-Runner = Callable[..., FloodResult]
