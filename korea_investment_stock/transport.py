@@ -17,11 +17,15 @@ import requests.adapters
 import requests.auth
 from urllib3.util.retry import Retry
 
+from . import deadline
 from .errors import ConfigurationError, KISAPIError, TokenIssueError
 
 #: (connect, read) seconds for every KIS call: a dead host fails in about 3 s (6 s with the
 #: one connect retry), a stuck one in 10 s, instead of hanging a worker forever.
 DEFAULT_TIMEOUT: tuple[float, float] = (3.05, 10.0)
+
+#: Connect attempts per call: the first and the one retry :func:`new_session` allows.
+CONNECT_ATTEMPTS = 2
 
 #: Connections one client keeps open to its host.  Threads sharing a client each
 #: hold one while a call is in flight; a smaller pool makes urllib3 discard the
@@ -42,18 +46,44 @@ BAD_CREDENTIAL_CODES = {"EGW00103": "app key", "EGW00105": "app secret"}
 ErrorClass: TypeAlias = type[TokenIssueError] | type[KISAPIError]
 
 
+def call_seconds(timeout: tuple[float, float]) -> float:
+    """The longest one call may take whatever the host does: every connect attempt plus one read timeout.
+
+    The read timeout bounds the whole answer, not each byte of it, so a host
+    that trickles its answer cannot hold a caller (or a token lease) longer.
+    """
+    connect, read = timeout
+    return connect * CONNECT_ATTEMPTS + read
+
+
+class DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """An adapter whose connections honour :func:`~.deadline.bounded` (the total deadline of a call)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = deadline.pool_classes()
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS managers bring connection classes of their own
+            manager.pool_classes_by_scheme = deadline.pool_classes()
+        return manager
+
+
 def new_session(pool_size: int = DEFAULT_POOL_SIZE) -> requests.Session:
-    """A session with a pool of ``pool_size`` connections and one safe retry.
+    """A session with a pool of ``pool_size`` connections, one safe retry, and total deadlines.
 
     The retry covers connecting only: a request that never reached the host
     can be sent again whatever its method.  A read error or an error status is
     never retried here, since KIS may already have acted on the request.
+    :func:`request_json` bounds each call as a whole (:func:`call_seconds`);
+    a session made elsewhere gets only the per-read timeouts.
     """
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
         raise ConfigurationError(f"pool_size must be a positive number of connections, got {pool_size!r}")
     # read=False: a read error is raised as it is (a ReadTimeout, not a wrapped ConnectionError).
     retry = Retry(total=1, connect=1, read=False, redirect=0, status=0, other=0, raise_on_status=False)
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
+    adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
     session = requests.Session()
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -116,16 +146,24 @@ def request_json(
 ) -> tuple[int, dict[str, Any]]:
     """One KIS HTTP call: ``(status, decoded JSON object)``, whatever the status.
 
-    No answer or no connection raises ``unreachable``; an answer that is not a
-    JSON object raises ``failed``.  Exceptions are not chained, so no header
-    or body (secrets) reaches a traceback.
+    The call ends within :func:`call_seconds` of ``timeout`` in all.  No answer,
+    no connection or a call past that deadline raises ``unreachable``; an answer
+    that is not a JSON object raises ``failed``.  Exceptions are not chained, so
+    no header or body (secrets) reaches a traceback.
     """
-    try:
-        response = session.request(method, base_url + path, timeout=timeout, **kwargs)
-    except requests.Timeout:
-        raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
-    except requests.RequestException as exc:
-        raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
+    total = call_seconds(timeout)
+    with deadline.bounded(total) as call:
+        try:
+            response = session.request(method, base_url + path, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            if call.expired:
+                raise unreachable(
+                    f"{name} at {base_url} did not finish within {total:g}s (its whole answer must arrive "
+                    f"within the read timeout of {timeout[1]:g}s)"
+                ) from None
+            if isinstance(exc, requests.Timeout):
+                raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
+            raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
     status = response.status_code
     try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
         answer = response.json()

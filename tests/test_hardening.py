@@ -96,16 +96,18 @@ def test_a_holder_that_lost_its_lease_stops_calling_tokenp(redis_backend, fake_k
 
 # --------------------------------------------------------------- 3. a leaked lease
 def test_a_hung_issuance_does_not_hold_the_lease_forever(redis_backend, fake_kis, monkeypatch):  # noqa: F811
-    """Renewal is bounded by issue deadline + slack: after it, the lease expires and others lead."""
-    from korea_investment_stock.token import redis as redis_module
+    """Renewal is bounded by issue deadline + one call + slack: after it, the lease expires and others lead."""
+    from korea_investment_stock.token import storage as storage_module
 
-    monkeypatch.setattr(redis_module, "HOLD_SLACK", 0.5, raising=False)
+    monkeypatch.setattr(storage_module, "HOLD_SLACK", 0.5)
     hung, entered = threading.Event(), threading.Event()
 
     def never_answers():
         entered.set()
         hung.wait(HANG)
         raise TokenIssueError("gave up")
+
+    never_answers.call_seconds = 0.1  # what it claims one call takes (a TokenIssuer's is its HTTP bound)
 
     holder = node(redis_backend, lease_seconds=0.3, issue_deadline=0.2)
     worker = threading.Thread(

@@ -161,6 +161,28 @@ class _Handler(BaseHTTPRequestHandler):
         """Wait outside any lock; False if the server is stopping meanwhile."""
         return not self.server.stopping.wait(seconds)
 
+    def _trickle(self, reply: Reply, pace: float) -> None:
+        """Send ``reply`` with honest headers, then its body one byte every ``pace`` seconds.
+
+        Each byte arrives well within any read timeout, so a client that bounds each
+        read but not the whole call waits as long as the body is long.
+        """
+        body = json.dumps(reply.body, ensure_ascii=False).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", _JSON)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        for index in range(len(body)):
+            if not self._hold(pace):
+                break
+            try:
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up and closed
+                break
+        self.close_connection = True
+
     def _drop(self) -> None:
         """End the connection without answering (a simulated timeout)."""
         self.close_connection = True
@@ -211,6 +233,9 @@ class _Handler(BaseHTTPRequestHandler):
         token_delay, plan = state.begin_tokenp()  # counted on arrival, before any wait
         if token_delay > 0 and not self._hold(token_delay):
             self._drop()
+            return
+        if plan is not None and plan.kind is TokenFault.TRICKLE:
+            self._trickle(state.issue_token(_json_or_none(raw)), plan.delay)
             return
         if plan is not None:
             if plan.delay > 0 and not self._hold(plan.delay):
@@ -445,7 +470,8 @@ class FakeKIS:
         Faults are consumed in order, one per tokenP request, before any rule is
         applied, and leave the issuance state untouched (no token is minted, the
         window does not move) except ``"delay"``, which answers normally after
-        ``delay`` seconds. For every other kind ``delay`` is a wait before the
+        ``delay`` seconds, and ``"trickle"``, which answers normally one byte
+        every ``delay`` seconds (default 1). For every other kind ``delay`` is a wait before the
         fault answer; for ``"timeout"`` it is how long the connection is held
         (default 30 s) before it is closed with no answer. ``times=None`` repeats
         the fault until :meth:`clear_faults`.

@@ -93,6 +93,7 @@ class TokenFault(StrEnum):
     HTTP500 = "http500"  # HTTP 500 with a JSON error body
     TIMEOUT = "timeout"  # hold the connection `delay` s (default 30), close without answering
     MALFORMED = "malformed"  # HTTP 200 with an HTML (non-JSON) body
+    TRICKLE = "trickle"  # answer normally (a token is minted), one byte every `delay` s (default 1)
     EGW00103 = "EGW00103"  # the real 403 shapes
     EGW00105 = "EGW00105"
     EGW00133 = "EGW00133"
@@ -106,6 +107,9 @@ _FAULT_REPLIES: Mapping[TokenFault, tuple[int, str, str]] = {
 }
 
 DEFAULT_TIMEOUT_HOLD = 30.0
+#: Seconds between two bytes of a trickled answer: under any sane read timeout, so only a
+#: total deadline ends the call.
+DEFAULT_TRICKLE_PACE = 1.0
 
 
 @dataclass(frozen=True)
@@ -366,7 +370,8 @@ class KISState:
         if times is not None and (isinstance(times, bool) or times < 1):
             raise ValueError(f"times must be None or >= 1, got {times!r}")
         if delay is None:
-            delay = DEFAULT_TIMEOUT_HOLD if fault_kind is TokenFault.TIMEOUT else 0.0
+            defaults = {TokenFault.TIMEOUT: DEFAULT_TIMEOUT_HOLD, TokenFault.TRICKLE: DEFAULT_TRICKLE_PACE}
+            delay = defaults.get(fault_kind, 0.0)
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay!r}")
         with self._mutating():

@@ -16,7 +16,15 @@ from typing import Any
 import requests
 
 from ..errors import InvalidCredentialsError, TokenIssueError, TokenRateLimitedError
-from ..transport import BAD_CREDENTIAL_CODES, DEFAULT_TIMEOUT, ISSUANCE_LIMIT_CODE, json_headers, kis_code, request_json
+from ..transport import (
+    BAD_CREDENTIAL_CODES,
+    DEFAULT_TIMEOUT,
+    ISSUANCE_LIMIT_CODE,
+    call_seconds,
+    json_headers,
+    kis_code,
+    request_json,
+)
 from ..validation import TimeoutSetting, check_timeout
 from .credentials import Credentials, SealedBody
 from .record import TokenRecord
@@ -57,6 +65,14 @@ class TokenIssuer:
         self.timeout = check_timeout(timeout)
         #: Run before each tokenP / revokeP request (the client's rate limiter, when it charges them).
         self._before_call = before_call
+
+    @property
+    def call_seconds(self) -> float:
+        """The longest one tokenP call may take (every connect attempt plus the read timeout).
+
+        The issuance lease is held at least this long past the issue deadline.
+        """
+        return call_seconds(self.timeout)
 
     def __repr__(self) -> str:
         return f"TokenIssuer(base_url={self._base_url!r}, credentials={self.credentials!r})"

@@ -75,6 +75,9 @@ class IssuanceLease(ABC):
         self.settled = False
         #: True while a background save owns the lease instead of the ``with`` block.
         self.handed_off = False
+        #: How long the leader may need the lease once taken (set before :meth:`acquire`): a
+        #: backend that renews its lease renews it this long at most.  None: the backend's default.
+        self.hold_seconds: float | None = None
 
     @abstractmethod
     def acquire(self, deadline: float) -> Acquired:

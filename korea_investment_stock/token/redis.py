@@ -92,7 +92,7 @@ from .redis_connect import (
     translated_errors,
 )
 from .status import StorageDescription, StorageHealth
-from .storage import RecordTokenStorage
+from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +110,6 @@ MAX_POLL_INTERVAL = 0.5
 #: The generation counter and the fence outlive any token (24 h).  Should they
 #: vanish all the same, generations still start from the server's clock.
 GENERATION_TTL_MS = 2 * 86400 * 1000
-#: How long past the issue deadline a lease may still be renewed: the HTTP
-#: timeouts of one more tokenP call (3 s + 10 s) and the save, with room to spare.
-HOLD_SLACK = 30.0
 #: Hex characters of the credential fingerprint in a failure marker's name.
 MARKER_ID_CHARS = 16
 
@@ -554,7 +551,10 @@ class RedisLease(IssuanceLease):
 
     def _start_renewal(self) -> None:
         storage = self._storage
-        until = time.monotonic() + storage.issue_deadline + HOLD_SLACK
+        hold = self.hold_seconds
+        if hold is None:
+            hold = storage.issue_deadline + DEFAULT_CALL_SECONDS + HOLD_SLACK
+        until = time.monotonic() + hold
         threading.Thread(
             target=_renew,
             args=(weakref.ref(self), self._stop, storage.lease_seconds / 3, until),

@@ -39,6 +39,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from ..errors import LeaseLost, StorageError, StorageUnavailableError, TokenRateLimitedError
+from ..transport import DEFAULT_TIMEOUT, call_seconds
 from ..validation import check_seconds
 from .credentials import Credentials
 from .flight import Flight, SingleFlight
@@ -67,8 +68,27 @@ DEFAULT_OUTAGE_ALLOWANCE = 20.0
 OUTAGE_FIRST_DELAY = 0.05
 OUTAGE_MAX_DELAY = 0.5
 
+#: How long one tokenP call may take when the issue function does not say
+#: (a :class:`~.issuer.TokenIssuer` does: its ``call_seconds``).
+DEFAULT_CALL_SECONDS = call_seconds(DEFAULT_TIMEOUT)
+
+#: How long past the issue deadline and its last tokenP call an issuance lease may still be
+#: held: the fenced save riding a short outage, with room to spare.  A hung holder (a custom
+#: issue function that never returns) loses it then.
+HOLD_SLACK = 15.0
+
 IssueFn = Callable[[], TokenRecord]
 R = TypeVar("R")
+
+
+def issue_call_seconds(issue: IssueFn) -> float:
+    """The longest one call of ``issue`` may take: its own ``call_seconds``, its owner's, or the default."""
+    for owner in (issue, getattr(issue, "__self__", None)):
+        seconds = getattr(owner, "call_seconds", None)
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0:
+            return float(seconds)
+    return DEFAULT_CALL_SECONDS
+
 
 _FLIGHTS: SingleFlight[TokenRecord] = SingleFlight()
 _SCOPE_NUMBERS = itertools.count()
@@ -176,15 +196,9 @@ class TokenStorage(ABC):
         The old token stays readable for everyone else until the new one is
         stored (it is still valid; deleting it first would only make peers wait).
         """
-        issued: list[TokenRecord] = []
-
-        def issue_and_note() -> TokenRecord:
-            record = issue()
-            issued.append(record)
-            return record
-
-        record = self.token_for(credentials, issue_and_note, stale=replacing)
-        return Refreshed(record, issued_here=bool(issued) and record is issued[-1])
+        noting = _NotingIssue(issue)
+        record = self.token_for(credentials, noting, stale=replacing)
+        return Refreshed(record, issued_here=bool(noting.issued) and record is noting.issued[-1])
 
     # ------------------------------------------------------------------ for tools
     def describe(self) -> StorageDescription:
@@ -228,8 +242,11 @@ class TokenStorage(ABC):
             logger.debug("token cache hit")
             return record
         deadline = time.monotonic() + self.wait_timeout
+        # The lease must outlive the issuance: every EGW00133 retry, then one more whole tokenP call.
+        hold = self.issue_deadline + issue_call_seconds(issue) + HOLD_SLACK
         while True:
             with self._new_lease(credentials) as lease:
+                lease.hold_seconds = hold
                 if outage.ride(lambda: lease.acquire(deadline)) is Acquired.LOOK_AGAIN:
                     record = self._look(credentials, flight, outage)  # something changed while waiting
                     if record is not None:
@@ -449,6 +466,20 @@ class RecordTokenStorage(TokenStorage):
         credentials = Credentials(api_key, api_secret)
         del api_secret
         return self._valid_record(credentials) is not None
+
+
+class _NotingIssue:
+    """An issue function that notes what it issued (for :meth:`TokenStorage.refresh`), keeping its call bound."""
+
+    def __init__(self, issue: IssueFn) -> None:
+        self._issue = issue
+        self.call_seconds = issue_call_seconds(issue)
+        self.issued: list[TokenRecord] = []
+
+    def __call__(self) -> TokenRecord:
+        record = self._issue()
+        self.issued.append(record)
+        return record
 
 
 class _OutageClock:
