@@ -10,16 +10,18 @@ builds the locking one.
 The cross-server protocol (see ``token/storage.py`` for the steps around it,
 and :class:`RedisLease` for the lease itself):
 
-- **Lease.** ``SET {token}:lock <host:pid:random> NX PX 15000``, taken by a Lua
+- **Lease.** ``SET {token}:lock <host:pid:random> NX PX 2500``, taken by a Lua
   script that first honours a failure marker for the caller's credential.
   Every key embeds the token key, hash tag included
   (``korea_investment:token:{<key id>}:lock``), so one script may touch them
   all on Redis Cluster.  A lock or marker without a TTL counts as expired.
 - **Renewal.** While issuance runs a daemon thread extends the lease every
-  third of it, owner-checked, for at most the issue deadline plus 30 s, and
-  only while the lease object lives.  A holder killed with SIGKILL stops
-  renewing, so the others wait at most one lease (15 s) before one of them
-  takes over.  The holder asks the lease before every tokenP call.
+  fifth of it (0.5 s), owner-checked, for at most the issue deadline plus one
+  whole tokenP call and a slack, and only while the lease object lives.  A
+  holder killed with SIGKILL stops renewing, so the others wait at most one
+  lease (2.5 s) before one of them takes over.  The lease is short because
+  the fence, not the lease, protects against a paused holder.  The holder
+  asks the lease before every tokenP call.
 - **Fenced save.** Each lease gets a generation above every earlier one and
   at least the server clock in ms, so it never goes backwards (not after a
   delete, an eviction, ``FLUSHALL`` or a failover).  The token slot keeps a
@@ -97,10 +99,14 @@ from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage
 logger = logging.getLogger(__name__)
 
 DEFAULT_KEY_PREFIX = "korea_investment:token"
-#: Longer than one tokenP call with its HTTP timeouts (3 s connect + 10 s read),
-#: so a healthy holder rarely even needs the renewal; short enough that a
-#: crashed holder stalls the fleet for 15 s at most.
-DEFAULT_LEASE_SECONDS = 15.0
+#: How long a crashed holder can stall the fleet.  Short, and renewed often
+#: (:data:`RENEWALS_PER_LEASE` times per lease) while issuance runs: a live holder
+#: keeps it through any tokenP call, and the fence, not the lease, stops a
+#: holder that was paused past it from overwriting a newer token.
+DEFAULT_LEASE_SECONDS = 2.5
+#: Renewals per lease length: a renewal may be late or fail this many times minus
+#: one (a GC pause, a Redis blip) before the lease lapses under a live holder.
+RENEWALS_PER_LEASE = 5
 #: How long a failed issuance stops other servers from calling tokenP.  Long
 #: enough to absorb the fleet's simultaneous retries, short enough that a
 #: transient failure does not keep a caller from trying again soon.
@@ -333,7 +339,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
     """:class:`RedisTokenStorage` plus the cross-server single flight: a fleet issues once.
 
     Extra args:
-        lease_seconds: lease length; renewed every third of it while issuing.
+        lease_seconds: lease length; renewed every fifth of it while issuing.
             A crashed holder delays the others by at most this.
         failure_backoff: seconds during which a failed issuance stops other
             servers from calling tokenP (0 disables the marker).
@@ -371,8 +377,8 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             outage_allowance=outage_allowance,
         )
         self.lease_seconds = check_seconds("lease_seconds", lease_seconds, positive=True)
-        if self.lease_seconds < 0.03:
-            raise ConfigurationError("lease_seconds must be at least 0.03 (it is renewed every third of it)")
+        if self.lease_seconds < 0.05:
+            raise ConfigurationError("lease_seconds must be at least 0.05 (it is renewed every fifth of it)")
         self.failure_backoff = check_seconds("failure_backoff", failure_backoff)
         self.poll_interval = check_seconds("poll_interval", poll_interval, positive=True)
         if self.poll_interval > MAX_POLL_INTERVAL:
@@ -557,7 +563,7 @@ class RedisLease(IssuanceLease):
         until = time.monotonic() + hold
         threading.Thread(
             target=_renew,
-            args=(weakref.ref(self), self._stop, storage.lease_seconds / 3, until),
+            args=(weakref.ref(self), self._stop, storage.lease_seconds / RENEWALS_PER_LEASE, until),
             name="kis-token-lease-renewal",
             daemon=True,
         ).start()
