@@ -148,15 +148,22 @@ def test_sigkill_of_the_lease_holder_mid_issuance(redis_url, redis_prefix, fake_
     assert lease / 2 <= converged <= lease + 3.0, f"took {converged:.1f}s after the kill"
 
 
-def test_failed_issuance_fails_every_server_once_without_a_stampede(redis_url, redis_prefix, fake_kis_factory):  # noqa: F811
+def test_a_failed_issuance_fails_its_process_and_the_others_retry_once_after_the_backoff(
+    redis_url,  # noqa: F811
+    redis_prefix,  # noqa: F811
+    fake_kis_factory,
+):
+    """KIS's 500 is the leader's process's answer; other servers wait out the marker, then share one try.
+
+    (Before issue 16, point 15, every server failed with the leader: a failure that was not theirs.)
+    """
     kis = fake_kis_factory()
     kis.set_token_fault("http500", delay=1.5)
     processes_n, threads_n = 3, 3
     kwargs = {"redis_url": redis_url, "prefix": redis_prefix, "threads": threads_n, **kis_kwargs(kis)}
     reports = stampede(kwargs, processes_n)
     errors = [e for r in reports for e in r["errors"]]
-    assert [t for r in reports for t in r["tokens"]] == []
-    assert len(errors) == processes_n * threads_n
-    assert all(e.startswith("TokenIssueError") for e in errors), errors
-    assert sum("another process or server just failed" in e for e in errors) == (processes_n - 1) * threads_n
-    assert kis.stats.tokenp_requests == 1
+    tokens = [t for r in reports for t in r["tokens"]]
+    assert len(errors) == threads_n and all(e.startswith("TokenIssueError") for e in errors), errors
+    assert len(tokens) == (processes_n - 1) * threads_n and len(set(tokens)) == 1
+    assert kis.stats.tokenp_requests == 2, "one failed call, then one for every other server: no stampede"

@@ -147,7 +147,7 @@ def test_waiting_is_bounded_by_wait_timeout(server, fake_kis_factory):
 
 
 # ------------------------------------------------------------------------------ failures
-def test_failed_issuance_reaches_followers_and_the_marker_stops_a_stampede(server, fake_kis_factory):
+def test_failed_issuance_reaches_its_followers_and_the_marker_holds_the_others_back(server, fake_kis_factory):
     kis = fake_kis_factory()
     kis.set_token_fault("http500", delay=0.5)
     leader = node(server, failure_backoff=1.0)
@@ -155,20 +155,17 @@ def test_failed_issuance_reaches_followers_and_the_marker_stops_a_stampede(serve
     wait_for_lease(server, leader, kis)
     others = [Callers(node(server, failure_backoff=1.0), kis, 2) for _ in range(2)]
     first.join()
+    failed_at = time.monotonic()  # just after the leader's failure set the 1 s marker
     for group in others:
         group.join()
     assert len(first.errors) == 4 and all(isinstance(e, TokenIssueError) for e in first.errors)
     assert len({id(e.__cause__ or e) for e in first.errors}) == 1, "in-process followers get the leader's error"
-    remote = [e for g in others for e in g.errors]
-    assert len(remote) == 4 and all(isinstance(e, TokenIssueError) for e in remote)
-    assert all("failed to obtain a token" in str(e) and "TokenIssueError" in str(e) for e in remote)
-    assert kis.stats.tokenp_requests == 1, "nobody retried into KIS while the marker stood"
-    # a caller arriving while the marker stands fails fast, without calling KIS
-    late = Callers(node(server), kis).join()
-    assert len(late.errors) == 1 and kis.stats.tokenp_requests == 1
-    time.sleep(1.0)  # the marker's lifetime
-    after = Callers(node(server), kis).join()
-    assert after.errors == [] and kis.stats.tokenp_requests == 2
+    # The other servers' callers did not fail with a 500 that was not theirs: they waited the
+    # marker out (nobody called KIS meanwhile), then one of them issued for all (point 15).
+    assert [e for g in others for e in g.errors] == []
+    assert len({t for g in others for t in g.tokens}) == 1
+    assert min(f for g in others for f in g.finished) - failed_at >= 0.5
+    assert kis.stats.tokenp_requests == 2
 
 
 def test_permanent_credential_errors_keep_their_class_across_servers(server, fake_kis_factory):

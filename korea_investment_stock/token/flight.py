@@ -12,6 +12,11 @@ threads.  Three rules keep the sharing honest:
 - **Errors belong to their thread.**  Each follower raises its own copy of the
   leader's exception, chained to it, so tracebacks do not grow with every
   re-raise and no two threads mutate one exception object.
+- **A deadline is the caller's own.**  A leader that gave up because *its*
+  deadline ran out (``TokenRateLimitedError``, ``TokenWaitTimeout``) does not
+  end the wait of a follower whose own deadline is later (by a second or
+  more): that follower goes round and leads.  Any other failure (bad credentials, KIS's error answer)
+  is the followers' own too: the one call was made on their behalf.
 - **A ``BaseException`` stays where it was raised.**  ``KeyboardInterrupt`` or
   ``SystemExit`` in the leader ends the leader's thread only; its followers
   take the flight over instead of being interrupted themselves.
@@ -27,9 +32,18 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from ..errors import TokenError, TokenWaitTimeout
+from ..errors import TokenError, TokenRateLimitedError, TokenWaitTimeout
 
 T = TypeVar("T")
+
+#: Failures that say a leader's own time ran out, not that the token cannot be had.
+DEADLINE_ERRORS = (TokenRateLimitedError, TokenWaitTimeout)
+#: For a follower: until when (``time.monotonic()``) it would itself have kept trying after
+#: such a failure, or None when the failure is its own too.
+RetryUntil = Callable[[Exception], "float | None"]
+#: A follower goes round on a leader's deadline only with at least this much of its own left:
+#: one that asked a moment after a leader with the same deadline would only repeat a hopeless try.
+MIN_RETRY_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -82,13 +96,22 @@ class SingleFlight(Generic[T]):
         self._issued = {}
 
     def run(
-        self, key: Hashable, lead: Callable[[Flight[T]], T], follower_timeout: float, *, stale: str | None = None
+        self,
+        key: Hashable,
+        lead: Callable[[Flight[T]], T],
+        follower_timeout: float,
+        *,
+        stale: str | None = None,
+        retry_until: RetryUntil | None = None,
     ) -> T:
         """The token for ``key``, running ``lead`` once for all concurrent callers.
 
         ``stale`` is this caller's token to replace (or None); a result equal to
         it is not accepted, and the caller goes round again.  ``follower_timeout``
         bounds how long this caller waits for other threads in all.
+        ``retry_until`` says, for a leader's :data:`DEADLINE_ERRORS`, until when
+        this caller's own deadline runs: before then it goes round instead of
+        failing with the leader.
         """
         asked = time.monotonic()
         deadline = asked + follower_timeout
@@ -119,6 +142,8 @@ class SingleFlight(Generic[T]):
             if flight.abandoned:
                 continue  # the leader was interrupted: this thread may lead now
             if flight.error is not None:
+                if _outlives(flight.error, retry_until):
+                    continue  # the leader's own deadline ran out; ours has not
                 raise _own_copy(flight.error) from flight.error
             result = flight.result
             if stale is not None and not flight.issued and getattr(result, "access_token", None) == stale:
@@ -143,6 +168,14 @@ class SingleFlight(Generic[T]):
                 if self._flights.get(key) is flight:
                     del self._flights[key]
             flight.done.set()
+
+
+def _outlives(error: Exception, retry_until: RetryUntil | None) -> bool:
+    """True when ``error`` was a leader's own deadline and this caller's deadline is still ahead."""
+    if retry_until is None or not isinstance(error, DEADLINE_ERRORS):
+        return False
+    until = retry_until(error)
+    return until is not None and until - time.monotonic() >= MIN_RETRY_SECONDS
 
 
 def _own_copy(error: Exception) -> Exception:

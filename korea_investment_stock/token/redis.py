@@ -36,9 +36,11 @@ and :class:`RedisLease` for the lease itself):
   of the wait: nothing persists, so nothing can leak across ``os.fork()``.
 - **Failure.** A leader whose issuance failed releases the lease and leaves a
   marker for its credential (``{token}:failed:<fingerprint>``) for
-  ``failure_backoff`` seconds (3 s).  Callers elsewhere with the same
-  credential who meet it raise a :class:`~..errors.TokenIssueError` naming the
-  failure and the time left, instead of queueing one more tokenP call each; a
+  ``failure_backoff`` seconds (3 s), so nobody calls tokenP meanwhile.  Callers
+  elsewhere with the same credential who meet it raise at once only when the
+  failure would be theirs too (KIS rejected the key or secret); otherwise (the
+  leader's own deadline ran out, KIS answered 500) they wait the marker out as
+  they would a held lease, then try themselves, within their own deadline.  A
   server with another (say, rotated) secret is not affected.
 - **Outages.** Every store operation of a caller rides out
   :class:`~..errors.StorageUnavailableError` (see ``outage_allowance``); a
@@ -451,14 +453,22 @@ class RedisLease(IssuanceLease):
                     logger.debug("took the token issuance lease (generation %d)", number)
                     return Acquired.HELD
                 self.taken = False
+                peer_failure = None
                 if kind == "failed":
-                    raise _peer_failure(text(verdict[2]) if len(verdict) > 2 else "", number)
+                    # Another caller's attempt failed.  A bad key or secret is ours too: fail now.
+                    # Anything else (its own deadline ran out, KIS answered 500) is not: wait out
+                    # the backoff like a held lease, then try ourselves, within our own deadline.
+                    peer_failure = _peer_failure(text(verdict[2]) if len(verdict) > 2 else "", number)
+                    if isinstance(peer_failure, InvalidCredentialsError):
+                        raise peer_failure
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if peer_failure is not None:
+                        raise TokenWaitTimeout(f"waited {storage.wait_timeout:.0f}s for a token; {peer_failure}")
                     raise TokenWaitTimeout(
                         f"waited {storage.wait_timeout:.0f}s for another process or server holding the token "
                         f"issuance lease at {storage.location} to store a token; retry (a dead holder's lease "
-                        f"expires within {storage.lease_seconds:.0f}s)"
+                        f"expires within {storage.lease_seconds:g}s)"
                     )
                 pause = storage.poll_interval if number < 0 else min(number / 1000, storage.poll_interval)
                 if inbox.wait(min(pause, left)) in ("ready", "released"):
@@ -657,6 +667,7 @@ def _failure_marker(failure: Exception) -> str:
 
 
 def _peer_failure(marker: str, ttl_ms: int) -> TokenIssueError:
+    """The error a failure marker stands for: raised as is for bad credentials, else named in a timeout."""
     name, _, code = marker.partition(":")
     kind = _PEER_ERRORS.get(name, TokenIssueError)
     what = " ".join(part for part in (name or "an error", code) if part)

@@ -174,11 +174,17 @@ class TokenStorage(ABC):
         # of this flight: they must neither receive its token nor its credential error.
         # ``stale`` is not part of the key: a forced refresh and an ordinary caller share
         # one flight (two flights would be two tokenP calls from one process).
+        asked = time.monotonic()
+
+        def retry_until(error: Exception) -> float:  # a leader's deadline ran out: when would ours?
+            return asked + (self.issue_deadline if isinstance(error, TokenRateLimitedError) else self.wait_timeout)
+
         return _FLIGHTS.run(
             (self._flight_scope(), credentials.api_key, credentials.fingerprint),
             lambda flight: self._lead(credentials, issue, flight),
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
             stale=stale,
+            retry_until=retry_until,
         )
 
     def stored_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
