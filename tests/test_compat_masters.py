@@ -592,11 +592,12 @@ def test_importing_the_module_does_not_import_pandas_or_redis() -> None:
 
 
 def _serve_once(
-    body_parts: list[bytes], pause: float, length: int, headers: bytes = b"", seen: list[bytes] | None = None
+    body_parts: list[bytes], pause: float, length: int | bytes, headers: bytes = b"", seen: list[bytes] | None = None
 ) -> tuple[str, threading.Thread]:
     """A one-request HTTP server on loopback that sends ``body_parts`` with ``pause`` between them.
 
-    ``headers`` are extra header lines (each ending in CRLF); the request's bytes go into ``seen``.
+    ``length`` is the Content-Length (bytes: sent as they are, however odd); ``headers`` are extra
+    header lines (each ending in CRLF); the request's bytes go into ``seen``.
     """
     import socket
 
@@ -614,7 +615,8 @@ def _serve_once(
             request = conn.recv(65536)
             if seen is not None:
                 seen.append(request)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (length, headers))
+            declared = length if isinstance(length, bytes) else b"%d" % length
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n%s\r\n" % (declared, headers))
             for part in body_parts:
                 try:
                     conn.sendall(part)
@@ -638,6 +640,35 @@ def test_a_dripping_host_cannot_hold_the_download_past_its_bound(
         masters.download_master_file(session, tmp_path / "out", "kospi_code.mst.zip", url, timeout=(1, 1))
     assert time.monotonic() - started < 0.5 + 1.0 + 0.5  # the bound plus at most one read timeout
     thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("declared", "outcome"),
+    [
+        (b"9" * 5000, r"declares more than the 33554432 byte cap \(a Content-Length of 5000 digits\)"),
+        (b"0040000000", r"refusing .*: 40000000 bytes is more than the 33554432 byte cap"),
+        (b"0" * 5000 + b"1", None),  # one byte, however written: the body is what counts
+        ("\u00b2".encode("latin-1"), None),  # "²": str.isdigit() says yes, int() says no; HTTP says ignore it
+    ],
+    ids=["5000-digits", "over-the-cap", "leading-zeros", "superscript-two"],
+)
+def test_an_odd_content_length_is_a_master_file_error_or_ignored(
+    session: requests.Session, tmp_path: Path, declared: bytes, outcome: str | None
+) -> None:
+    """The length check ran int() on any str.isdigit() header: past 4,300 digits, or on "²", that
+    raised a bare ValueError out of the download instead of a MasterFileError."""
+    body = fake_masters.master_zip("kospi")
+    url, thread = _serve_once([body], 0.0, declared, b"Connection: close\r\n")
+    try:
+        if outcome is None:
+            path = masters.download_master_file(session, tmp_path / "out", KOSPI_ZIP, url)
+            assert path.read_bytes() == fake_masters.master_text("kospi")
+        else:
+            with pytest.raises(MasterFileError, match=outcome):
+                masters.download_master_file(session, tmp_path / "out", KOSPI_ZIP, url)
+            assert not (tmp_path / "out").exists()
+    finally:
+        thread.join(10)
 
 
 def test_only_the_master_file_of_an_archive_is_written(session: requests.Session, tmp_path: Path) -> None:

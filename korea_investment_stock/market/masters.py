@@ -369,9 +369,7 @@ def _fetch(session: requests.Session, url: str, timeout: tuple[float, float]) ->
 
 def _read_body(response: requests.Response, url: str) -> bytes:
     """The body as the server meant it: read raw, decoded here, capped before and after decoding."""
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_ARCHIVE_BYTES:
-        raise MasterFileError(f"refusing {url}: {declared} bytes is more than the {MAX_ARCHIVE_BYTES} byte cap")
+    _check_declared_length(response.headers.get("Content-Length", ""), url)
     decoder = _Decoder(response.headers.get("Content-Encoding", ""), url)
     # The read timeout bounds each read, not the whole body: a host that drips a byte at a
     # time would hold the file lock for ever.  read1 returns whatever has arrived, so the
@@ -400,6 +398,26 @@ def _read_body(response: requests.Response, url: str) -> bytes:
             raise MasterFileError(f"downloading {url} took longer than {MAX_DOWNLOAD_SECONDS:.0f}s")
     decoder.finish()
     return b"".join(chunks)
+
+
+def _check_declared_length(declared: str, url: str) -> None:
+    """Refuse a body that announces more than the cap; a length that is no number is ignored.
+
+    Compared as text first: ``int()`` refuses more than 4,300 digits, and ``str.isdigit``
+    admits digits that ``int()`` does not parse ("²").  The streaming cap still applies
+    whatever the header says, so ignoring a malformed one (as http.client does) is safe.
+    """
+    declared = declared.strip()
+    if not (declared.isascii() and declared.isdigit()):
+        return
+    digits = declared.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_ARCHIVE_BYTES)):
+        raise MasterFileError(
+            f"refusing {url}: it declares more than the {MAX_ARCHIVE_BYTES} byte cap "
+            f"(a Content-Length of {len(declared)} digits)"
+        )
+    if int(digits) > MAX_ARCHIVE_BYTES:
+        raise MasterFileError(f"refusing {url}: {digits} bytes is more than the {MAX_ARCHIVE_BYTES} byte cap")
 
 
 class _Decoder:
