@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from korea_investment_stock.testing.pytest_plugin import fake_kis, fake_kis_factory  # noqa: F401
+from korea_investment_stock.testing.pytest_plugin import fake_kis, fake_kis_factory, kis_isolated_env  # noqa: F401
 from korea_investment_stock.token import flight as flight_module
 from testsupport.environment import isolate
 

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from korea_investment_stock import FileTokenStorage, KoreaInvestment
 from korea_investment_stock import client as client_module
@@ -497,6 +499,36 @@ def test_helpers_follow_today(helper: Callable[[str], Callable[..., Any]], on_da
 )
 def test_format_number(helper: Callable[[str], Callable[..., Any]], text: object, expected: object) -> None:
     assert helper("format_number")(text) == expected
+
+
+def _grouped(digits: str) -> str:
+    """The digits grouped in threes from the right, by hand (no int conversion to hit a limit)."""
+    groups = []
+    while digits:
+        digits, group = digits[:-3], digits[-3:]
+        groups.append(group)
+    return ",".join(reversed(groups))
+
+
+@pytest.mark.parametrize("length", [4300, 4301, 5000, 100_000])
+def test_format_number_past_the_int_string_limit(helper: Callable[[str], Callable[..., Any]], length: int) -> None:
+    """Python refuses int() on more than 4,300 digits (sys.int_info.default_max_str_digits):
+    a long digit string is still a number to group, not a ValueError."""
+    digits = "9" + "0123456789" * (length // 10)
+    digits = digits[:length]
+    format_number = helper("format_number")
+    assert format_number(digits) == _grouped(digits)
+    assert format_number("-000" + digits + ".50") == "-" + _grouped(digits) + ".50"
+    assert format_number("+" + digits) == _grouped(digits)
+    assert format_number("-" + "0" * length + ".000") == "0.000"
+    assert format_number(digits + "x") == digits + "x"
+
+
+@given(sign=st.sampled_from(["", "+", "-"]), whole=st.from_regex(r"[0-9]{1,40}", fullmatch=True))
+def test_grouping_as_text_agrees_with_int_formatting(sign: str, whole: str) -> None:
+    """Below the limit the text grouping gives exactly 0.6.1's ``"{:,}".format(int(...))``."""
+    expected = f"{int(sign + whole):,}"
+    assert ipo.format_number(sign + whole) == expected
 
 
 # -- the client's 0.6.1 method, once wired ------------------------------------------------------------

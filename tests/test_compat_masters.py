@@ -8,6 +8,7 @@ layout (:mod:`korea_investment_stock.testing.masters`) and counts downloads.
 
 from __future__ import annotations
 
+import gzip
 import io
 import multiprocessing
 import os
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,6 +329,7 @@ BAD_ARCHIVES = {
     "zip-symlink": r"is a symbolic link",
     "oversized": r"expands to 67108865 bytes, more than the 67108864 byte cap",
     "lying-header": r"corrupt or not a zip",
+    "gzip-bomb": rf"decodes to more than the {masters.MAX_ARCHIVE_BYTES} byte cap",
 }
 BAD_CONTENTS = {
     "non-cp949": rf"line {fake_masters.BAD_CP949_LINE} is not valid cp949",
@@ -401,6 +405,131 @@ def test_a_slow_host_times_out(fake_kis: FakeKIS, session: requests.Session, cac
         master_files(fake_kis, session, cache_dir, timeout=(1.0, 0.3)).kospi()
 
 
+# -- content codings: the client asks for gzip, deflate -------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", fake_masters.MASTER_ENCODINGS)
+def test_a_content_encoded_archive_is_decoded_and_parsed(
+    fake_kis: FakeKIS, session: requests.Session, cache_dir: Path, tmp_path: Path, encoding: str
+) -> None:
+    fake_kis.set_master_encoding(encoding)
+    raw = session.get(fake_kis.url + KOSPI_MASTER_PATH, stream=True)  # what the wire carries
+    assert raw.headers["Content-Encoding"] == encoding
+    assert raw.raw.read(decode_content=False) == fake_masters.encode_body(fake_masters.master_zip("kospi"), encoding)
+    files = master_files(fake_kis, session, cache_dir)
+    assert files.kospi().equals(parse_text(tmp_path / "plain", fake_masters.master_text("kospi")))
+    assert len(files.kosdaq()) == len(fake_masters.kosdaq_rows())
+    path = download_master_file(session, tmp_path / "base", KOSPI_ZIP, fake_kis.url + KOSPI_MASTER_PATH)
+    assert path.read_bytes() == fake_masters.master_text("kospi")
+
+
+def test_a_gzip_bomb_is_refused_at_the_cap_without_decoding_it_all(
+    fake_kis: FakeKIS, session: requests.Session, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~64 KiB on the wire, 64 MiB decoded: with a 1 MiB cap, memory stays near 1 MiB, not 64."""
+    monkeypatch.setattr(masters, "MAX_ARCHIVE_BYTES", 1 << 20)
+    fake_masters.master_answer("kospi", fake_masters.MasterFault.GZIP_BOMB)  # built before measuring
+    fake_kis.set_master_fault("gzip-bomb", market="kospi")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MasterFileError, match=r"decodes to more than the 1048576 byte cap") as caught:
+            master_files(fake_kis, session, cache_dir).kospi()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak} bytes allocated while refusing a {fake_masters.GZIP_BOMB_BYTES} byte bomb"
+    assert_not_chained(caught.value)
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["kospi_code.mst.lock"]
+
+
+def _encoded_download(body: bytes, coding: bytes, tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """``download_master_file`` from a host that sends ``body`` with ``Content-Encoding: coding``."""
+    seen: list[bytes] = []
+    url, thread = _serve_once([body], 0.0, len(body), b"Content-Encoding: " + coding + b"\r\n", seen)
+    try:
+        with requests.Session() as session:
+            session.headers["Accept-Encoding"] = "br, zstd"  # codings we could not undo: never asked for
+            return masters.download_master_file(session, tmp_path / "out", KOSPI_ZIP, url), seen
+    finally:
+        thread.join(10)
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    encoder = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return encoder.compress(data) + encoder.flush()
+
+
+def test_odd_but_valid_codings_are_decoded(tmp_path: Path) -> None:
+    """Raw deflate (which some servers send for "deflate"), gzip in two members, x-gzip, identity."""
+    archive = fake_masters.master_zip("kospi")
+    half = len(archive) // 2
+    bodies = {
+        b"deflate": _raw_deflate(archive),
+        b"gzip": gzip.compress(archive[:half], mtime=0) + gzip.compress(archive[half:], mtime=0),
+        b"X-Gzip": gzip.compress(archive, mtime=0),
+        b"identity": archive,
+    }
+    for number, (coding, body) in enumerate(bodies.items()):
+        path, seen = _encoded_download(body, coding, tmp_path / str(number))
+        assert path.read_bytes() == fake_masters.master_text("kospi"), coding
+        assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in seen[0], seen[0]
+
+
+@pytest.mark.parametrize(
+    ("coding", "body", "error"),
+    [
+        (b"br", b"\x1b\x00", r"Content-Encoding 'br' was not asked for \(only gzip, deflate\)"),
+        (b"gzip, gzip", b"", r"Content-Encoding 'gzip, gzip' was not asked for"),
+        (b"gzip", gzip.compress(b"PK" * 1000)[:-8], r"the gzip body from .* is corrupt or cut short"),
+        (b"gzip", gzip.compress(b"PK" * 1000) + b"trailing junk", r"the gzip body .* is corrupt or cut short"),
+        (b"deflate", zlib.compress(b"PK" * 1000) + b"x", r"the deflate body .* is corrupt or cut short"),
+        (b"gzip", b"not gzip at all", r"the gzip body .* is corrupt or cut short"),
+    ],
+    ids=["br", "two-codings", "cut-short", "gzip-junk", "deflate-junk", "not-gzip"],
+)
+def test_a_bad_coding_is_refused_before_writing(tmp_path: Path, coding: bytes, body: bytes, error: str) -> None:
+    with pytest.raises(MasterFileError, match=error) as caught:
+        _encoded_download(body, coding, tmp_path)
+    assert_not_chained(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate-zlib", "deflate-raw"])
+def test_the_decoder_takes_the_body_a_byte_at_a_time(coding: str) -> None:
+    """A dripping host hands read1 single bytes: deflate's format (zlib or raw) is told from two."""
+    archive = fake_masters.master_zip("kospi")
+    body = {
+        "gzip": gzip.compress(archive),
+        "deflate-zlib": zlib.compress(archive),
+        "deflate-raw": _raw_deflate(archive),
+    }
+    decoder = masters._Decoder(coding.partition("-")[0], "http://host/kospi_code.mst.zip")
+    decoded = b"".join(piece for at in range(len(body[coding])) for piece in decoder.decode(body[coding][at : at + 1]))
+    decoder.finish()
+    assert decoded == archive
+
+
+def test_the_fake_encodes_only_for_clients_that_accept_it(fake_kis: FakeKIS) -> None:
+    url = fake_kis.url + KOSPI_MASTER_PATH
+    archive = fake_masters.master_zip("kospi")
+    fake_kis.set_master_encoding("gzip")
+    for accept, sent in [("gzip, deflate", "gzip"), ("*", "gzip"), ("identity", None), ("gzip;q=0, br", None)]:
+        answer = requests.get(url, headers={"Accept-Encoding": accept}, stream=True, timeout=10)
+        assert answer.headers.get("Content-Encoding") == sent, accept
+        assert answer.content == archive  # requests decodes what it asked for
+    fake_kis.set_master_encoding(None)
+    assert "Content-Encoding" not in requests.get(url, timeout=10).headers
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        fake_kis.set_master_encoding("br")
+    control = requests.post(
+        fake_kis.url + "/__fake__/control", json={"action": "set_master_encoding", "encoding": "deflate"}, timeout=10
+    )
+    assert control.json()["ok"] is True
+    assert requests.get(url, timeout=10).headers["Content-Encoding"] == "deflate"
+    with FakeKIS(master_encoding="gzip") as encoding:
+        assert requests.get(encoding.url + KOSPI_MASTER_PATH, timeout=10).headers["Content-Encoding"] == "gzip"
+
+
 # -- 0.6.1's lower-level calls ----------------------------------------------------------------
 
 
@@ -462,8 +591,14 @@ def test_importing_the_module_does_not_import_pandas_or_redis() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def _serve_once(body_parts: list[bytes], pause: float, length: int) -> tuple[str, threading.Thread]:
-    """A one-request HTTP server on loopback that sends ``body_parts`` with ``pause`` between them."""
+def _serve_once(
+    body_parts: list[bytes], pause: float, length: int | bytes, headers: bytes = b"", seen: list[bytes] | None = None
+) -> tuple[str, threading.Thread]:
+    """A one-request HTTP server on loopback that sends ``body_parts`` with ``pause`` between them.
+
+    ``length`` is the Content-Length (bytes: sent as they are, however odd); ``headers`` are extra
+    header lines (each ending in CRLF); the request's bytes go into ``seen``.
+    """
     import socket
 
     server = socket.socket()
@@ -477,8 +612,11 @@ def _serve_once(body_parts: list[bytes], pause: float, length: int) -> tuple[str
         except OSError:
             return
         with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length)
+            request = conn.recv(65536)
+            if seen is not None:
+                seen.append(request)
+            declared = length if isinstance(length, bytes) else b"%d" % length
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n%s\r\n" % (declared, headers))
             for part in body_parts:
                 try:
                     conn.sendall(part)
@@ -502,6 +640,35 @@ def test_a_dripping_host_cannot_hold_the_download_past_its_bound(
         masters.download_master_file(session, tmp_path / "out", "kospi_code.mst.zip", url, timeout=(1, 1))
     assert time.monotonic() - started < 0.5 + 1.0 + 0.5  # the bound plus at most one read timeout
     thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("declared", "outcome"),
+    [
+        (b"9" * 5000, r"declares more than the 33554432 byte cap \(a Content-Length of 5000 digits\)"),
+        (b"0040000000", r"refusing .*: 40000000 bytes is more than the 33554432 byte cap"),
+        (b"0" * 5000 + b"1", None),  # one byte, however written: the body is what counts
+        ("\u00b2".encode("latin-1"), None),  # "²": str.isdigit() says yes, int() says no; HTTP says ignore it
+    ],
+    ids=["5000-digits", "over-the-cap", "leading-zeros", "superscript-two"],
+)
+def test_an_odd_content_length_is_a_master_file_error_or_ignored(
+    session: requests.Session, tmp_path: Path, declared: bytes, outcome: str | None
+) -> None:
+    """The length check ran int() on any str.isdigit() header: past 4,300 digits, or on "²", that
+    raised a bare ValueError out of the download instead of a MasterFileError."""
+    body = fake_masters.master_zip("kospi")
+    url, thread = _serve_once([body], 0.0, declared, b"Connection: close\r\n")
+    try:
+        if outcome is None:
+            path = masters.download_master_file(session, tmp_path / "out", KOSPI_ZIP, url)
+            assert path.read_bytes() == fake_masters.master_text("kospi")
+        else:
+            with pytest.raises(MasterFileError, match=outcome):
+                masters.download_master_file(session, tmp_path / "out", KOSPI_ZIP, url)
+            assert not (tmp_path / "out").exists()
+    finally:
+        thread.join(10)
 
 
 def test_only_the_master_file_of_an_archive_is_written(session: requests.Session, tmp_path: Path) -> None:

@@ -194,6 +194,10 @@ def format_number(num_str: str | int | None) -> str | None:
     → ``"-1,234.50"``: the decimals verbatim, no float rounding); leading zeros
     and ``+`` go, as with 0.6.1's ``int()``.  Exponents, commas and
     underscores count as not a number.
+
+    The digits are grouped as text, never converted to ``int``: Python refuses
+    ``int()`` on more than 4,300 digits (``sys.get_int_max_str_digits()``), and a
+    long digit string is still a number to format, not a ``ValueError``.
     """
     if isinstance(num_str, int):  # 0.6.1 ran int() on whatever it got
         return f"{num_str:,}"
@@ -202,6 +206,12 @@ def format_number(num_str: str | int | None) -> str | None:
     match = _NUMBER.fullmatch(num_str.strip())
     if match is None:
         return num_str
-    sign, whole, fraction = match[1], match[2], match[3] or ""
-    negative = sign == "-" and (int(whole) != 0 or fraction.strip(".0") != "")
-    return ("-" if negative else "") + f"{int(whole):,}" + fraction
+    sign, whole, fraction = match[1], match[2].lstrip("0") or "0", match[3] or ""
+    negative = sign == "-" and (whole != "0" or fraction.strip(".0") != "")
+    return ("-" if negative else "") + _group_thousands(whole) + fraction
+
+
+def _group_thousands(digits: str) -> str:
+    """``"1234567"`` → ``"1,234,567"``: what ``f"{int(digits):,}"`` gives, for any length."""
+    head = len(digits) % 3 or 3
+    return ",".join([digits[:head], *(digits[at : at + 3] for at in range(head, len(digits), 3))])

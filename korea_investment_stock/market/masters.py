@@ -8,6 +8,10 @@ archive.  Here:
   leave the target directory (zip slip), sizes are capped from the archive's
   own headers *and* while reading, and corrupt archives are refused.  On any
   refusal no file is created.
+- A body sent with ``Content-Encoding: gzip`` or ``deflate`` (requests asks for
+  both) is decoded here, piece by piece, and the body cap applies to the
+  decoded bytes as they come: a gzip bomb is refused at the cap, never
+  decoded whole into memory.
 - :class:`MasterFiles` keeps one copy per market and KST calendar day in a
   cache directory shared by every process on the host, with one
   :class:`filelock.FileLock` per file: 50 processes at 08:00 download each
@@ -55,6 +59,7 @@ from ..transport import DEFAULT_TIMEOUT
 from ..validation import TimeoutSetting, check_seconds, check_timeout
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "DEFAULT_CACHE_DIR",
     "DEFAULT_MASTER_BASE_URL",
     "ENV_MASTER_BASE_URL",
@@ -345,10 +350,16 @@ def _expected_member(members: Mapping[str, bytes], file_name: str, url: str) -> 
     raise MasterFileError(f"the archive from {url} has no member {wanted!r} (members: {sorted(members)})")
 
 
+#: The content codings a download may arrive in, and so the ones asked for.  ``identity`` is none.
+ACCEPT_ENCODING = "gzip, deflate"
+_GZIP_CODINGS = ("gzip", "x-gzip")
+
+
 def _fetch(session: requests.Session, url: str, timeout: tuple[float, float]) -> bytes:
-    """The response body, capped; every failure is a MasterFileError without a chained traceback."""
+    """The response body, decoded and capped; every failure is a MasterFileError without a chained traceback."""
     try:
-        with session.get(url, timeout=timeout, stream=True) as response:
+        # Our own Accept-Encoding: the session's may name codings (br, zstd) that _Decoder cannot undo.
+        with session.get(url, timeout=timeout, stream=True, headers={"Accept-Encoding": ACCEPT_ENCODING}) as response:
             if response.status_code != 200:
                 raise MasterFileError(f"downloading {url} failed: HTTP {response.status_code}")
             return _read_body(response, url)
@@ -357,25 +368,123 @@ def _fetch(session: requests.Session, url: str, timeout: tuple[float, float]) ->
 
 
 def _read_body(response: requests.Response, url: str) -> bytes:
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_ARCHIVE_BYTES:
-        raise MasterFileError(f"refusing {url}: {declared} bytes is more than the {MAX_ARCHIVE_BYTES} byte cap")
+    """The body as the server meant it: read raw, decoded here, capped before and after decoding."""
+    _check_declared_length(response.headers.get("Content-Length", ""), url)
+    decoder = _Decoder(response.headers.get("Content-Encoding", ""), url)
     # The read timeout bounds each read, not the whole body: a host that drips a byte at a
     # time would hold the file lock for ever.  read1 returns whatever has arrived, so the
-    # deadline is checked at least once per read timeout.
+    # deadline is checked at least once per read timeout.  Both read the bytes as sent
+    # (decode_content=False) and _Decoder decodes them, so the cap sees every decoded piece.
     deadline = time.monotonic() + MAX_DOWNLOAD_SECONDS
     read1 = getattr(response.raw, "read1", None)
-    pieces = iter(lambda: read1(_CHUNK), b"") if read1 is not None else response.iter_content(_CHUNK)
+    if read1 is not None:
+        pieces: Iterator[bytes] = iter(lambda: read1(_CHUNK, decode_content=False), b"")
+    else:  # urllib3 1.26
+        pieces = response.raw.stream(_CHUNK, decode_content=False)
     chunks: list[bytes] = []
-    total = 0
+    received = total = 0
     for chunk in pieces:
-        total += len(chunk)
-        if total > MAX_ARCHIVE_BYTES:
+        received += len(chunk)
+        if received > MAX_ARCHIVE_BYTES:
             raise MasterFileError(f"refusing {url}: the body is larger than the {MAX_ARCHIVE_BYTES} byte cap")
+        for piece in decoder.decode(chunk):
+            total += len(piece)
+            if total > MAX_ARCHIVE_BYTES:
+                raise MasterFileError(
+                    f"refusing {url}: the {decoder.coding} body decodes to more than the {MAX_ARCHIVE_BYTES} byte cap"
+                )
+            chunks.append(piece)
         if time.monotonic() > deadline:
             raise MasterFileError(f"downloading {url} took longer than {MAX_DOWNLOAD_SECONDS:.0f}s")
-        chunks.append(chunk)
+    decoder.finish()
     return b"".join(chunks)
+
+
+def _check_declared_length(declared: str, url: str) -> None:
+    """Refuse a body that announces more than the cap; a length that is no number is ignored.
+
+    Compared as text first: ``int()`` refuses more than 4,300 digits, and ``str.isdigit``
+    admits digits that ``int()`` does not parse ("²").  The streaming cap still applies
+    whatever the header says, so ignoring a malformed one (as http.client does) is safe.
+    """
+    declared = declared.strip()
+    if not (declared.isascii() and declared.isdigit()):
+        return
+    digits = declared.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_ARCHIVE_BYTES)):
+        raise MasterFileError(
+            f"refusing {url}: it declares more than the {MAX_ARCHIVE_BYTES} byte cap "
+            f"(a Content-Length of {len(declared)} digits)"
+        )
+    if int(digits) > MAX_ARCHIVE_BYTES:
+        raise MasterFileError(f"refusing {url}: {digits} bytes is more than the {MAX_ARCHIVE_BYTES} byte cap")
+
+
+class _Decoder:
+    """Undo one content coding (``gzip``, ``deflate`` or none), yielding at most ``_CHUNK`` bytes at a time.
+
+    Why our own and not urllib3's: urllib3 before 2.6 (which requests 2.28+
+    still allows) decodes a whole read in one go, so a few KiB of a bomb become
+    gigabytes before any cap could look; here ``decompress(..., max_length)``
+    hands the caller one chunk at a time and keeps the rest of the input for
+    later.  A stream that ends early (no gzip trailer) or has bytes after its
+    end is refused: the zip check would catch most such damage, but not all.
+    """
+
+    def __init__(self, header: str, url: str) -> None:
+        codings = [c.strip().lower() for c in header.split(",") if c.strip() and c.strip().lower() != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in (*_GZIP_CODINGS, "deflate")):
+            raise MasterFileError(
+                f"refusing {url}: Content-Encoding {header.strip()!r} was not asked for (only {ACCEPT_ENCODING})"
+            )
+        self.coding = codings[0] if codings else "identity"
+        self.url = url
+        self._stream: Any = None  # a zlib decompressobj, made when the first bytes show the format
+        self._head = b""  # deflate: the first byte, while the second (zlib or raw?) has not arrived
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of ``data``, in pieces of at most ``_CHUNK``."""
+        if self.coding == "identity":
+            yield data
+            return
+        if self._stream is None and self.coding == "deflate" and len(self._head + data) < 2:
+            self._head += data
+            return
+        data, self._head = self._head + data, b""
+        try:
+            while data:
+                stream = self._start(data) if self._stream is None or self._stream.eof else self._stream
+                while True:
+                    piece = stream.decompress(data, _CHUNK)
+                    data = stream.unconsumed_tail
+                    if piece:
+                        yield piece
+                    # A piece shorter than asked means zlib used up the input and holds nothing back.
+                    if stream.eof or (not data and len(piece) < _CHUNK):
+                        break
+                data = stream.unused_data if stream.eof else b""
+        except zlib.error:
+            raise self._corrupt() from None
+
+    def _start(self, data: bytes) -> Any:
+        """A decompressor for the stream ``data`` begins; gzip allows members one after another, deflate not."""
+        if self._stream is not None and self.coding == "deflate":
+            raise self._corrupt()  # bytes after the end of the stream
+        if self.coding in _GZIP_CODINGS:
+            self._stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0:
+            self._stream = zlib.decompressobj(zlib.MAX_WBITS)  # deflate as RFC 9110 says: zlib format
+        else:
+            self._stream = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send it
+        return self._stream
+
+    def finish(self) -> None:
+        """Refuse a body that ended inside the stream (a cut-off download)."""
+        if self.coding != "identity" and (self._stream is None or not self._stream.eof):
+            raise self._corrupt()
+
+    def _corrupt(self) -> MasterFileError:
+        return MasterFileError(f"the {self.coding} body from {self.url} is corrupt or cut short")
 
 
 def _unpack(archive: bytes, url: str) -> dict[str, bytes]:

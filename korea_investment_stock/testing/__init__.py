@@ -14,9 +14,13 @@ loopback, with virtual time and injectable faults::
         kis.advance(24 * 3600)          # every token is now expired
         assert kis.stats.tokens_issued == 1
 
-For pytest, enable the fixtures ``fake_kis`` and ``fake_kis_factory`` with::
+For pytest, the fixtures ``fake_kis``, ``fake_kis_factory`` and ``kis_isolated_env`` load from
+the installed entry point, or with::
 
     pytest_plugins = ["korea_investment_stock.testing.pytest_plugin"]
+
+They keep each test off the user's token store (``~/.cache/kis``, or the shell's Redis): see
+:mod:`.pytest_plugin`.
 
 To run it as a separate process: ``python -m korea_investment_stock.testing``
 (prints one JSON line with ``url``, ``app_key``, ``app_secret``), then drive it

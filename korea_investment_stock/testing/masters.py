@@ -7,7 +7,10 @@ few hand-written rows worth asserting on (a stock, an ETF, a REIT, a SPAC,
 odd names) plus a few hundred seeded ones, so every run sees the same bytes.
 
 The faults are the ways a download can go wrong that a client must refuse
-without writing anything: see :class:`MasterFault`.
+without writing anything: see :class:`MasterFault`.  Independently of them, the
+fake can send its answers with a ``Content-Encoding`` (:data:`MASTER_ENCODINGS`),
+as a host or a proxy in front of it may: clients ask for ``gzip, deflate``, so
+a client that reads the raw body sees an encoded archive, not a zip.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import random
 import struct
 import threading
 import zipfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -204,15 +208,20 @@ __all__ = [
     "ARCHIVE_NAMES",
     "BAD_CP949_LINE",
     "DEFAULT_MASTER_DELAY",
+    "GZIP_BOMB_BYTES",
+    "MASTER_ENCODINGS",
     "ROUTES",
     "TRUNCATED_LINE",
     "MasterFault",
     "MasterFaultPlan",
     "MasterFaults",
     "MasterRow",
+    "accepts_encoding",
+    "encode_body",
     "kosdaq_rows",
     "kospi_rows",
     "master_answer",
+    "master_download",
     "master_rows",
     "master_text",
     "master_zip",
@@ -231,6 +240,11 @@ GENERATED_ROWS = {"kospi": 320, "kosdaq": 240}
 ABSOLUTE_MEMBER = "/tmp/korea-investment-stock-fake-absolute.mst"  # noqa: S108 (a member name, never opened)
 _ZIP_DATE = (2024, 1, 2, 7, 30, 0)
 _CONTENT_TYPE = "application/zip"
+#: The content codings the fake can apply to its answers (``None``: the identity, unencoded).
+#: ``deflate`` is the zlib format RFC 9110 names, not raw deflate.
+MASTER_ENCODINGS = ("gzip", "deflate")
+#: What the ``gzip-bomb`` fault's body decodes to: the uncompressed cap + 1 bytes (~64 KiB on the wire).
+GZIP_BOMB_BYTES = MAX_UNCOMPRESSED_BYTES + 1
 
 
 class MasterFault(StrEnum):
@@ -247,6 +261,7 @@ class MasterFault(StrEnum):
     NON_CP949 = "non-cp949"  # line BAD_CP949_LINE holds bytes that are not cp949
     TRUNCATED = "truncated"  # line TRUNCATED_LINE is shorter than the layout
     DELAY = "delay"  # the normal answer, after `delay` seconds
+    GZIP_BOMB = "gzip-bomb"  # Content-Encoding: gzip, ~64 KiB that decode to GZIP_BOMB_BYTES zeros
 
 
 @dataclass(frozen=True)
@@ -448,6 +463,18 @@ def _lying_header(market: str) -> bytes:
     return bytes(data)
 
 
+@functools.cache
+def _gzip_bomb(market: str) -> bytes:
+    """A gzip stream of GZIP_BOMB_BYTES zeros, compressed in pieces (never all in memory at once)."""
+    del market  # the same bomb for both files
+    encoder = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    parts = [encoder.compress(chunk) for _ in range(GZIP_BOMB_BYTES // len(chunk))]
+    parts.append(encoder.compress(bytes(GZIP_BOMB_BYTES % len(chunk))))
+    parts.append(encoder.flush())
+    return b"".join(parts)
+
+
 _BUILDERS: Mapping[MasterFault, Callable[[str], bytes]] = {
     MasterFault.CORRUPT: lambda market: master_zip(market)[: len(master_zip(market)) // 2],
     MasterFault.BAD_CRC: _bad_crc,
@@ -458,15 +485,67 @@ _BUILDERS: Mapping[MasterFault, Callable[[str], bytes]] = {
     MasterFault.LYING_HEADER: _lying_header,
     MasterFault.NON_CP949: _non_cp949,
     MasterFault.TRUNCATED: _truncated,
+    MasterFault.GZIP_BOMB: _gzip_bomb,
 }
 
 
 def master_answer(market: str, fault: MasterFault | None) -> tuple[int, bytes, str]:
-    """``(status, body, content type)`` for one download of ``market``'s archive."""
+    """``(status, body, content type)`` for one download of ``market``'s archive.
+
+    The ``gzip-bomb`` body is already gzip-encoded; :func:`master_download` labels it so.
+    """
     if fault is MasterFault.HTTP500:
         return 500, b"<html><body>500 Internal Server Error</body></html>", "text/html; charset=UTF-8"
     builder = _BUILDERS.get(fault) if fault is not None else None
     return 200, builder(market) if builder else master_zip(market), _CONTENT_TYPE
+
+
+def accepts_encoding(accept_encoding: str, encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value admits ``encoding`` (by name or ``*``, unless ``q=0``)."""
+    for item in accept_encoding.split(","):
+        name, *params = (part.strip().lower() for part in item.split(";"))
+        if name not in (encoding, "*"):
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
+@functools.cache
+def encode_body(body: bytes, encoding: str) -> bytes:
+    """``body`` in the content coding ``encoding`` (one of :data:`MASTER_ENCODINGS`), deterministically."""
+    if encoding == "gzip":
+        encoder = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # no name, mtime 0: same bytes every run
+    elif encoding == "deflate":
+        encoder = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
+    else:
+        raise ValueError(f"encoding must be one of {MASTER_ENCODINGS}, got {encoding!r}")
+    return encoder.compress(body) + encoder.flush()
+
+
+def master_download(
+    market: str, fault: MasterFault | None, encoding: str | None = None, accept_encoding: str = ""
+) -> tuple[int, bytes, dict[str, str]]:
+    """``(status, body, headers)`` for one download: :func:`master_answer`, content-coded.
+
+    A 200 answer is sent in ``encoding`` when the request's ``Accept-Encoding``
+    admits it, as a real server does; the ``gzip-bomb`` fault is gzip whatever
+    was asked (a hostile host does not ask).  Error pages are sent as they are.
+    """
+    status, body, content_type = master_answer(market, fault)
+    headers = {"Content-Type": content_type}
+    if fault is MasterFault.GZIP_BOMB:
+        headers["Content-Encoding"] = "gzip"
+    elif status == 200 and encoding is not None and accepts_encoding(accept_encoding, encoding):
+        body = encode_body(body, encoding)
+        headers["Content-Encoding"] = encoding
+    return status, body, headers
 
 
 @dataclass(frozen=True)

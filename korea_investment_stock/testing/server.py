@@ -253,15 +253,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(state.issue_token(_json_or_none(raw)))
 
     def _master(self, market_name: str) -> None:
-        """A master-file archive (``application/zip``), or the queued download fault."""
+        """A master-file archive (``application/zip``, content-coded if so set), or the queued download fault."""
         owner = self.server.owner
         plan = owner._master_faults.take(market_name)
         self.server.state.count_master_download(master_files.ARCHIVE_NAMES[market_name])
         if plan is not None and plan.delay > 0 and not self._hold(plan.delay):
             self._drop()
             return
-        status, body, content_type = master_files.master_answer(market_name, None if plan is None else plan.kind)
-        self._send(status, body, content_type)
+        status, body, headers = master_files.master_download(
+            market_name,
+            None if plan is None else plan.kind,
+            owner._master_encoding,
+            self.headers.get("Accept-Encoding", ""),
+        )
+        self._send(status, body, headers.pop("Content-Type"), headers)
 
     def _control(self, payload: object) -> None:
         owner = self.server.owner
@@ -296,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif action == "clear_master_faults":
                 owner.clear_master_faults()
+            elif action == "set_master_encoding":
+                encoding = payload.get("encoding")
+                owner.set_master_encoding(None if encoding is None else str(encoding))
             elif action == "set":
                 owner.configure(**{str(payload["field"]): payload["value"]})
             elif action == "add_app":
@@ -353,6 +361,9 @@ class FakeKIS:
     It also plays KIS's master-file host: ``GET /common/master/kospi_code.mst.zip``
     and ``.../kosdaq_code.mst.zip`` serve synthetic archives (:mod:`.masters`),
     counted in ``stats.master_downloads``; :meth:`set_master_fault` breaks them.
+    ``master_encoding`` (None): ``"gzip"`` or ``"deflate"`` sends the archives with that
+    ``Content-Encoding`` to clients that accept it (requests asks for ``gzip, deflate``), as a
+    host or proxy may; :meth:`set_master_encoding` changes it while running.
     The hashkey ``HASH`` is the SHA-256 of the raw request body.
     """
 
@@ -373,6 +384,7 @@ class FakeKIS:
         token_delay: float = 0.0,
         environment: str = "real",
         clock: Callable[[], float] | None = None,
+        master_encoding: str | None = None,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
         self.app_secret: str = app_secret or new_app_secret()
@@ -390,6 +402,8 @@ class FakeKIS:
         self._state = KISState(settings, clock or time.time)
         self._state.add_app(self.app_key, self.app_secret)
         self._master_faults = master_files.MasterFaults()
+        self._master_encoding: str | None = None
+        self.set_master_encoding(master_encoding)
         self._host = host
         self._port = port
         self._server: _Server | None = None
@@ -497,6 +511,18 @@ class FakeKIS:
     def clear_master_faults(self) -> None:
         """Forget every queued master-file download fault."""
         self._master_faults.clear()
+
+    def set_master_encoding(self, encoding: str | None) -> None:
+        """Send the master-file archives content-coded: ``"gzip"``, ``"deflate"``, or None (as they are).
+
+        Applies to every 200 answer of the master host, faults included, for a request
+        whose ``Accept-Encoding`` admits the coding; the ``gzip-bomb`` fault is gzip
+        whatever this says.  Why: a host or proxy may compress, and a client that reads
+        the raw body then sees an encoded archive, not a zip.
+        """
+        if encoding is not None and encoding not in master_files.MASTER_ENCODINGS:
+            raise ValueError(f"encoding must be one of {master_files.MASTER_ENCODINGS} or None, got {encoding!r}")
+        self._master_encoding = encoding
 
     # -- time and tokens --------------------------------------------------------------
 
