@@ -31,7 +31,7 @@ HANG = 60.0
 #: The commands the stores send (inside Lua scripts too) and the channel rule: the minimal ACL
 #: the README documents.  Redis 7 denies channels by default, hence the ``&`` pattern.
 ACL_COMMANDS = (
-    "+get +set +del +pexpire +pexpireat +pttl +time +hgetall +hget +hmget +hset "
+    "+get +set +del +pexpire +pexpireat +pttl +time +hgetall +hget +hmget +hset +hdel "
     "+publish +subscribe +unsubscribe +evalsha +eval +script|load +ping"
 )
 

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -44,7 +45,7 @@ from ..files import (
 from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
-from .record import TokenRecord, key_id
+from .record import TokenRecord, key_id, token_digest
 from .status import StorageDescription, StorageHealth
 from .storage import RecordTokenStorage, key_lock
 
@@ -75,8 +76,23 @@ class _Snapshot:
     """What one read of the token file found."""
 
     records: dict[str, TokenRecord] = field(default_factory=dict)
+    #: Per app key id: digests of tokens found dead (compare-and-delete) -> when they would expire.
+    dead: dict[str, dict[str, float]] = field(default_factory=dict)
     legacy: bool = False
     problem: str | None = None
+
+    def is_dead(self, record: TokenRecord) -> bool:
+        """True when ``record``'s token was found dead: no save may store it again."""
+        return token_digest(record.access_token) in self.dead.get(key_id(record.api_key), {})
+
+    def bury(self, record: TokenRecord) -> None:
+        """Remember ``record``'s token as dead for as long as it could live."""
+        self.dead.setdefault(key_id(record.api_key), {})[token_digest(record.access_token)] = record.expires_at
+
+    def live_tombstones(self, now: float) -> dict[str, dict[str, float]]:
+        """The tombstones of tokens that have not expired yet (the others can never be stored anyway)."""
+        kept = {ident: {d: t for d, t in graves.items() if t > now} for ident, graves in self.dead.items()}
+        return {ident: graves for ident, graves in kept.items() if graves}
 
 
 def default_token_path() -> Path:
@@ -157,7 +173,7 @@ class FileTokenStorage(RecordTokenStorage):
         """Store a 0.6.x-shaped token dict; False if it could only be kept in memory."""
         record = TokenRecord.from_legacy_dict(token_data)
         with self._locked():
-            return self._store(record)
+            return self._store(record) is SaveOutcome.STORED
 
     def describe(self) -> StorageDescription:
         """``file`` and the token file's path."""
@@ -239,18 +255,25 @@ class FileTokenStorage(RecordTokenStorage):
             raise StorageError(str(exc)) from None
         return self._lock_for(path)
 
-    def _store(self, record: TokenRecord) -> bool:
-        """Write ``record`` beside the other keys' entries (caller holds the lock)."""
+    def _store(self, record: TokenRecord) -> SaveOutcome:
+        """Write ``record`` beside the other keys' entries (caller holds the lock).
+
+        REFUSED for a token found dead; LOCAL when the disk refused it and this
+        process keeps it in memory.
+        """
         ident = key_id(record.api_key)
-        records = self._read_file().records
-        records[ident] = record
-        saved = self._write_file(records)
+        snapshot = self._read_file()
+        if snapshot.is_dead(record):
+            logger.info("not storing a token that was found dead (a delayed save of an invalidated token)")
+            return SaveOutcome.REFUSED
+        snapshot.records[ident] = record
+        saved = self._write_file(snapshot)
         with key_lock(self._flight_scope(), record.api_key):
             if saved:
                 self._memory.pop(ident, None)
             else:
                 self._memory[ident] = record
-        return saved
+        return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
 
     def _remove(self, api_key: str, only_token: str | None) -> bool:
         """Drop this key's entry, if ``only_token`` is None or still stored (lock held)."""
@@ -261,11 +284,13 @@ class FileTokenStorage(RecordTokenStorage):
             if held is not None and only_token in (None, held.access_token):
                 del self._memory[ident]
                 removed = True
-        records = self._read_file().records
-        stored = records.get(ident)
+        snapshot = self._read_file()
+        stored = snapshot.records.get(ident)
         if stored is not None and only_token in (None, stored.access_token):
-            del records[ident]
-            self._write_file(records)
+            del snapshot.records[ident]
+            if only_token is not None:  # compare-and-delete: found dead, never to come back
+                snapshot.bury(stored)
+            self._write_file(snapshot)
             removed = True
         return removed
 
@@ -278,7 +303,7 @@ class FileTokenStorage(RecordTokenStorage):
             return  # somebody else is writing, or we cannot: the next save migrates it
         with acquired:
             snapshot = self._read_file()
-            if snapshot.legacy and self._write_file(snapshot.records):
+            if snapshot.legacy and self._write_file(snapshot):
                 logger.info("migrated legacy pickle token file %s to JSON", self.file_path)
 
     def _signature(self) -> tuple[int, int, int] | None:
@@ -357,7 +382,7 @@ class FileTokenStorage(RecordTokenStorage):
         entries = document.get("tokens")
         if not isinstance(entries, Mapping):
             return self._damaged("its 'tokens' field is not an object")
-        snapshot = _Snapshot()
+        snapshot = _Snapshot(dead=_tombstones(document.get("dead")))
         for ident, entry in entries.items():
             try:
                 record = TokenRecord.from_json(entry)
@@ -389,13 +414,16 @@ class FileTokenStorage(RecordTokenStorage):
         )
         return _Snapshot(problem=problem)
 
-    def _write_file(self, records: Mapping[str, TokenRecord]) -> bool:
-        """Atomically replace the token file; False (with a warning) if the disk refuses."""
-        document = {
+    def _write_file(self, snapshot: _Snapshot) -> bool:
+        """Atomically replace the token file with ``snapshot``; False (with a warning) if the disk refuses."""
+        document: dict[str, Any] = {
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
-            "tokens": {ident: record.to_json() for ident, record in sorted(records.items())},
+            "tokens": {ident: record.to_json() for ident, record in sorted(snapshot.records.items())},
         }
+        dead = snapshot.live_tombstones(time.time())
+        if dead:
+            document["dead"] = dead
         payload = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
         directory = self.file_path.parent
         temp_path: str | None = None
@@ -431,6 +459,21 @@ def check_directory(directory: Path) -> None:
         raise Uncoordinated(f"cannot inspect the token directory {directory}: {exc.strerror or exc}") from None
     except UnsafeDirectory as exc:
         raise StorageError(f"refusing the token directory: {exc}") from None
+
+
+def _tombstones(value: object) -> dict[str, dict[str, float]]:
+    """The ``dead`` field of a token file: ``{key id: {token digest: expiry}}``; anything else is none."""
+    if not isinstance(value, Mapping):
+        return {}
+    dead: dict[str, dict[str, float]] = {}
+    for ident, graves in value.items():
+        if isinstance(ident, str) and isinstance(graves, Mapping):
+            dead[ident] = {
+                str(digest): float(expiry)
+                for digest, expiry in graves.items()
+                if isinstance(expiry, int | float) and not isinstance(expiry, bool) and math.isfinite(expiry)
+            }
+    return dead
 
 
 class FileLease(IssuanceLease):
@@ -492,9 +535,9 @@ class FileLease(IssuanceLease):
     def save(self, record: TokenRecord) -> SaveOutcome:
         storage = self._storage
         with storage._locked():
-            saved = storage._store(record)
+            outcome = storage._store(record)
         self.release()
-        return SaveOutcome.STORED if saved else SaveOutcome.LOCAL
+        return outcome
 
     def _release(self, failure: BaseException | None) -> None:
         if self._lock is not None and self._lock.is_locked:

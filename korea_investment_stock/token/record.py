@@ -64,6 +64,11 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()[:32]
 
 
+def token_digest(access_token: str) -> str:
+    """A short digest naming a token that was found dead, so stores can refuse it without keeping it."""
+    return hashlib.sha256(access_token.encode("utf-8")).hexdigest()[:32]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
     """One access token for one app key.

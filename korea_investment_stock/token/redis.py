@@ -81,7 +81,7 @@ from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
 from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
-from .record import TokenRecord, key_id
+from .record import TokenRecord, key_id, token_digest
 from .redis_connect import (
     DEFAULT_REDIS_URL,
     DEFAULT_SOCKET_TIMEOUT,
@@ -147,6 +147,8 @@ class RedisKeys:
     generation: str
     fence: str
     channel: str
+    #: Digests of tokens found dead (compare-and-delete), which no save may store again.
+    dead: str
 
     @classmethod
     def for_api_key(cls, key_prefix: str, api_key: str) -> RedisKeys:
@@ -158,6 +160,7 @@ class RedisKeys:
             generation=f"{token}:generation",
             fence=f"{token}:fence",
             channel=f"{token}:ready",
+            dead=f"{token}:dead",
         )
 
     def failed(self, fingerprint: str) -> str:
@@ -313,8 +316,8 @@ class RedisTokenStorage(RecordTokenStorage):
         deleted = self._call(
             "deleting a dead token",
             self._delete_script,
-            keys=[keys.token, keys.fence],
-            args=[access_token, GENERATION_TTL_MS],
+            keys=[keys.token, keys.fence, keys.dead],
+            args=[access_token, GENERATION_TTL_MS, token_digest(access_token)],
         )
         return bool(deleted)
 
@@ -323,11 +326,17 @@ class RedisTokenStorage(RecordTokenStorage):
         if record.seconds_left() <= 0:
             logger.debug("not storing a token that has already expired")
             return False
+        keys = self.redis_keys(record.api_key)
         stored = self._call(
             "storing the token",
             self._store_script,
-            keys=[self.redis_keys(record.api_key).token],
-            args=[repr(record.expires_at), _expire_at_ms(record), *_hash_fields(record)],
+            keys=[keys.token, keys.dead],
+            args=[
+                repr(record.expires_at),
+                _expire_at_ms(record),
+                token_digest(record.access_token),
+                *_hash_fields(record),
+            ],
         )
         return bool(stored)
 
@@ -509,7 +518,7 @@ class RedisLease(IssuanceLease):
         saved = storage._call(
             "saving the new token",
             storage._fenced_save_script,
-            keys=[keys.token, keys.lock, keys.fence, self.failed_key],
+            keys=[keys.token, keys.lock, keys.fence, self.failed_key, keys.dead],
             args=[
                 owner,
                 self.generation,
@@ -518,6 +527,7 @@ class RedisLease(IssuanceLease):
                 keys.channel,
                 GENERATION_TTL_MS,
                 record.access_token,
+                token_digest(record.access_token),
                 *_hash_fields(record),
             ],
         )

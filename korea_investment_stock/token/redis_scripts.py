@@ -46,20 +46,32 @@ local function stored_token(key)
 end
 """
 
+_DEAD = """
+-- True when the token with this digest was found dead (compare-and-delete) and must never be
+-- stored again.  A tombstone key of the wrong type names nothing.
+local function dead(key, digest)
+  local found = redis.pcall('HGET', key, digest)
+  return found ~= false and type(found) ~= 'table'
+end
+"""
+
 #: Store a token hash and its absolute expiry together, unless the stored token
-#: expires later (a newer token is never replaced by an older one).  The stored
-#: ``generation`` is kept, so an unfenced write cannot reset the fence.
-#: KEYS: token.  ARGV: expires_at (s), expire_at (ms, for PEXPIREAT), field/value pairs...
-#: Returns 1 when stored, 0 when a newer token was kept.
+#: expires later (a newer token is never replaced by an older one), or the token
+#: was found dead.  The stored ``generation`` is kept, so an unfenced write
+#: cannot reset the fence.
+#: KEYS: token, tombstones.  ARGV: expires_at (s), expire_at (ms, for PEXPIREAT), token digest,
+#: field/value pairs...
+#: Returns 1 when stored, 0 when a newer token was kept or the token is dead.
 STORE = (
     _STORED_TOKEN
+    + _DEAD
     + """
 local stored_expiry, stored_generation = stored_token(KEYS[1])
-if stored_expiry and stored_expiry > tonumber(ARGV[1]) then
+if (stored_expiry and stored_expiry > tonumber(ARGV[1])) or dead(KEYS[2], ARGV[3]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'generation', tostring(stored_generation), unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'generation', tostring(stored_generation), unpack(ARGV, 4))
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1
 """
@@ -104,16 +116,20 @@ end
 #: wrote or invalidated this token slot.  We store if we still hold the lease,
 #: or if our generation is newer than the fence (nobody since our lease wrote
 #: or deleted here: our token is the newest KIS gave), and never over a token
-#: that expires later.  A replay of a save that already succeeded (redis-py
-#: retries a command whose reply was lost) answers "stored" again.  Then: clear
-#: our credential's failure marker, release our lease, publish "ready".
-#: KEYS: token, lock, fence, failed marker (ours).
+#: that expires later, nor a token found dead: KIS hands back the same token
+#: for hours, so a lease granted before a compare-and-delete may come back from
+#: tokenP with exactly the token that was deleted.  A replay of a save that
+#: already succeeded (redis-py retries a command whose reply was lost) answers
+#: "stored" again.  Then: clear our credential's failure marker, release our
+#: lease, publish "ready".
+#: KEYS: token, lock, fence, failed marker (ours), tombstones.
 #: ARGV: owner, generation, expires_at (s), expire_at (ms), channel, fence TTL (ms), access_token,
-#: field/value pairs...
+#: token digest, field/value pairs...
 #: Returns 1 when stored (now or by the replayed call), 0 when refused.
 FENCED_SAVE = (
     _STORED_TOKEN
     + _HELPERS
+    + _DEAD
     + """
 local holds = redis.pcall('GET', KEYS[2]) == ARGV[1]
 local generation = tonumber(ARGV[2])
@@ -123,9 +139,10 @@ local saved = 0
 if stored_expiry and stored_generation == generation
     and redis.pcall('HGET', KEYS[1], 'access_token') == ARGV[7] then
   saved = 1
-elseif (holds or generation > fence) and not (stored_expiry and stored_expiry > tonumber(ARGV[3])) then
+elseif (holds or generation > fence) and not (stored_expiry and stored_expiry > tonumber(ARGV[3]))
+    and not dead(KEYS[5], ARGV[8]) then
   redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'generation', ARGV[2], unpack(ARGV, 8))
+  redis.call('HSET', KEYS[1], 'generation', ARGV[2], unpack(ARGV, 9))
   redis.call('PEXPIREAT', KEYS[1], ARGV[4])
   if generation > fence then
     redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[6])
@@ -214,9 +231,13 @@ return 1
 
 #: Delete the stored token only if it is still the one that failed, so callers
 #: that saw the same dead token delete it once and never delete its successor.
-#: The fence rises to the deleted token's generation, so a delayed save of that
-#: token (or of any older one) can never bring it back.
-#: KEYS: token, fence.  ARGV: access_token, fence TTL (ms).  Returns 1 when deleted, else 0.
+#: The fence rises to the deleted token's generation, so a delayed save of any
+#: older token can never come back; and the token is remembered as dead (its
+#: digest and expiry in the tombstones hash) for as long as it could live, so
+#: no save brings *it* back, whatever the lease.  Tombstones of tokens past
+#: their expiry are dropped here; the hash itself expires with the fence.
+#: KEYS: token, fence, tombstones.  ARGV: access_token, fence TTL (ms), token digest.
+#: Returns 1 when deleted, else 0.
 COMPARE_AND_DELETE = (
     _HELPERS
     + """
@@ -227,6 +248,23 @@ local generation = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0
 if generation == generation and generation > counter(KEYS[2]) and generation < 2^52 then
   redis.call('SET', KEYS[2], string.format('%.0f', generation), 'PX', ARGV[2])
 end
+local expiry = tonumber(redis.call('HGET', KEYS[1], 'expires_at')) or 0
+local now = tonumber(redis.call('TIME')[1])
+local tombstones = redis.pcall('HGETALL', KEYS[3])
+if tombstones.err then
+  redis.call('DEL', KEYS[3])
+else
+  for i = 1, #tombstones, 2 do
+    if (tonumber(tombstones[i + 1]) or 0) < now then
+      redis.call('HDEL', KEYS[3], tombstones[i])
+    end
+  end
+end
+if expiry <= now then
+  expiry = now + 86400  -- an expiry we cannot read: a day, a token's whole life
+end
+redis.call('HSET', KEYS[3], ARGV[3], string.format('%.0f', expiry))
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return redis.call('DEL', KEYS[1])
 """
 )
