@@ -30,7 +30,7 @@ from .token.credentials import Credentials
 from .token.factory import storage_from_env
 from .token.issuer import TokenIssuer
 from .token.record import TokenRecord, mask_token
-from .token.storage import TokenStorage
+from .token.storage import LAST_RESORT_MARGIN, TokenStorage
 from .transport import (
     DEAD_TOKEN_CODES,
     DEFAULT_POOL_SIZE,
@@ -53,6 +53,9 @@ ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
 #: Retries after ``EGW00201`` (per-second limit) before raising.
 DEFAULT_RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_BACKOFF = 0.25
+#: While the token store does not answer and the client runs on the token in hand, how
+#: often a call asks the store again (the others use the token without waiting on it).
+STORE_RETRY_SECONDS = 5.0
 
 ACCOUNT_PATTERN = re.compile(r"^\d{8}-\d{2}$")
 
@@ -162,6 +165,8 @@ class KoreaInvestment:
         self._session = session if session is not None else new_session(pool_size)
         self._issuer = self._new_issuer()
         self._token_lock = threading.Lock()
+        #: While the store does not answer, when to ask it again (``time.monotonic()``).
+        self._store_retry_at = 0.0
         try:
             self._token = self.token_storage.token_for(credentials, self._issuer.issue)
         except BaseException:
@@ -261,11 +266,23 @@ class KoreaInvestment:
             self.access_token = record.authorization
 
     def _current_token(self) -> TokenRecord:
-        """The token to send; refreshed through the store once it nears expiry."""
+        """The token to send; refreshed through the store once it nears expiry.
+
+        While the store cannot answer, the token in hand is used as long as KIS
+        still accepts it (see :meth:`TokenStorage.token_for`'s ``fallback``), and
+        the store is asked again only every :data:`STORE_RETRY_SECONDS`, so calls
+        do not each pay a timeout meanwhile.
+        """
         record = self._token
-        if not record.is_valid(self.token_storage.refresh_margin):
-            record = self.token_storage.token_for(self.credentials, self._issuer.issue)
-            self._set_token(record)
+        margin = self.token_storage.refresh_margin
+        if record.is_valid(margin):
+            return record
+        if time.monotonic() < self._store_retry_at and record.seconds_left() > LAST_RESORT_MARGIN:
+            return record
+        record = self.token_storage.token_for(self.credentials, self._issuer.issue, fallback=record)
+        if not record.is_valid(margin):  # the store did not answer: this is a last-resort token
+            self._store_retry_at = time.monotonic() + STORE_RETRY_SECONDS
+        self._set_token(record)
         return record
 
     def _replace_dead_token(self, dead: TokenRecord) -> None:

@@ -80,6 +80,7 @@ from ..errors import (
 from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
+from .hostcopy import HostCopy, host_copy_path
 from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
 from .record import TokenRecord, key_id, token_digest
 from .redis_connect import (
@@ -186,6 +187,9 @@ class RedisTokenStorage(RecordTokenStorage):
         socket_timeout, socket_connect_timeout: seconds; an unreachable server
             fails within them with :class:`~..errors.StorageUnavailableError`.
         refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
+        host_copy: keep each new token on this host too (beside the default token file,
+            :mod:`.hostcopy`) before saving it, so the host's other processes can read it
+            however Redis and this process fare.  ``False`` keeps nothing on disk.
 
     Nothing connects until first use.  Only threads of one process are
     coordinated; use :class:`LockingRedisTokenStorage` for a fleet.
@@ -204,6 +208,7 @@ class RedisTokenStorage(RecordTokenStorage):
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
+        host_copy: bool = True,
     ) -> None:
         super().__init__(
             refresh_margin=refresh_margin,
@@ -229,6 +234,7 @@ class RedisTokenStorage(RecordTokenStorage):
                 target, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_connect_timeout
             )
             self._scope = ("redis", target.location, key_prefix)
+        self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
 
@@ -306,6 +312,9 @@ class RedisTokenStorage(RecordTokenStorage):
             return None
         return record if record.belongs_to(credentials.api_key, credentials.fingerprint) else None
 
+    def _host_copy(self) -> HostCopy | None:
+        return self._host
+
     def _new_lease(self, credentials: Credentials) -> IssuanceLease:
         return ProcessLease(
             credentials, lambda record: SaveOutcome.STORED if self._store(record) else SaveOutcome.REFUSED
@@ -371,6 +380,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         issue_deadline: float | None = None,
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
+        host_copy: bool = True,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         failure_backoff: float = DEFAULT_FAILURE_BACKOFF,
         poll_interval: float = MAX_POLL_INTERVAL,
@@ -386,6 +396,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             issue_deadline=issue_deadline,
             wait_timeout=wait_timeout,
             outage_allowance=outage_allowance,
+            host_copy=host_copy,
         )
         self.lease_seconds = check_seconds("lease_seconds", lease_seconds, positive=True)
         if self.lease_seconds < 0.05:

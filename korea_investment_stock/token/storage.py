@@ -36,9 +36,16 @@ import time
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..errors import LeaseLost, StorageError, StorageUnavailableError, TokenRateLimitedError
+from ..errors import (
+    LeaseLost,
+    StorageError,
+    StorageUnavailableError,
+    TokenError,
+    TokenRateLimitedError,
+    TokenWaitTimeout,
+)
 from ..transport import DEFAULT_TIMEOUT, call_seconds
 from ..validation import check_seconds
 from .credentials import Credentials
@@ -46,6 +53,9 @@ from .flight import Flight, SingleFlight
 from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
 from .record import DEFAULT_REFRESH_MARGIN, TokenRecord, key_id
 from .status import Refreshed, StorageDescription, StorageHealth, TokenStatus
+
+if TYPE_CHECKING:  # the host copy is a file store, which builds on this module
+    from .hostcopy import HostCopy
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,13 @@ DEFAULT_OUTAGE_ALLOWANCE = 20.0
 #: costs milliseconds, capped so that callers notice a healed store quickly.
 OUTAGE_FIRST_DELAY = 0.05
 OUTAGE_MAX_DELAY = 0.5
+#: Longest pause between two tries to save a host's kept token for the fleet.
+PROMOTION_MAX_DELAY = 1.0
+
+#: While the store cannot answer, a kept token (this process's, the host's, the caller's own)
+#: is used until this close to its real expiry: KIS still accepts it, where the refresh
+#: margin would fail the call.  It covers one call's total deadline with room to spare.
+LAST_RESORT_MARGIN = 30.0
 
 #: How long one tokenP call may take when the issue function does not say
 #: (a :class:`~.issuer.TokenIssuer` does: its ``call_seconds``).
@@ -166,8 +183,20 @@ class TokenStorage(ABC):
         del api_secret  # only the Credentials value holds it from here on
         return self.token_for(credentials, issue, stale=stale)
 
-    def token_for(self, credentials: Credentials, issue: IssueFn, *, stale: str | None = None) -> TokenRecord:
-        """:meth:`get_token` for a caller that already holds a :class:`~.credentials.Credentials`."""
+    def token_for(
+        self,
+        credentials: Credentials,
+        issue: IssueFn,
+        *,
+        stale: str | None = None,
+        fallback: TokenRecord | None = None,
+    ) -> TokenRecord:
+        """:meth:`get_token` for a caller that already holds a :class:`~.credentials.Credentials`.
+
+        ``fallback`` is the token the caller holds now (one in its refresh margin):
+        while the store cannot answer, it is used as long as it has not really
+        expired, instead of failing a call that KIS would still accept.
+        """
         # Even the fast path goes through the flight: threads of one process that ask at
         # the same moment share one store read, so store load grows with processes, not
         # threads.  The fingerprint keeps callers with another secret for the same key out
@@ -181,7 +210,7 @@ class TokenStorage(ABC):
 
         return _FLIGHTS.run(
             (self._flight_scope(), credentials.api_key, credentials.fingerprint),
-            lambda flight: self._lead(credentials, issue, flight),
+            lambda flight: self._lead(credentials, issue, flight, fallback),
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
             stale=stale,
             retry_until=retry_until,
@@ -236,13 +265,36 @@ class TokenStorage(ABC):
         """
         credentials = Credentials(api_key, api_secret)
         del api_secret
-        # Also from this process's unsaved tokens, whichever backend: a dead token must not come back.
+        # Also from this process's unsaved tokens and the host's copy: a dead token must not come back.
         _PENDING.forget(self._flight_scope(), credentials.api_key, access_token)
+        host = self._host_copy()
+        if host is not None:
+            host.forget(credentials, access_token)
         return self._compare_and_delete(credentials, access_token)
 
-    def _lead(self, credentials: Credentials, issue: IssueFn, flight: Flight[TokenRecord]) -> TokenRecord:
-        """The leader's path: read, lease, double-check, issue while held, save, release."""
-        outage = _OutageClock(self)
+    def _lead(
+        self,
+        credentials: Credentials,
+        issue: IssueFn,
+        flight: Flight[TokenRecord],
+        fallback: TokenRecord | None = None,
+    ) -> TokenRecord:
+        """The leader's path: read, lease, double-check, issue while held, save, release.
+
+        Whenever the store does not answer, a token kept in this process or on
+        this host (or the caller's ``fallback``) that has not really expired
+        ends the leader's path at once (:meth:`_kept_in_outage`).
+        """
+        outage = _OutageClock(self, lambda: self._kept_in_outage(credentials, flight, fallback))
+        try:
+            return self._lead_online(credentials, issue, flight, outage)
+        except _Kept as kept:
+            return kept.record
+
+    def _lead_online(
+        self, credentials: Credentials, issue: IssueFn, flight: Flight[TokenRecord], outage: _OutageClock
+    ) -> TokenRecord:
+        """:meth:`_lead` while the store answers (``outage`` raises :class:`_Kept` when it stops)."""
         record = self._look(credentials, flight, outage)
         if record is not None:
             logger.debug("token cache hit")
@@ -261,6 +313,11 @@ class TokenStorage(ABC):
                 record = self._look(credentials, flight, outage)
                 if record is not None:
                     return record
+                kept = self._kept_on_host(credentials, flight)
+                if kept is not None:  # issued here while the store could not take it: save it for the fleet
+                    logger.info("storing the token this host kept (expires %s KST) for the fleet", kept.expired_text)
+                    self._store_issued(kept, lease)
+                    return kept
                 try:
                     record, fresh = self._issue_while_held(credentials, issue, flight, lease, outage)
                 except LeaseLost:
@@ -321,8 +378,12 @@ class TokenStorage(ABC):
         """Save a token KIS just issued; if the store cannot take it now, keep it and keep trying.
 
         The caller gets the token either way: losing it would cost the fleet an
-        ``EGW00133`` minute and the account holder one more alert.
+        ``EGW00133`` minute and the account holder one more alert.  It goes to
+        the host's copy first, so it outlives this process whatever the store does.
         """
+        host = self._host_copy()
+        if host is not None:
+            host.keep(record)
         try:
             outcome = lease.save(record)
         except StorageUnavailableError as exc:
@@ -353,23 +414,54 @@ class TokenStorage(ABC):
     def _look(self, credentials: Credentials, flight: Flight[TokenRecord], outage: _OutageClock) -> TokenRecord | None:
         """The best valid token this process can use that no member of ``flight`` called stale.
 
-        The store is read riding out an outage, unless this process holds a
-        token the store could not take yet: then one failed read is enough to
-        fall back to it.
+        The store is read riding out an outage; a token kept in this process or
+        on this host ends the ride at the first failed read (see ``outage``).
         """
         pending = _PENDING.get(self._flight_scope(), credentials)
-        usable_pending = pending if pending is not None and self._usable(pending, flight) else None
-        try:
-            if usable_pending is not None:
-                stored = self._read_record(credentials)
-            else:
-                stored = outage.ride(lambda: self._read_record(credentials))
-        except StorageUnavailableError:
-            if usable_pending is not None:
-                return usable_pending
-            raise
-        candidates = [r for r in (stored, usable_pending) if r is not None and self._usable(r, flight)]
+        stored = outage.ride(lambda: self._read_record(credentials))
+        candidates = [r for r in (stored, pending) if r is not None and self._usable(r, flight)]
         return max(candidates, key=lambda r: r.expires_at, default=None)
+
+    def _kept_on_host(self, credentials: Credentials, flight: Flight[TokenRecord]) -> TokenRecord | None:
+        """A valid token the host's copy holds for ``credentials`` (the store does not: we just looked)."""
+        host = self._host_copy()
+        record = host.get(credentials) if host is not None else None
+        return record if record is not None and self._usable(record, flight) else None
+
+    def _kept_in_outage(
+        self, credentials: Credentials, flight: Flight[TokenRecord], fallback: TokenRecord | None
+    ) -> TokenRecord | None:
+        """While the store cannot answer: the best token kept here that KIS still accepts, or None.
+
+        Kept in this process (a save the store has not taken yet), on this host
+        (another process's, maybe one that is gone), or the caller's own: any
+        of them beats failing a call, as long as it has not really expired
+        (:data:`LAST_RESORT_MARGIN`).  One from the host's copy is also saved
+        for the fleet in the background, by the first process to reach the store.
+        """
+        host = self._host_copy()
+        pending = _PENDING.get(self._flight_scope(), credentials)
+        on_host = host.get(credentials) if host is not None else None
+        candidates = [
+            r
+            for r in (pending, on_host, fallback)
+            if r is not None
+            and r.belongs_to(credentials.api_key, credentials.fingerprint)
+            and r.seconds_left() > LAST_RESORT_MARGIN
+            and not flight.is_stale(r.access_token)
+        ]
+        best = max(candidates, key=lambda r: r.expires_at, default=None)
+        if best is None:
+            return None
+        self._warn_once(
+            "kept",
+            "the token store is not answering; using a token kept %s (expires %s KST) until it answers again",
+            "on this host" if best is on_host else "in this process",
+            best.expired_text,
+        )
+        if best is on_host and best is not pending:
+            _Promotion.start(self, credentials, best)
+        return best
 
     def _usable(self, record: TokenRecord, flight: Flight[TokenRecord] | None = None) -> bool:
         return record.is_valid(self.refresh_margin) and (flight is None or not flight.is_stale(record.access_token))
@@ -394,7 +486,35 @@ class TokenStorage(ABC):
         """The problem behind ``topic`` is gone: warn again if it comes back."""
         self.__dict__.get("_warned_topics", set()).discard(topic)
 
+    def _save_for_fleet(self, credentials: Credentials, record: TokenRecord) -> bool:
+        """Store a token kept on this host, under the lease, unless the store has one as good; True when done.
+
+        Raises :class:`~..errors.StorageUnavailableError` while the store is down.
+        """
+
+        def as_good(stored: TokenRecord | None) -> bool:
+            return stored is not None and self._usable(stored) and stored.expires_at >= record.expires_at
+
+        if as_good(self._read_record(credentials)) or not record.is_valid(self.refresh_margin):
+            return True
+        with self._new_lease(credentials) as lease:
+            lease.hold_seconds = HOLD_SLACK
+            if lease.acquire(time.monotonic() + self.wait_timeout) is Acquired.LOOK_AGAIN:
+                return False
+            if as_good(self._read_record(credentials)):
+                return True
+            outcome = lease.save(record)
+        logger.info("the token store answers again; %s the token this host kept", outcome.value)
+        return True
+
     # ------------------------------------------------------------------ the hooks
+    def _host_copy(self) -> HostCopy | None:
+        """Where this store keeps new tokens on the host before saving them (a shared store's hook).
+
+        None for stores that live on the host already (files) or that we know nothing of.
+        """
+        return None
+
     def _flight_scope(self) -> Hashable:
         """What identifies the underlying store, so instances sharing it share a flight.
 
@@ -488,18 +608,30 @@ class _NotingIssue:
         return record
 
 
+class _Kept(Exception):
+    """The store does not answer, and a kept token ends the leader's path (see :meth:`TokenStorage._lead`)."""
+
+    def __init__(self, record: TokenRecord) -> None:
+        super().__init__("a kept token is used while the store does not answer")
+        self.record = record
+
+
 class _OutageClock:
     """Rides out one caller's store outages: retry with backoff for ``outage_allowance`` seconds.
 
     Per caller, so each caller's allowance counts from the first failure it
-    saw; reset by any call that succeeds.
+    saw; reset by any call that succeeds.  ``escape`` is asked at every
+    failure: a token it gives ends the ride (raised as :class:`_Kept`), even
+    for a store that never answered this process (a token kept for exactly
+    this store shows it is an outage, not a wrong URL).
     """
 
-    def __init__(self, storage: TokenStorage) -> None:
+    def __init__(self, storage: TokenStorage, escape: Callable[[], TokenRecord | None] | None = None) -> None:
         self._scope = storage._flight_scope()
         # Within the caller's own wait bound, whatever the allowance says.
         self._allowance = min(storage.outage_allowance, storage.wait_timeout)
         self._since: float | None = None
+        self._escape = escape
 
     def ride(self, operation: Callable[[], R]) -> R:
         delay = OUTAGE_FIRST_DELAY
@@ -507,6 +639,9 @@ class _OutageClock:
             try:
                 result = operation()
             except StorageUnavailableError:
+                kept = self._escape() if self._escape is not None else None
+                if kept is not None:
+                    raise _Kept(kept) from None
                 if self._scope not in _ANSWERED:
                     raise  # never answered this process: a configuration error, fail fast
                 now = time.monotonic()
@@ -580,6 +715,67 @@ class _PendingTokens:
 
 
 _PENDING = _PendingTokens()
+
+
+class _Promotion:
+    """Saves a token kept on this host for the fleet once the store answers: the first process there does.
+
+    Started by a process that served a host-copy token while the store was
+    down (its issuer may be gone); one per process and token, until the token
+    is stored, the store holds one as good, or it is too close to expiry.  A
+    process that exits meanwhile waits for it as for a background save.
+    """
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _running: ClassVar[set[tuple[Hashable, str]]] = set()
+
+    def __init__(self, storage: TokenStorage, credentials: Credentials, record: TokenRecord) -> None:
+        self._storage = storage
+        self._credentials = credentials
+        self._record = record
+        self._key = (storage._flight_scope(), record.access_token)
+
+    @classmethod
+    def start(cls, storage: TokenStorage, credentials: Credentials, record: TokenRecord) -> None:
+        promotion = cls(storage, credentials, record)
+        with cls._lock:
+            if promotion._key in cls._running:
+                return
+            cls._running.add(promotion._key)
+        thread = threading.Thread(target=promotion._run, name="kis-token-save-for-fleet", daemon=True)
+        try:
+            _BACKGROUND.add(thread, storage.outage_allowance)  # an exiting process waits for it, bounded
+            thread.start()
+        except RuntimeError:  # interpreter shutdown: nobody left to save it for
+            with cls._lock:
+                cls._running.discard(promotion._key)
+
+    def _run(self) -> None:
+        delay = OUTAGE_FIRST_DELAY
+        try:
+            while self._record.seconds_left() > LAST_RESORT_MARGIN:
+                try:
+                    if self._storage._save_for_fleet(self._credentials, self._record):
+                        return
+                except (StorageUnavailableError, TokenWaitTimeout):
+                    pass  # still down, or a peer holds the lease: try again soon
+                except Exception as exc:  # a store or marker error: the next issuance decides
+                    reason = str(exc) if isinstance(exc, StorageError | TokenError) else type(exc).__name__
+                    logger.warning("gave up saving the token kept on this host (%s)", reason)
+                    return
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, PROMOTION_MAX_DELAY)
+        finally:
+            with self._lock:
+                self._running.discard(self._key)
+
+    @classmethod
+    def _after_fork(cls) -> None:  # the parent's threads do not run here
+        cls._lock = threading.Lock()
+        cls._running = set()
+
+
+os.register_at_fork(after_in_child=_Promotion._after_fork)
 
 
 class _BackgroundSave:
