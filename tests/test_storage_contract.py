@@ -344,3 +344,47 @@ def test_a_new_store_never_inherits_the_unsaved_token_of_a_collected_one():
         del storage
         gc.collect()
     assert calls == [1] * 40
+
+
+def test_a_store_on_a_new_client_never_inherits_a_collected_clients_state():
+    """Stores given ``client=`` were keyed by ``id(client)``: a store on a new client at a collected
+    client's address inherited the old store's unsaved token, and so made no tokenP call."""
+    import gc
+
+    import fakeredis
+    import redis
+
+    from korea_investment_stock.token.redis import RedisTokenStorage
+
+    class _NoScripts(fakeredis.FakeRedis):  # reads work, every script (so every save) is refused
+        def evalsha(self, *args: object, **kwargs: object) -> object:
+            raise redis.exceptions.ResponseError("ERR scripts are disabled here")
+
+    server = fakeredis.FakeServer()
+    calls, seen = [], set()
+    for _ in range(60):
+        client = _NoScripts(server=server, decode_responses=True)
+        seen.add(id(client))
+        store = RedisTokenStorage(client=client, key_prefix="kis-test:ids", host_copy=False)
+        issuer = CountingIssuer()
+        store.get_token(API_KEY, API_SECRET, issuer)  # issued, not stored: kept for this store only
+        calls.append(issuer.calls)
+        del store, client
+        gc.collect()
+    assert len(seen) < 60, "no address was reused: the test proves nothing on this interpreter"
+    assert calls == [1] * 60
+
+
+def test_the_mark_of_stores_that_answered_goes_with_the_stores():
+    """Every store that ever answered stayed in a module-level set for good."""
+    import gc
+
+    from korea_investment_stock.token import storage as storage_module
+
+    before = len(storage_module._SCOPES)
+    for _ in range(50):
+        store = DictStorage()
+        store.get_token(API_KEY, API_SECRET, CountingIssuer())
+        del store
+    gc.collect()
+    assert len(storage_module._SCOPES) <= before + 1

@@ -97,7 +97,7 @@ from .redis_connect import (
     translated_errors,
 )
 from .status import StorageDescription, StorageHealth
-from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage
+from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage, scope_number
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ class RedisTokenStorage(RecordTokenStorage):
         if client is not None:
             self.location, self._secrets = describe_client(client)
             self._client = client
-            self._scope: Hashable = ("redis-client", id(client), key_prefix)
+            # A number per client object: id() is reused once the client is collected.
+            self._scope: Hashable = ("redis-client", scope_number(client), key_prefix)
         else:
             target = resolve_target(redis_url, password)
             self.location = target.location

@@ -522,12 +522,9 @@ class TokenStorage(ABC):
         reused (``id()`` is, once an instance is collected, and would hand a new
         store the old one's unsaved token).  Its unsaved tokens go with it.
         """
-        scope = self.__dict__.get("_scope")
+        scope: Hashable | None = self.__dict__.get("_scope")
         if scope is None:
-            candidate = ("store", next(_SCOPE_NUMBERS))
-            scope = self.__dict__.setdefault("_scope", candidate)
-            if scope is candidate:
-                weakref.finalize(self, _PENDING.drop_scope, candidate)
+            scope = self.__dict__.setdefault("_scope", ("store", next(_SCOPE_NUMBERS)))
         return scope
 
     def _read_record(self, credentials: Credentials) -> TokenRecord | None:
@@ -628,6 +625,7 @@ class _OutageClock:
 
     def __init__(self, storage: TokenStorage, escape: Callable[[], TokenRecord | None] | None = None) -> None:
         self._scope = storage._flight_scope()
+        _SCOPES.attach(storage, self._scope)
         # Within the caller's own wait bound, whatever the allowance says.
         self._allowance = min(storage.outage_allowance, storage.wait_timeout)
         self._since: float | None = None
@@ -642,7 +640,7 @@ class _OutageClock:
                 kept = self._escape() if self._escape is not None else None
                 if kept is not None:
                     raise _Kept(kept) from None
-                if self._scope not in _ANSWERED:
+                if not _SCOPES.answered(self._scope):
                     raise  # never answered this process: a configuration error, fail fast
                 now = time.monotonic()
                 if self._since is None:
@@ -657,13 +655,61 @@ class _OutageClock:
             if self._since is not None:
                 logger.info("the token store answers again after %.1fs", time.monotonic() - self._since)
                 self._since = None
-            _ANSWERED.add(self._scope)
+            _SCOPES.mark_answered(self._scope)
             return result
 
 
-#: Stores (by flight scope) that answered at least once in this process: their
-#: failures are outages to ride out; the others' are configuration errors.
-_ANSWERED: set[Hashable] = set()
+class _Scopes:
+    """The stores (by flight scope) alive in this process, and which of them answered.
+
+    A store that answered at least once has outages to ride out; the others'
+    failures are configuration errors.  What this process remembers of a scope
+    (that it answered, its unsaved tokens) goes when the last store instance on
+    it is collected, so neither a long-running process nor a new store on a
+    reused address inherits it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: dict[Hashable, int] = {}
+        self._answered: set[Hashable] = set()
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:  # a lock held by a parent thread would never be released in the child
+        self._lock = threading.Lock()
+
+    def attach(self, storage: TokenStorage, scope: Hashable) -> None:
+        """Count ``storage`` as a store on ``scope`` until it is collected (once per instance)."""
+        if storage.__dict__.get("_attached_scope") == scope:
+            return
+        try:
+            weakref.finalize(storage, self._detach, scope)
+        except TypeError:  # a store that cannot be weakly referenced keeps its scope for good
+            return
+        storage.__dict__["_attached_scope"] = scope
+        with self._lock:
+            self._stores[scope] = self._stores.get(scope, 0) + 1
+
+    def _detach(self, scope: Hashable) -> None:
+        with self._lock:
+            left = self._stores.get(scope, 1) - 1
+            if left > 0:
+                self._stores[scope] = left
+                return
+            self._stores.pop(scope, None)
+            self._answered.discard(scope)
+        _PENDING.drop_scope(scope)
+
+    def answered(self, scope: Hashable) -> bool:
+        return scope in self._answered
+
+    def mark_answered(self, scope: Hashable) -> None:
+        if scope not in self._answered:  # the common case takes no lock
+            with self._lock:
+                self._answered.add(scope)
+
+    def __len__(self) -> int:
+        return len(self._answered)
 
 
 class _PendingTokens:
@@ -715,6 +761,28 @@ class _PendingTokens:
 
 
 _PENDING = _PendingTokens()
+_SCOPES = _Scopes()
+
+
+def scope_number(obj: object) -> int:
+    """A number drawn once per object: never reused, unlike ``id()`` once the object is collected.
+
+    Stores that share an object (say, a redis client given as ``client=``) share a
+    flight through it.  An object that cannot be weakly referenced gets a new
+    number each time: its stores then coordinate their threads alone.
+    """
+    try:
+        with _OBJECT_NUMBERS_LOCK:
+            number = _OBJECT_NUMBERS.get(obj)
+            if number is None:
+                number = _OBJECT_NUMBERS[obj] = next(_SCOPE_NUMBERS)
+            return number
+    except TypeError:  # unhashable, or no weak references
+        return next(_SCOPE_NUMBERS)
+
+
+_OBJECT_NUMBERS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_OBJECT_NUMBERS_LOCK = threading.Lock()
 
 
 class _Promotion:
