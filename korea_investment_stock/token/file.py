@@ -43,7 +43,7 @@ from ..files import (
     fsync_directory,
 )
 from .credentials import Credentials
-from .lease import Acquired, IssuanceLease, SaveOutcome
+from .lease import Acquired, IssuanceLease, LongWait, SaveOutcome
 from .legacy import load_plain_pickle, looks_like_pickle
 from .record import TokenRecord, key_id, token_digest
 from .status import StorageDescription, StorageHealth
@@ -500,8 +500,10 @@ class FileLease(IssuanceLease):
             self.taken = True
             return Acquired.HELD
         seen = storage._signature()
+        long_wait = LongWait(f"another process (lock {path})", deadline)
 
-        def file_changed() -> bool:
+        def file_changed() -> bool:  # asked at every poll of the lock
+            long_wait.tick()
             return storage._signature() != seen
 
         self.taken = True  # from here the lock may be ours: the with block releases it

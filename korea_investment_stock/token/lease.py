@@ -22,6 +22,8 @@ it unless the save already did, or the lease was handed to a background save
 from __future__ import annotations
 
 import enum
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from types import TracebackType
@@ -29,6 +31,38 @@ from typing import Self
 
 from .credentials import Credentials
 from .record import TokenRecord
+
+
+logger = logging.getLogger(__name__)
+
+#: A wait for another holder this long is said once, at WARNING: it may be waiting on KIS's
+#: one-issuance-per-minute window, and a caller blocked that long should know why.
+LONG_WAIT_SECONDS = 5.0
+
+
+class LongWait:
+    """Says once, at WARNING, that a wait for another holder of the lease is taking long."""
+
+    def __init__(self, holder: str, deadline: float) -> None:
+        self._holder = holder
+        self._deadline = deadline
+        self._started = time.monotonic()
+        self._said = False
+
+    def tick(self) -> None:
+        """Call at every look at the lease; the first call past :data:`LONG_WAIT_SECONDS` logs."""
+        if self._said:
+            return
+        now = time.monotonic()
+        if now - self._started >= LONG_WAIT_SECONDS:
+            self._said = True
+            logger.warning(
+                "still waiting for %s to obtain the token (%.0fs so far; KIS allows one issuance per minute); "
+                "giving up in %.0fs",
+                self._holder,
+                now - self._started,
+                max(0.0, self._deadline - now),
+            )
 
 
 class Acquired(enum.Enum):
@@ -160,4 +194,4 @@ class ProcessLease(IssuanceLease):
         pass
 
 
-__all__ = ["Acquired", "IssuanceLease", "ProcessLease", "SaveOutcome"]
+__all__ = ["LONG_WAIT_SECONDS", "Acquired", "IssuanceLease", "LongWait", "ProcessLease", "SaveOutcome"]

@@ -81,7 +81,7 @@ from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
 from .hostcopy import HostCopy, host_copy_path
-from .lease import Acquired, IssuanceLease, ProcessLease, SaveOutcome
+from .lease import Acquired, IssuanceLease, LongWait, ProcessLease, SaveOutcome
 from .record import TokenRecord, key_id, token_digest
 from .redis_connect import (
     DEFAULT_REDIS_URL,
@@ -458,8 +458,10 @@ class RedisLease(IssuanceLease):
     def acquire(self, deadline: float) -> Acquired:
         storage = self._storage
         keys = self.keys
+        long_wait = LongWait(f"another process or server (lease at {storage.location})", deadline)
         with storage._ready_inbox(keys.channel) as inbox:
             while True:  # subscribed before this first look, so no "ready" can slip past
+                long_wait.tick()
                 self.taken = True  # the script may take it: from here the with block releases it
                 verdict = storage._call(
                     "taking the issuance lease",

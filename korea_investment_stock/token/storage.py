@@ -367,6 +367,12 @@ class TokenStorage(ABC):
                         status=exc.status,
                     ) from None
                 pause = min(remaining, delay * random.uniform(0.8, 1.2))
+                if delay == 1.0:  # the first refusal of this issuance: say once why we wait, and how long at most
+                    logger.warning(
+                        "KIS answered EGW00133: it issues one token per minute per app key, and another caller "
+                        "got one within the last minute; retrying until it answers, for up to %.0fs",
+                        remaining,
+                    )
                 logger.info("tokenP answered EGW00133 (one per minute); retrying in %.1fs", pause)
                 time.sleep(pause)
                 record = self._look(credentials, flight, outage)  # a peer may have stored one meanwhile
