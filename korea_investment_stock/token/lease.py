@@ -32,7 +32,6 @@ from typing import Self
 from .credentials import Credentials
 from .record import TokenRecord
 
-
 logger = logging.getLogger(__name__)
 
 #: A wait for another holder this long is said once, at WARNING: it may be waiting on KIS's
