@@ -189,7 +189,8 @@ def probe_host(base_url: str, timeout: tuple[float, float], session: requests.Se
     http = new_session(pool_size=1) if session is None else session
     started = time.perf_counter()
     try:
-        response = http.get(base_url.rstrip("/") + "/", timeout=timeout, allow_redirects=False)
+        with deadline.bounded(call_seconds(timeout)):
+            response = http.get(base_url.rstrip("/") + "/", timeout=timeout, allow_redirects=False)
         rtt = round((time.perf_counter() - started) * 1000.0, 2)
         response.close()
         return HostProbe(True, f"{base_url}: HTTP {response.status_code}", rtt)

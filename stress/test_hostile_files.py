@@ -384,7 +384,11 @@ def _plant_redis(client, keys, kind: str, payload, kis) -> None:
 
 @pytest.mark.timeout(300)
 def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefix, kis_factory, issuance_clock, report):
-    """The Redis counterpart: whatever sits at the token key (or beside it), no caller crashes."""
+    """The Redis counterpart: whatever sits at the token key (or beside it), no caller crashes.
+
+    The stores keep no host copy here, so every case heals by one re-issuance into Redis
+    itself (with a host copy, the kept token would replace the hostile value instead).
+    """
     import redis
 
     from korea_investment_stock.token.redis import LockingRedisTokenStorage
@@ -398,7 +402,7 @@ def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefi
     not_replaced: list[str] = []
     kinds: dict[str, int] = {}
     admin = redis.Redis.from_url(shared_redis_url, socket_timeout=5)
-    keys = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix).redis_keys(kis.app_key)
+    keys = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False).redis_keys(kis.app_key)
 
     @settings(
         max_examples=examples,
@@ -414,14 +418,14 @@ def test_hostile_redis_values_never_crash(request, shared_redis_url, redis_prefi
         _plant_redis(admin, keys, kind, payload, kis)
         before = kis.stats.tokenp_requests
         token = _read_none_then_heal(
-            lambda: LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix),
+            lambda: LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False),
             kis,
             outcomes,
             label,
             payload,
         )
         assert kis.stats.tokenp_requests - before == 1
-        stored = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix).load_token(
+        stored = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False).load_token(
             kis.app_key, kis.app_secret
         )
         if stored is None or stored["access_token"] != token:
@@ -459,7 +463,7 @@ def _wrong_type_case(shared_redis_url, redis_prefix, kis, payload):
     from korea_investment_stock.token.redis import LockingRedisTokenStorage
 
     admin = redis.Redis.from_url(shared_redis_url, socket_timeout=5)
-    storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix)
+    storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False)
     keys = storage.redis_keys(kis.app_key)
     _plant_redis(admin, keys, "special", payload, kis)
     started = time.perf_counter()
@@ -528,13 +532,13 @@ def test_unreadable_infinite_expiry_is_replaced(expiry, shared_redis_url, redis_
 
     kis = kis_factory(issue_window=0.0)
     admin = redis.Redis.from_url(shared_redis_url, socket_timeout=5)
-    keys = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix).redis_keys(kis.app_key)
+    keys = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False).redis_keys(kis.app_key)
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     try:
         _plant_redis(admin, keys, "wrong-field", {"expires_at": expiry}, kis)
         for _ in range(3):  # three callers one after another: only the first may call tokenP
-            storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix)
+            storage = LockingRedisTokenStorage(shared_redis_url, key_prefix=redis_prefix, host_copy=False)
             with KoreaInvestment(kis.app_key, kis.app_secret, ACCOUNT, token_storage=storage, base_url=kis.url) as c:
                 outcomes.append(Outcome(ok=True, token=c._token.access_token, at=time.time()))
     finally:
