@@ -388,3 +388,24 @@ def test_the_mark_of_stores_that_answered_goes_with_the_stores():
         del store
     gc.collect()
     assert len(storage_module._SCOPES) <= before + 1
+
+
+def test_a_store_collected_while_its_registry_is_busy_does_not_deadlock():
+    """A finalizer runs inside the garbage collector, on whatever thread allocated, maybe one that
+    holds the scope registry's lock: it must never wait for that lock."""
+    import gc
+
+    from korea_investment_stock.token import storage as storage_module
+
+    def run() -> None:
+        store = DictStorage()
+        store.get_token(API_KEY, API_SECRET, CountingIssuer())
+        store.cycle = store  # type: ignore[attr-defined]  # only the cyclic collector frees it
+        del store
+        with storage_module._SCOPES._lock:  # as if an allocation inside the registry triggered the GC
+            gc.collect()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10.0)
+    assert not worker.is_alive(), "the finalizer waited for a lock its own thread held"

@@ -35,6 +35,7 @@ import threading
 import time
 import weakref
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -679,6 +680,10 @@ class _Scopes:
         self._lock = threading.Lock()
         self._stores: dict[Hashable, int] = {}
         self._answered: set[Hashable] = set()
+        #: Scopes of collected stores, not yet counted down.  A finalizer runs inside the
+        #: garbage collector, on whatever thread allocated: it may hold any lock of ours
+        #: there, so it only appends (atomic) and the next caller does the rest.
+        self._gone: deque[Hashable] = deque()
         os.register_at_fork(after_in_child=self._new_lock)
 
     def _new_lock(self) -> None:  # a lock held by a parent thread would never be released in the child
@@ -686,25 +691,34 @@ class _Scopes:
 
     def attach(self, storage: TokenStorage, scope: Hashable) -> None:
         """Count ``storage`` as a store on ``scope`` until it is collected (once per instance)."""
+        self._reap()
         if storage.__dict__.get("_attached_scope") == scope:
             return
         try:
-            weakref.finalize(storage, self._detach, scope)
+            weakref.finalize(storage, self._gone.append, scope)
         except TypeError:  # a store that cannot be weakly referenced keeps its scope for good
             return
         storage.__dict__["_attached_scope"] = scope
         with self._lock:
             self._stores[scope] = self._stores.get(scope, 0) + 1
 
-    def _detach(self, scope: Hashable) -> None:
+    def _reap(self) -> None:
+        """Count down the scopes of collected stores; forget those with no store left."""
+        if not self._gone:
+            return
+        emptied = []
         with self._lock:
-            left = self._stores.get(scope, 1) - 1
-            if left > 0:
-                self._stores[scope] = left
-                return
-            self._stores.pop(scope, None)
-            self._answered.discard(scope)
-        _PENDING.drop_scope(scope)
+            while self._gone:
+                scope = self._gone.popleft()
+                left = self._stores.get(scope, 1) - 1
+                if left > 0:
+                    self._stores[scope] = left
+                    continue
+                self._stores.pop(scope, None)
+                self._answered.discard(scope)
+                emptied.append(scope)
+        for scope in emptied:
+            _PENDING.drop_scope(scope)
 
     def answered(self, scope: Hashable) -> bool:
         return scope in self._answered
@@ -715,6 +729,7 @@ class _Scopes:
                 self._answered.add(scope)
 
     def __len__(self) -> int:
+        self._reap()
         return len(self._answered)
 
 
