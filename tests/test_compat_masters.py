@@ -509,6 +509,54 @@ def test_the_decoder_takes_the_body_a_byte_at_a_time(coding: str) -> None:
     assert decoded == archive
 
 
+#: A stream's header, then deflate blocks that decode to nothing: empty stored blocks (a sync flush each).
+_STREAM_HEADS = {"gzip": b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff", "deflate": b"\x78\x9c"}
+_EMPTY_BLOCK = b"\x00\x00\x00\xff\xff"
+
+
+@pytest.mark.parametrize("coding", sorted(_STREAM_HEADS))
+def test_a_body_that_decodes_to_nothing_is_refused_at_the_received_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, coding: str
+) -> None:
+    """The received bytes are counted per read however little they decode to.
+
+    urllib3's decoding (2.6+) bounds what one read returns, not what it takes in: read1(amt,
+    decode_content=True) reads on until something decodes, so this body went through one call whole,
+    past the cap, and its DeflateDecoder kept all of it while trying the zlib format.
+    """
+    monkeypatch.setattr(masters, "MAX_ARCHIVE_BYTES", 1 << 20)
+    parts = [_STREAM_HEADS[coding]] + [_EMPTY_BLOCK * 13107] * 96  # ~6 MiB, decoding to b""
+    url, thread = _serve_once(parts, 0.0, None, f"Content-Encoding: {coding}\r\n".encode())  # no length to refuse
+    tracemalloc.start()
+    try:
+        with pytest.raises(MasterFileError, match=r"the body is larger than the 1048576 byte cap") as caught:
+            masters.download_master_file(requests.Session(), tmp_path / "out", KOSPI_ZIP, url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        thread.join(10)
+    assert peak < 4 << 20, peak
+    assert_not_chained(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("coding", sorted(_STREAM_HEADS))
+def test_a_host_dripping_bytes_that_decode_to_nothing_cannot_hold_the_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, coding: str
+) -> None:
+    """The deadline is checked per read of the wire, not per decoded piece (urllib3's read1 with
+    decode_content=True returned only when the drip ended, ~4 s here)."""
+    monkeypatch.setattr(masters, "MAX_DOWNLOAD_SECONDS", 0.5)
+    drip = [bytes([byte]) for byte in _EMPTY_BLOCK * 8]
+    parts = [_STREAM_HEADS[coding], *drip]
+    url, thread = _serve_once(parts, 0.1, sum(map(len, parts)), f"Content-Encoding: {coding}\r\n".encode())
+    started = time.monotonic()
+    with pytest.raises(MasterFileError, match="took longer"):
+        masters.download_master_file(requests.Session(), tmp_path / "out", KOSPI_ZIP, url, timeout=(1, 1))
+    assert time.monotonic() - started < 0.5 + 1.0 + 0.5  # the bound plus at most one read timeout
+    thread.join(10)
+
+
 def test_the_fake_encodes_only_for_clients_that_accept_it(fake_kis: FakeKIS) -> None:
     url = fake_kis.url + KOSPI_MASTER_PATH
     archive = fake_masters.master_zip("kospi")
@@ -592,12 +640,17 @@ def test_importing_the_module_does_not_import_pandas_or_redis() -> None:
 
 
 def _serve_once(
-    body_parts: list[bytes], pause: float, length: int | bytes, headers: bytes = b"", seen: list[bytes] | None = None
+    body_parts: list[bytes],
+    pause: float,
+    length: int | bytes | None,
+    headers: bytes = b"",
+    seen: list[bytes] | None = None,
 ) -> tuple[str, threading.Thread]:
     """A one-request HTTP server on loopback that sends ``body_parts`` with ``pause`` between them.
 
-    ``length`` is the Content-Length (bytes: sent as they are, however odd); ``headers`` are extra
-    header lines (each ending in CRLF); the request's bytes go into ``seen``.
+    ``length`` is the Content-Length (bytes: sent as they are, however odd; None: none, the body
+    ends when the connection closes); ``headers`` are extra header lines (each ending in CRLF);
+    the request's bytes go into ``seen``.
     """
     import socket
 
@@ -615,8 +668,11 @@ def _serve_once(
             request = conn.recv(65536)
             if seen is not None:
                 seen.append(request)
-            declared = length if isinstance(length, bytes) else b"%d" % length
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n%s\r\n" % (declared, headers))
+            if length is None:
+                framing = b"Connection: close\r\n"
+            else:
+                framing = b"Content-Length: %s\r\n" % (length if isinstance(length, bytes) else b"%d" % length)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n%s%s\r\n" % (framing, headers))
             for part in body_parts:
                 try:
                     conn.sendall(part)

@@ -374,7 +374,8 @@ def _read_body(response: requests.Response, url: str) -> bytes:
     # The read timeout bounds each read, not the whole body: a host that drips a byte at a
     # time would hold the file lock for ever.  read1 returns whatever has arrived, so the
     # deadline is checked at least once per read timeout.  Both read the bytes as sent
-    # (decode_content=False) and _Decoder decodes them, so the cap sees every decoded piece.
+    # (decode_content=False) and _Decoder decodes them, so the caps see every byte received and
+    # every decoded piece, and the deadline every read, however little a read decodes to.
     deadline = time.monotonic() + MAX_DOWNLOAD_SECONDS
     read1 = getattr(response.raw, "read1", None)
     if read1 is not None:
@@ -423,12 +424,18 @@ def _check_declared_length(declared: str, url: str) -> None:
 class _Decoder:
     """Undo one content coding (``gzip``, ``deflate`` or none), yielding at most ``_CHUNK`` bytes at a time.
 
-    Why our own and not urllib3's: urllib3 before 2.6 (which requests 2.28+
-    still allows) decodes a whole read in one go, so a few KiB of a bomb become
-    gigabytes before any cap could look; here ``decompress(..., max_length)``
-    hands the caller one chunk at a time and keeps the rest of the input for
-    later.  A stream that ends early (no gzip trailer) or has bytes after its
-    end is refused: the zip check would catch most such damage, but not all.
+    Why our own and not urllib3's: since 2.6 urllib3 bounds what one decoding
+    read returns, not what it reads.  ``read1``/``read``/``stream`` with
+    ``decode_content=True`` read on until something decodes, so bytes that
+    decode to nothing (empty deflate blocks, a gzip comment) pass the received
+    cap and the download deadline inside one call, and its ``DeflateDecoder``
+    keeps all of them while it tries the zlib format (2.8).  Before 2.6, which
+    requests 2.28+ still allows, it also decoded a whole read at once.  Here the
+    bytes are read as sent, so both checks run per read of the wire, and
+    ``decompress(..., max_length)`` hands the caller one chunk at a time, keeping
+    the rest of the input for later.  A stream that ends early (no gzip trailer)
+    or has bytes after its end is refused: the zip check would catch most such
+    damage, but not all.
     """
 
     def __init__(self, header: str, url: str) -> None:
