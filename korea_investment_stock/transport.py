@@ -164,6 +164,8 @@ def request_json(
             if isinstance(exc, requests.Timeout):
                 raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
             raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
+    if call.expired:  # cut mid-headers, http.client may take what came as a short but whole answer
+        raise unreachable(f"{name} at {base_url} did not finish within {total:g}s") from None
     status = response.status_code
     try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
         answer = response.json()

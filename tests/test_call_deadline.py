@@ -142,3 +142,21 @@ def test_the_lease_is_held_through_the_longest_call_the_issuer_may_make(redis_ba
     other.join(10.0)
     assert other_issuer.calls == 0, "the lease lapsed during a call its issuer said could take 5 s"
     assert [r.access_token for r in results] == [results[0].access_token] * 2
+
+
+def test_trickled_headers_end_at_the_deadline_with_a_clear_error() -> None:
+    """Cut mid-headers, http.client may take what came for a short answer: it must not pass as one."""
+    from testsupport.trickle import TrickleServer, slow_headers
+
+    with TrickleServer(slow_headers(), pace=0.1) as host, new_session() as session:  # 20 s for the headers
+        with pytest.raises(TokenIssueError, match="did not finish within 3s"):
+            request_json(
+                session,
+                "GET",
+                host.url(),
+                "",
+                name="probe",
+                timeout=(1.0, 1.0),
+                unreachable=TokenIssueError,
+                failed=TokenIssueError,
+            )

@@ -763,3 +763,30 @@ def test_a_cached_file_of_another_user_is_not_trusted(
     os.chown(cached, 54321, -1)  # as if planted by someone else
     MasterFiles(session, base_url=fake_kis.url, cache_dir=cache_dir).kospi()
     assert fake_kis.stats.master_downloads["kospi_code.mst.zip"] == 2
+
+
+def test_a_host_that_stalls_mid_body_is_a_master_file_error(tmp_path: Path) -> None:
+    """A read timeout inside the body came out of urllib3 as its own exception, not ours."""
+    from korea_investment_stock.transport import new_session
+
+    url, thread = _serve_once([b"x" * 10, b"y"], 3.0, 11)  # the second part comes after the read timeout
+    with new_session() as http, pytest.raises(MasterFileError, match="downloading .* failed"):
+        masters.download_master_file(http, tmp_path / "out", "kospi_code.mst.zip", url, timeout=(1, 1))
+    thread.join(10)
+
+
+def test_a_host_that_trickles_its_headers_cannot_hold_the_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each header byte arrives within the read timeout; only a deadline on the whole call ends it."""
+    from korea_investment_stock.transport import new_session
+    from testsupport.trickle import TrickleServer, slow_headers
+
+    monkeypatch.setattr(masters, "MAX_DOWNLOAD_SECONDS", 0.5)
+    started = time.monotonic()
+    with TrickleServer(slow_headers(), pace=0.25) as host, new_session() as http:  # 50 s for the headers
+        with pytest.raises(MasterFileError, match="took longer"):
+            masters.download_master_file(
+                http, tmp_path / "out", "kospi_code.mst.zip", host.url("/kospi_code.mst.zip"), timeout=(1, 1)
+            )
+    assert time.monotonic() - started < 15.0  # a hang bound; the deadline is 3.5 s

@@ -46,8 +46,10 @@ from types import ModuleType
 from typing import Any, TypeAlias
 
 import requests
+import urllib3
 from filelock import FileLock, Timeout
 
+from .. import deadline
 from ..errors import LockFileUnavailable, MasterCacheUnavailable, MasterFileError, UnsafeDirectory, UnsafeLockFile
 from ..files import (
     check_private_directory,
@@ -55,7 +57,7 @@ from ..files import (
     fsync_directory,
 )
 from ..token.record import KST
-from ..transport import DEFAULT_TIMEOUT
+from ..transport import DEFAULT_TIMEOUT, call_seconds
 from ..validation import TimeoutSetting, check_seconds, check_timeout
 
 __all__ = [
@@ -356,15 +358,30 @@ _GZIP_CODINGS = ("gzip", "x-gzip")
 
 
 def _fetch(session: requests.Session, url: str, timeout: tuple[float, float]) -> bytes:
-    """The response body, decoded and capped; every failure is a MasterFileError without a chained traceback."""
-    try:
-        # Our own Accept-Encoding: the session's may name codings (br, zstd) that _Decoder cannot undo.
-        with session.get(url, timeout=timeout, stream=True, headers={"Accept-Encoding": ACCEPT_ENCODING}) as response:
-            if response.status_code != 200:
-                raise MasterFileError(f"downloading {url} failed: HTTP {response.status_code}")
-            return _read_body(response, url)
-    except requests.RequestException as exc:
-        raise MasterFileError(f"downloading {url} failed: {type(exc).__name__}; check the network") from None
+    """The response body, decoded and capped; every failure is a MasterFileError without a chained traceback.
+
+    The whole call, headers included, has a deadline (:mod:`..deadline`): the body loop
+    checks its own between reads, but a host can trickle its headers, or one read, too.
+    """
+    total = call_seconds(timeout) + MAX_DOWNLOAD_SECONDS
+    with deadline.bounded(total) as call:
+        try:
+            # Our own Accept-Encoding: the session's may name codings (br, zstd) that _Decoder cannot undo.
+            headers = {"Accept-Encoding": ACCEPT_ENCODING}
+            with session.get(url, timeout=timeout, stream=True, headers=headers) as response:
+                if response.status_code != 200:
+                    raise MasterFileError(f"downloading {url} failed: HTTP {response.status_code}")
+                body = _read_body(response, url)
+            if call.expired:  # cut mid-headers, http.client may see a short but "complete" answer
+                raise MasterFileError(f"downloading {url} took longer than {total:.0f}s")
+            return body
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, MasterFileError) as exc:
+            # A read cut by the deadline may end as anything: a reset, a short body, a bad archive.
+            if call.expired:
+                raise MasterFileError(f"downloading {url} took longer than {total:.0f}s") from None
+            if isinstance(exc, MasterFileError):
+                raise
+            raise MasterFileError(f"downloading {url} failed: {type(exc).__name__}; check the network") from None
 
 
 def _read_body(response: requests.Response, url: str) -> bytes:
