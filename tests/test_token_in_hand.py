@@ -55,3 +55,31 @@ def test_rest_calls_keep_the_token_in_hand_during_an_outage_in_its_refresh_margi
         assert kis_client._token.access_token == in_hand.access_token
         assert kis.stats.tokenp_requests == 1
         kis_client.shutdown()
+
+
+def test_giving_up_for_a_kept_token_leaves_no_failure_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader that falls back on the token in hand when Redis stops answering releases its lease as
+    after a success: no failure marker makes the other servers wait (or fail)."""
+    import fakeredis
+
+    from korea_investment_stock.errors import StorageUnavailableError
+    from korea_investment_stock.token.credentials import Credentials
+    from korea_investment_stock.token.record import credential_fingerprint
+    from korea_investment_stock.token.redis import RedisLease
+
+    from .workers import API_KEY, API_SECRET, CountingIssuer, make_record
+
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    store = LockingRedisTokenStorage(client=client, key_prefix="kis-test:kept", host_copy=False, refresh_margin=MARGIN)
+
+    def unreachable(self: RedisLease) -> bool:
+        raise StorageUnavailableError("cannot reach Redis (simulated between taking the lease and tokenP)")
+
+    monkeypatch.setattr(RedisLease, "held", unreachable)
+    in_hand = make_record("eyJ.in-hand.sig", lifetime=MARGIN - 60)  # in its margin, far from its end
+    issuer = CountingIssuer()
+    record = store.token_for(Credentials(API_KEY, API_SECRET), issuer, fallback=in_hand)
+    assert record is in_hand and issuer.calls == 0
+    keys = store.redis_keys(API_KEY)
+    assert client.get(keys.lock) is None, "the lease was not released"
+    assert client.get(keys.failed(credential_fingerprint(API_KEY, API_SECRET))) is None, "a failure marker was left"

@@ -612,8 +612,12 @@ class _NotingIssue:
         return record
 
 
-class _Kept(Exception):
-    """The store does not answer, and a kept token ends the leader's path (see :meth:`TokenStorage._lead`)."""
+class _Kept(BaseException):
+    """The store does not answer, and a kept token ends the leader's path (see :meth:`TokenStorage._lead`).
+
+    Not an error, so not an ``Exception``: it unwinds through a lease's ``with`` block,
+    which must release the lease as after success, without a failure marker for others.
+    """
 
     def __init__(self, record: TokenRecord) -> None:
         super().__init__("a kept token is used while the store does not answer")
