@@ -114,6 +114,29 @@ def test_a_client_refuses_a_bad_wait_and_a_bad_environment_variable(
     assert fake_kis.stats.tokenp_requests == 0
 
 
+@pytest.mark.parametrize("retries", [math.nan, 1.5, True, "3", -1, 1_000_000])
+def test_rate_limit_retries_must_be_a_small_whole_number(fake_kis: FakeKIS, token_file: Path, retries: object) -> None:
+    """NaN compared false with every bound, so a call answered EGW00201 retried for ever."""
+    with pytest.raises(ConfigurationError, match="rate_limit_retries"):
+        client_for(fake_kis, token_file, rate_limit_retries=retries)
+    assert fake_kis.stats.tokenp_requests == 0
+
+
+def test_every_seconds_setting_has_one_upper_bound(fake_kis: FakeKIS, token_file: Path) -> None:
+    """1e10 s passed validation and failed later with OverflowError (beyond threading.TIMEOUT_MAX)."""
+    with pytest.raises(ConfigurationError, match="rate_limit_wait.*at most"):
+        client_for(fake_kis, token_file, rate_limit_wait=1e10)
+    with pytest.raises(ConfigurationError, match="wait_timeout.*at most"):
+        FileTokenStorage(token_file, wait_timeout=1e10)
+    with pytest.raises(ConfigurationError, match="timeout.*at most"):
+        ProcessRateLimiter(5.0).acquire("app-key", "real", timeout=1e10)
+    assert fake_kis.stats.tokenp_requests == 0
+    from korea_investment_stock.validation import MAX_SECONDS, check_seconds
+
+    assert MAX_SECONDS < threading.TIMEOUT_MAX
+    assert check_seconds("wait", MAX_SECONDS) == MAX_SECONDS
+
+
 def test_the_default_limiter_follows_the_token_store(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
