@@ -31,9 +31,10 @@ from korea_investment_stock.limits import (
     default_rate,
     limiter_for,
 )
-from korea_investment_stock.limits.budget import bucket_id, rate_from_env, reserve
+from korea_investment_stock.limits.budget import bucket_id, departure, rate_from_env, reserve
 from korea_investment_stock.testing import FakeKIS
 from korea_investment_stock.token.file import FileTokenStorage
+from testsupport.departures import busiest_second
 from testsupport.environment import rate_limited
 from testsupport.flood import FloodConfig, FloodResult, run_flood
 
@@ -68,8 +69,46 @@ def test_gcra_slots_never_crowd_a_second(rate: float, gaps: list[float]) -> None
         assert slot >= now
         slots.append(slot)
     assert all(b - a >= interval - 1e-9 for a, b in zip(slots, slots[1:], strict=False))
-    most_in_a_second = max(sum(1 for s in slots if start <= s < start + 1.0) for start in slots)
-    assert most_in_a_second <= math.floor(rate + 1e-9) + 1
+    assert busiest_second(slots) <= math.floor(rate + 1e-9) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=50.0),
+    calls=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=0.3),  # gap since the previous request
+            st.floats(min_value=0.0, max_value=0.5),  # the server stalls this long before the script runs
+            st.floats(min_value=0.0, max_value=1.0),  # the reply's trip back, as a share of the slack
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_a_stalled_store_never_lets_a_call_leave_before_its_slot(
+    rate: float, calls: list[tuple[float, float, float]]
+) -> None:
+    """The Redis acquire as a model: requests reach the server in order, which runs one script at a
+    time and may stall before ours (a slow command, a fork); the script reserves on the server's clock
+    and answers the wait; the caller leaves at ``departure(reply, wait)``.
+
+    Departures never precede their slot, and while the reply leg is shorter than the slack the rate
+    leaves below the next whole number, no second holds more than ``floor(rate) + 1``.
+    """
+    interval = 1.0 / rate
+    slack = (math.floor(rate) + 1) / rate - 1.0
+    tat, asked, server_free, departures = 0.0, 100.0, 0.0, []
+    for gap, stall, leg in calls:
+        asked += gap
+        ran = max(asked, server_free) + stall
+        server_free = ran
+        granted = reserve(tat, ran, interval, max_wait=math.inf)
+        assert granted is not None
+        slot, tat = granted
+        go = departure(ran + leg * slack * 0.99, slot - ran)
+        assert go >= slot - 1e-9
+        departures.append(go)
+    assert busiest_second(departures) <= math.floor(rate + 1e-9) + 1
 
 
 def test_a_slot_beyond_the_wait_is_not_taken() -> None:

@@ -124,6 +124,20 @@ def reserve(tat: float, now: float, interval: float, max_wait: float) -> tuple[f
     return slot, slot + interval
 
 
+def departure(replied_at: float, wait: float) -> float:
+    """When a call may leave whose slot a remote store granted ``wait`` seconds ahead, on our clock.
+
+    The store measured ``wait`` on its own clock when its script ran, which was
+    some time between our request and its reply: after a stall (a slow
+    command, a fork, a retransmit) long after we asked.  Counted from when we
+    asked, the call would leave as early as the stall was long, and a second
+    would hold more calls than the rate.  Counted from when the reply arrived,
+    it never leaves before its slot; it is late by at most the reply's trip
+    back, which (unlike the stall before the script) costs no slot to anyone.
+    """
+    return replied_at + wait
+
+
 class RateLimiter(ABC):
     """Spaces REST calls so that everyone sharing this limiter stays inside one budget.
 

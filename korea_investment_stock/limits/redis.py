@@ -2,7 +2,10 @@
 
 The script reads the server's ``TIME``, so the clocks of the clients do not
 matter: it reserves the next slot and answers how long to wait for it, in one
-round trip.  The keys embed the token key's ``{<key id>}`` hash tag, so a
+round trip.  The client counts that wait from when the reply arrived
+(:func:`.budget.departure`): a call never leaves before its slot, however long
+the server stalled before running the script, and is late by at most the
+reply's way back.  The keys embed the token key's ``{<key id>}`` hash tag, so a
 Cluster keeps a budget and its token in one slot.
 """
 
@@ -14,7 +17,7 @@ from typing import Any
 
 from ..errors import LimiterStoreUnavailable, StorageError
 from ..token.redis_connect import describe_client, import_redis, text, translated_errors
-from .budget import RECENT_GRANTS, SharedRateLimiter, Usage
+from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, departure
 
 #: Same default as the Redis token stores: the budgets sit beside the tokens.
 DEFAULT_KEY_PREFIX = "korea_investment:token"
@@ -121,17 +124,15 @@ class RedisRateLimiter(SharedRateLimiter):
     # ------------------------------------------------------------------ the shared store
     def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         interval_us = round(1_000_000 / rate)
-        # The wait counts from when the script ran, which is after this moment: counting it from
-        # here, not from the reply, keeps a slow reply from pushing the call late.
-        asked_at = time.monotonic()
         reply = self._run(
             "reserving a rate-limit slot",
             self._reserve_script,
             keys=list(self.keys(bucket)),
             args=[interval_us, round(max_wait * 1_000_000), repr(rate), RECENT_GRANTS, IDLE_TTL_MS],
         )
+        replied_at = time.monotonic()  # the script ran before this: counting from here is never early
         granted, wait_us = int(reply[0]), int(text(reply[1]))
-        return asked_at + wait_us / 1_000_000 if granted else None
+        return departure(replied_at, wait_us / 1_000_000) if granted else None
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
         state, _ = self.keys(bucket)
