@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -109,6 +110,74 @@ def test_a_stalled_store_never_lets_a_call_leave_before_its_slot(
         assert go >= slot - 1e-9
         departures.append(go)
     assert busiest_second(departures) <= math.floor(rate + 1e-9) + 1
+
+
+class FakeClock:
+    """``time`` for a limiter module under test: ``monotonic()`` is what the test sets."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=50.0),
+    turns=st.lists(
+        st.tuples(st.just(0.0) | st.floats(min_value=0.0, max_value=0.3), st.integers(min_value=0, max_value=2)),
+        min_size=1,
+        max_size=120,
+    ),
+    removal=st.tuples(st.integers(min_value=0, max_value=119), st.sampled_from(["removed", "replaced"])),
+)
+def test_a_removed_state_file_keeps_one_budget(
+    rate: float, turns: list[tuple[float, int]], removal: tuple[int, str]
+) -> None:
+    """Processes A and B share a state file; it is removed (or replaced) at some turn; C starts after.
+
+    Each process asks for its next slot once its previous one came (as its threads take turns).
+    Old processes notice the new file under the lock and carry the old state over, so the host
+    keeps one budget.  C knows nothing of the old file: the slots A and B still held when C took
+    its first one (one each at most) are all that can crowd a second.
+    """
+    from unittest import mock
+
+    from korea_investment_stock.limits import file as file_module
+
+    clock = FakeClock()
+    bucket = bucket_id("app-key", "real")
+    slots: list[float] = []
+    unknown_to_c = 0
+    with tempfile.TemporaryDirectory() as directory, mock.patch.object(file_module, "time", clock):
+        views = [FileRateLimiter(directory), FileRateLimiter(directory)]
+        busy = [0.0, 0.0, 0.0]
+        state = views[0].state_path(bucket)
+        for index, (gap, asked_by) in enumerate([(0.0, 0), (0.0, 1), *turns]):
+            if index == 2 + removal[0] and state.exists():
+                if removal[1] == "removed":
+                    state.unlink()
+                else:
+                    fresh = state.with_name("fresh")
+                    fresh.touch(mode=0o600)
+                    os.replace(fresh, state)
+            if index > 2 + removal[0] and len(views) == 2:
+                views.append(FileRateLimiter(directory))
+            process = min(asked_by, len(views) - 1)
+            clock.now = max(clock.now + gap, busy[process])
+            if process == 2 and busy[2] == 0.0:
+                unknown_to_c = sum(1 for held in busy[:2] if held > clock.now)
+            slot = views[process]._shared_reserve(bucket, rate, max_wait=math.inf)
+            assert slot is not None and slot >= clock.now
+            busy[process] = slot
+            slots.append(slot)
+        for view in views:
+            view.close()
+    assert busiest_second(slots) <= math.floor(rate + 1e-9) + 1 + unknown_to_c
 
 
 def test_a_slot_beyond_the_wait_is_not_taken() -> None:

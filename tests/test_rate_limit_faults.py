@@ -9,13 +9,18 @@ store that fails takes the documented fallback or raises a library error.
 from __future__ import annotations
 
 import math
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from korea_investment_stock.limits import FileRateLimiter
+from korea_investment_stock.limits.budget import bucket_id
 from korea_investment_stock.limits.redis import RedisRateLimiter
-from testsupport.departures import busiest_second, run_callers
+from testsupport import limiter_worker
+from testsupport.departures import busiest_second, record_grants, run_callers
 
 from .redis_fixtures import private_redis  # noqa: F401
 
@@ -26,26 +31,17 @@ RATE, NOMINAL = 18.5, 20
 @pytest.mark.real_redis
 @pytest.mark.slow
 def test_a_stalled_redis_never_lets_a_call_leave_before_its_slot(private_redis: Any) -> None:  # noqa: F811
-    """The server stops for 0.3 s (a slow command, a fork, a retransmit) while six processes' callers wait.
+    """The server stops for 0.3 s (a slow command, a fork, a retransmit) while eight processes' callers wait.
 
     The script runs late; a wait counted from before the request let the
     callers go up to 0.3 s before their slots, and a second held more calls
     than the rate allows.
     """
-    granted: list[float] = []
-
-    class Recording(RedisRateLimiter):
-        """Records when each call is let go: the limiter's decision, apart from how late a thread wakes."""
-
-        def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
-            go_at = super()._shared_reserve(bucket, rate, max_wait)
-            if go_at is not None:
-                granted.append(go_at)
-            return go_at
-
     limiters = [
-        Recording(private_redis.client(socket_timeout=5.0), key_prefix="kis-test:stall", rate=RATE) for _ in range(8)
+        RedisRateLimiter(private_redis.client(socket_timeout=5.0), key_prefix="kis-test:stall", rate=RATE)
+        for _ in range(8)
     ]
+    grants = [record_grants(limiter) for limiter in limiters]
     acquirers = [lambda limiter=limiter: limiter.acquire("app-key", "real", timeout=10) for limiter in limiters * 2]
 
     def stalls(stop: threading.Event) -> None:
@@ -60,7 +56,45 @@ def test_a_stalled_redis_never_lets_a_call_leave_before_its_slot(private_redis: 
     seen = run_callers(acquirers, seconds=4.0, during=stalls)
     assert seen.errors == [] and seen.timeouts == 0
     assert len(seen.stamps) >= 3 * RATE
+    granted = [go_at for each in grants for go_at in each]
     # The limiter's decisions keep the promise; the threads' own departures, woken by a loaded
     # scheduler a little late at times, stay within what KIS accepts.
     assert busiest_second(granted) <= math.floor(RATE) + 1, f"{busiest_second(granted)} calls let go in one second"
     assert seen.busiest_second <= NOMINAL, f"{seen.busiest_second} calls left within one second"
+
+
+def _remove(state: Path, fault: str) -> None:
+    if fault == "removed":
+        state.unlink()
+    else:  # an empty file of ours put in its place, as a restore or a cleanup script would
+        fresh = state.with_name("fresh")
+        fresh.touch(mode=0o600)
+        os.replace(fresh, state)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["removed", "replaced"])
+def test_a_removed_state_file_does_not_split_the_budget(tmp_path: Path, fault: str) -> None:
+    """A process floods the budget; its state file is removed (or replaced); a new process joins.
+
+    The first process kept the descriptor of the file it opened, the second
+    opened the new one: each counted alone, and a second held twice the rate.
+    """
+    directory = tmp_path / "kis"
+    state = FileRateLimiter(directory).state_path(bucket_id("app-key", "real"))
+    common = ("--directory", str(directory), "--rate", str(RATE), "--threads", "2")
+    workers = [limiter_worker.start(*common, "--seconds", "3.5")]
+    try:
+        _remove(state, fault)
+        workers.append(limiter_worker.start(*common, "--seconds", "3.0"))
+        reports = [limiter_worker.finish(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait(30)
+    assert all(r["errors"] == [] and r["timeouts"] == 0 and not r["falling_back"] for r in reports), reports
+    granted = [go_at for report in reports for go_at in report["granted"]]
+    departed = [stamp for report in reports for stamp in report["departed"]]
+    assert len(departed) >= 2 * RATE
+    assert busiest_second(granted) <= math.floor(RATE) + 1, f"{busiest_second(granted)} calls let go in one second"
+    assert busiest_second(departed) <= NOMINAL, f"{busiest_second(departed)} calls left within one second"

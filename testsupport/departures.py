@@ -18,9 +18,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from korea_investment_stock.errors import RateLimitWaitTimeout
+from korea_investment_stock.limits import RateLimiter
 
 #: The longest a harness wait may take (joins, barriers).
 HANG = 60.0
+
+
+def record_grants(limiter: RateLimiter) -> list[float]:
+    """From now on, every go time ``limiter`` grants (``time.monotonic()``), in a list that grows.
+
+    The limiter's own decision, apart from how late a loaded scheduler wakes the
+    thread that waits for it.  It wraps the instance's ``_reserve``: the shared
+    store and every fallback.
+    """
+    granted: list[float] = []
+    reserve = limiter._reserve
+
+    def recorded(bucket: str, rate: float, max_wait: float) -> float | None:
+        go_at = reserve(bucket, rate, max_wait)
+        if go_at is not None:
+            granted.append(go_at)
+        return go_at
+
+    limiter._reserve = recorded  # type: ignore[method-assign]
+    return granted
 
 
 def busiest_second(stamps: Sequence[float]) -> int:

@@ -5,7 +5,9 @@ opens and closes its lock file on every acquire.  This keeps one descriptor
 per budget open and locks the state file itself with ``flock``: the kernel
 drops the lock when its holder dies, so a process killed mid-acquire stalls
 nobody.  A stopped (``SIGSTOP``) holder is waited for only up to the caller's
-timeout.  One ``pwrite`` of a fixed-size header is the whole update, so a
+timeout.  A state file removed or replaced under load is noticed under the
+lock (lock, then verify the inode) and reopened, with its state carried over:
+the host keeps one budget whatever happens to the file.  One ``pwrite`` of a fixed-size header is the whole update, so a
 kill cannot leave half a state behind.
 
 The clock is ``time.monotonic()``: one clock for every process of the host,
@@ -62,6 +64,8 @@ class FileRateLimiter(SharedRateLimiter):
         self.directory = Path(directory).expanduser()
         self._guard = threading.Lock()
         self._fds: dict[str, int] = {}
+        #: (tat, penalty_until) read from a state file that was removed or replaced under us.
+        self._carried: dict[str, tuple[float, float]] = {}
 
     def _after_fork(self) -> None:
         super()._after_fork()
@@ -69,7 +73,7 @@ class FileRateLimiter(SharedRateLimiter):
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._fds, self._guard = {}, threading.Lock()
+        self._fds, self._guard, self._carried = {}, threading.Lock(), {}
 
     def __repr__(self) -> str:
         return f"FileRateLimiter(directory={str(self.directory)!r}, rate={self.rate!r})"
@@ -102,13 +106,14 @@ class FileRateLimiter(SharedRateLimiter):
             if fd is None:
                 return None  # a holder (stopped?) kept the lock past our deadline
             now = time.monotonic()
-            tat, penalty_until, head = self._read(fd, now)
+            tat, penalty_until, head = self._state(bucket, fd, now)
             granted = reserve(tat, now, 1.0 / rate, max(0.0, deadline - now))
             if granted is None:
                 return None
             slot, tat = granted
             os.pwrite(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
             os.pwrite(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head + 1), 0)
+            self._carried.pop(bucket, None)
             return slot
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
@@ -116,12 +121,13 @@ class FileRateLimiter(SharedRateLimiter):
             if fd is None:
                 return
             now = time.monotonic()
-            tat, penalty_until, head = self._read(fd, now)
+            tat, penalty_until, head = self._state(bucket, fd, now)
             if now < penalty_until:
                 return  # one penalty per window, however many callers saw EGW00201
             rate = self._rate_in(fd)
             header = _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, max(tat, now) + seconds, now + seconds, head)
             os.pwrite(fd, header, 0)
+            self._carried.pop(bucket, None)
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
         if bucket not in self._fds and not os.path.lexists(self.state_path(bucket)):
@@ -130,7 +136,7 @@ class FileRateLimiter(SharedRateLimiter):
             if fd is None:
                 raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
             now = time.monotonic()
-            tat, _, head = self._read(fd, now)
+            tat, _, head = self._state(bucket, fd, now)
             ring = os.pread(fd, RECENT_GRANTS * _SLOT.size, _RING_OFFSET)
             count = min(head, RECENT_GRANTS, len(ring) // _SLOT.size)
             slots = [_SLOT.unpack_from(ring, i * _SLOT.size)[0] for i in range(count)]
@@ -140,25 +146,65 @@ class FileRateLimiter(SharedRateLimiter):
     # ------------------------------------------------------------------ file handling
     @contextmanager
     def _locked(self, bucket: str, deadline: float) -> Iterator[int | None]:
-        """The state file's descriptor with ``flock`` held, or None if not obtained by ``deadline``."""
-        fd = self._fd(bucket)
-        delay = _LOCK_FIRST_DELAY
+        """The state file's descriptor with ``flock`` held, or None if not obtained by ``deadline``.
+
+        Lock, then verify: the descriptor must still be the file at the path.  A
+        state file removed or replaced (a cleanup, a restore) while we held it
+        open would otherwise split the host's budget in two, old processes
+        counting in the old file and new ones in the new.  On a mismatch the old
+        file's state is carried over (:meth:`_state`) and the path reopened.
+        """
+        path = self.state_path(bucket)
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = self._fd(bucket)
+            if not self._flock(fd, path, deadline):
+                yield None
+                return
+            if self._is_current(fd, path):
                 break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield None
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, _LOCK_MAX_DELAY)
-            except OSError as exc:
-                raise LimiterStoreUnavailable(f"cannot lock {self.state_path(bucket)}: {exc.strerror}") from None
+            old_tat, old_penalty, _ = self._read(fd, time.monotonic())
+            carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
+            self._carried[bucket] = (max(old_tat, carried_tat), max(old_penalty, carried_penalty))
+            del self._fds[bucket]
+            os.close(fd)  # drops our flock on the old file too
         try:
             yield fd
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _flock(fd: int, path: Path, deadline: float) -> bool:
+        """``flock`` on ``fd``, retried with backoff until ``deadline``; False if not had by then."""
+        delay = _LOCK_FIRST_DELAY
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, _LOCK_MAX_DELAY)
+            except OSError as exc:
+                raise LimiterStoreUnavailable(f"cannot lock {path}: {exc.strerror}") from None
+
+    @staticmethod
+    def _is_current(fd: int, path: Path) -> bool:
+        """Whether ``fd`` is still the file at ``path`` (not removed, not replaced)."""
+        try:
+            on_disk = os.lstat(path)
+            held = os.fstat(fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise LimiterStoreUnavailable(f"cannot check {path}: {exc.strerror}") from None
+        return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+    def _state(self, bucket: str, fd: int, now: float) -> tuple[float, float, int]:
+        """:meth:`_read`, merged with what a removed or replaced file of this bucket held."""
+        tat, penalty_until, head = self._read(fd, now)
+        carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
+        return max(tat, carried_tat), max(penalty_until, carried_penalty), head
 
     def _fd(self, bucket: str) -> int:
         fd = self._fds.get(bucket)
