@@ -8,9 +8,14 @@ store that fails takes the documented fallback or raises a library error.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +103,89 @@ def test_a_removed_state_file_does_not_split_the_budget(tmp_path: Path, fault: s
     assert len(departed) >= 2 * RATE
     assert busiest_second(granted) <= math.floor(RATE) + 1, f"{busiest_second(granted)} calls let go in one second"
     assert busiest_second(departed) <= NOMINAL, f"{busiest_second(departed)} calls left within one second"
+
+
+# ------------------------------------------------------------------------------------------ full disk
+FULL_DISK_PROBE = """
+import resource, signal, sys
+from korea_investment_stock.limits import FileRateLimiter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+limiter = FileRateLimiter(sys.argv[1], rate=20.0)
+resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # no file may grow past 16 bytes: a full disk
+try:
+    limiter.acquire("app-key", "real", timeout=5)
+    limiter.usage("app-key", "real")
+    limiter.penalize("app-key", "real", 0.1)
+    print("fell back" if limiter.falling_back else "shared")
+except Exception as exc:
+    print(f"raised {type(exc).__module__}.{type(exc).__name__}: {exc}")
+"""
+
+
+def test_a_file_too_large_to_write_takes_the_fallback(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes the kernel refuse the state file's writes (EFBIG), as a full disk would."""
+    env = {**os.environ, "PYTHONPATH": str(limiter_worker.ROOT)}
+    answer = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_PROBE, str(tmp_path / "kis")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert answer.stdout.strip() == "fell back", answer.stdout + answer.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tiny tmpfs, filled up: a real ENOSPC (needs root to mount; skipped otherwise)."""
+    mount = tmp_path / "full"
+    mount.mkdir(mode=0o700)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)], check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        filler = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(filler, b"x" * 4096)
+        finally:
+            os.close(filler)
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_takes_the_fallback(full_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    limiter = FileRateLimiter(full_disk, rate=20.0)
+    with caplog.at_level(logging.WARNING, "korea_investment_stock.limits.file"):
+        limiter.acquire("app-key", "real", timeout=5)
+        limiter.penalize("app-key", "real", 0.1)
+        limiter.usage("app-key", "real")
+    assert limiter.falling_back
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    limiter.close()
+
+
+def test_a_grant_counter_at_its_maximum_wraps(tmp_path: Path) -> None:
+    """2**32 is a multiple of the ring size, so wrapping the counter keeps every ring position."""
+    from korea_investment_stock.limits import file as file_module
+
+    limiter = FileRateLimiter(tmp_path, rate=1000.0)
+    limiter.acquire("app-key", "real")
+    state = limiter.state_path(bucket_id("app-key", "real"))
+    fields = list(file_module._HEADER.unpack(state.read_bytes()[: file_module._HEADER.size]))
+    fields[6] = 2**32 - 1  # the grant counter
+    with open(state, "r+b") as planted:
+        planted.write(file_module._HEADER.pack(*fields))
+    for _ in range(3):
+        limiter.acquire("app-key", "real", timeout=5)
+    assert not limiter.falling_back
+    assert file_module._HEADER.unpack(state.read_bytes()[: file_module._HEADER.size])[6] == 2
+    # The planted counter moved the ring on by one lap minus one: the three grants since then
+    # sit at positions 127, 0 and 1 (the first grant's entry at 0 was overwritten).
+    assert limiter.usage("app-key", "real").used_last_second == 3
+    limiter.close()

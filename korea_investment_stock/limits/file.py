@@ -41,11 +41,19 @@ _MAGIC = b"KISR"
 _VERSION = 1
 _RING_OFFSET = 64
 _SLOT = struct.Struct("<d")
+#: The grant counter (a 32-bit field) wraps here; a multiple of the ring size, so ring positions do not jump.
+_HEAD_WRAP = 2**32
 #: A state this far ahead of the clock was written under another boot's clock.
 _MAX_AHEAD = 3600.0
 #: Backoff between two tries of a lock another process holds (its holder needs microseconds).
 _LOCK_FIRST_DELAY = 0.0002
 _LOCK_MAX_DELAY = 0.002
+
+
+def _write(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` all of ``data``; a short write (the disk filled up) is an ``OSError`` like any other."""
+    if os.pwrite(fd, data, offset) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 class FileRateLimiter(SharedRateLimiter):
@@ -102,7 +110,7 @@ class FileRateLimiter(SharedRateLimiter):
     # ------------------------------------------------------------------ the shared store
     def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         deadline = time.monotonic() + max_wait
-        with self._guard, self._locked(bucket, deadline) as fd:
+        with self._failures(bucket), self._guard, self._locked(bucket, deadline) as fd:
             if fd is None:
                 return None  # a holder (stopped?) kept the lock past our deadline
             now = time.monotonic()
@@ -111,13 +119,14 @@ class FileRateLimiter(SharedRateLimiter):
             if granted is None:
                 return None
             slot, tat = granted
-            os.pwrite(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
-            os.pwrite(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head + 1), 0)
+            _write(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
+            next_head = (head + 1) % _HEAD_WRAP
+            _write(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, next_head), 0)
             self._carried.pop(bucket, None)
             return slot
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
-        with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
+        with self._failures(bucket), self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
             if fd is None:
                 return
             now = time.monotonic()
@@ -126,22 +135,37 @@ class FileRateLimiter(SharedRateLimiter):
                 return  # one penalty per window, however many callers saw EGW00201
             rate = self._rate_in(fd)
             header = _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, max(tat, now) + seconds, now + seconds, head)
-            os.pwrite(fd, header, 0)
+            _write(fd, header, 0)
             self._carried.pop(bucket, None)
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
-        if bucket not in self._fds and not os.path.lexists(self.state_path(bucket)):
-            return Usage(bucket, rate, 0, 0.0)  # never used: reading it creates nothing
-        with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
-            if fd is None:
-                raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
-            now = time.monotonic()
-            tat, _, head = self._state(bucket, fd, now)
-            ring = os.pread(fd, RECENT_GRANTS * _SLOT.size, _RING_OFFSET)
-            count = min(head, RECENT_GRANTS, len(ring) // _SLOT.size)
-            slots = [_SLOT.unpack_from(ring, i * _SLOT.size)[0] for i in range(count)]
-            used = sum(1 for slot in slots if now - 1.0 < slot <= now)
-            return Usage(bucket, self._rate_in(fd) or rate, used, max(0.0, tat - now))
+        with self._failures(bucket):
+            if bucket not in self._fds and not os.path.lexists(self.state_path(bucket)):
+                return Usage(bucket, rate, 0, 0.0)  # never used: reading it creates nothing
+            with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
+                if fd is None:
+                    raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
+                now = time.monotonic()
+                tat, _, _ = self._state(bucket, fd, now)
+                ring = os.pread(fd, RECENT_GRANTS * _SLOT.size, _RING_OFFSET)
+                # Every slot the ring holds (never written ones read as 0.0): the count of grants
+                # may have wrapped, the ring positions have not.
+                slots = [_SLOT.unpack_from(ring, i * _SLOT.size)[0] for i in range(len(ring) // _SLOT.size)]
+                used = sum(1 for slot in slots if now - 1.0 < slot <= now)
+                return Usage(bucket, self._rate_in(fd) or rate, used, max(0.0, tat - now))
+
+    @contextmanager
+    def _failures(self, bucket: str) -> Iterator[None]:
+        """Any OS or format failure of the state file (a full disk, an I/O error) makes the store unavailable.
+
+        :class:`LimiterStoreUnavailable` is what takes the documented fallback;
+        a raw ``OSError`` would fail every call instead.
+        """
+        try:
+            yield
+        except (OSError, struct.error) as exc:
+            reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            raise LimiterStoreUnavailable(f"cannot use {self.state_path(bucket)}: {reason}") from None
 
     # ------------------------------------------------------------------ file handling
     @contextmanager
