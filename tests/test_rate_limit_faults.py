@@ -36,14 +36,18 @@ RATE, NOMINAL = 18.5, 20
 @pytest.mark.real_redis
 @pytest.mark.slow
 def test_a_stalled_redis_never_lets_a_call_leave_before_its_slot(private_redis: Any) -> None:  # noqa: F811
-    """The server stops for 0.3 s (a slow command, a fork, a retransmit) while eight processes' callers wait.
+    """The server stops for half a second (a slow command, a fork, a retransmit) while eight processes'
+    callers wait.
 
     The script runs late; a wait counted from before the request let the
-    callers go up to 0.3 s before their slots, and a second held more calls
-    than the rate allows.
+    callers go up to the stall's length before their slots, and a second held
+    more calls than the rate allows.  Counted from the reply, a call is late by
+    at most the reply's trip back; at a whole rate (10/s) that may be 1/rate
+    late before it could crowd a second, which a loaded test machine never is.
     """
+    rate = 10.0
     limiters = [
-        RedisRateLimiter(private_redis.client(socket_timeout=5.0), key_prefix="kis-test:stall", rate=RATE)
+        RedisRateLimiter(private_redis.client(socket_timeout=5.0), key_prefix="kis-test:stall", rate=rate)
         for _ in range(8)
     ]
     grants = [record_grants(limiter) for limiter in limiters]
@@ -54,18 +58,17 @@ def test_a_stalled_redis_never_lets_a_call_leave_before_its_slot(private_redis: 
             stop.wait(0.6)
             private_redis.pause()
             try:
-                stop.wait(0.3)  # the stall itself
+                stop.wait(0.5)  # the stall itself
             finally:
                 private_redis.resume()
 
     seen = run_callers(acquirers, seconds=4.0, during=stalls)
     assert seen.errors == [] and seen.timeouts == 0
-    assert len(seen.stamps) >= 3 * RATE
+    assert len(seen.stamps) >= 3 * rate
     granted = [go_at for each in grants for go_at in each]
-    # The limiter's decisions keep the promise; the threads' own departures, woken by a loaded
-    # scheduler a little late at times, stay within what KIS accepts.
-    assert busiest_second(granted) <= math.floor(RATE) + 1, f"{busiest_second(granted)} calls let go in one second"
-    assert seen.busiest_second <= NOMINAL, f"{seen.busiest_second} calls left within one second"
+    assert busiest_second(granted) <= math.floor(rate) + 1, f"{busiest_second(granted)} calls let go in one second"
+    # The threads' own departures: a thread the scheduler wakes late can add one.
+    assert seen.busiest_second <= math.floor(rate) + 2, f"{seen.busiest_second} calls left within one second"
 
 
 def _remove(state: Path, fault: str) -> None:
