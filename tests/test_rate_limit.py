@@ -180,6 +180,40 @@ def test_a_removed_state_file_keeps_one_budget(
     assert busiest_second(slots) <= math.floor(rate + 1e-9) + 1 + unknown_to_c
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.floats(min_value=1 / 86400, max_value=50.0),
+    ahead=st.floats(min_value=-7200.0, max_value=7200.0),
+    writes=st.integers(min_value=1, max_value=20),
+    penalty=st.just(0.0) | st.floats(min_value=0.0, max_value=2.0),
+    later=st.floats(min_value=0.0, max_value=5.0),
+)
+def test_a_state_from_another_clock_never_blocks(
+    rate: float, ahead: float, writes: int, penalty: float, later: float
+) -> None:
+    """A state written by a clock ``ahead`` of ours (or behind it) delays us by at most the backlog
+    its writer itself had when it wrote: never by the clocks' difference."""
+    from unittest import mock
+
+    from korea_investment_stock.limits import file as file_module
+
+    clock = FakeClock(10_000.0)
+    bucket = bucket_id("app-key", "real")
+    with tempfile.TemporaryDirectory() as directory, mock.patch.object(file_module, "time", clock):
+        writer, reader = FileRateLimiter(directory), FileRateLimiter(directory)
+        clock.now = 10_000.0 + ahead
+        for _ in range(writes):
+            writer._shared_reserve(bucket, rate, max_wait=math.inf)
+        if penalty:
+            writer._shared_penalize(bucket, penalty)
+        backlog = writer._shared_usage(bucket, rate).backlog_seconds
+        clock.now = 10_000.0 + later
+        slot = reader._shared_reserve(bucket, rate, max_wait=math.inf)
+        writer.close()
+        reader.close()
+    assert slot is not None and 0.0 <= slot - clock.now <= backlog + 1e-6
+
+
 def test_a_slot_beyond_the_wait_is_not_taken() -> None:
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.4) is None
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.5) == (10.5, 10.6)
@@ -430,7 +464,7 @@ def test_a_redis_acquire_is_one_round_trip(private_redis: Any) -> None:  # noqa:
     assert replies[0] == 20
     ran = {k.removeprefix("cmdstat_"): n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
     assert ran.pop("evalsha") == 20 and ran.pop("info") == 1  # the rest ran inside the script:
-    assert set(ran) <= {"time", "hget", "hset", "pexpire", "lpush", "ltrim"}
+    assert set(ran) <= {"time", "hmget", "hset", "pexpire", "lpush", "ltrim"}
     assert limiter.usage("app-key", "real").used_last_second >= 1
 
 

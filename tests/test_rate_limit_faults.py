@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 
-from korea_investment_stock.limits import FileRateLimiter
+from korea_investment_stock import ConfigurationError, RateLimitWaitTimeout
+from korea_investment_stock.limits import FileRateLimiter, ProcessRateLimiter
 from korea_investment_stock.limits.budget import bucket_id
 from korea_investment_stock.limits.redis import RedisRateLimiter
 from testsupport import limiter_worker
 from testsupport.departures import busiest_second, record_grants, run_callers
 
-from .redis_fixtures import private_redis  # noqa: F401
+from .redis_fixtures import private_redis, redis_backend, redis_prefix, redis_server_url, redis_url  # noqa: F401
 
 #: The default real rate, and KIS's budget.
 RATE, NOMINAL = 18.5, 20
@@ -111,7 +112,8 @@ def test_a_removed_state_file_does_not_split_the_budget(tmp_path: Path, fault: s
 # ------------------------------------------------------------------------------------------ full disk
 FULL_DISK_PROBE = """
 import resource, signal, sys
-from korea_investment_stock.limits import FileRateLimiter
+from korea_investment_stock import ConfigurationError, RateLimitWaitTimeout
+from korea_investment_stock.limits import FileRateLimiter, ProcessRateLimiter
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
 limiter = FileRateLimiter(sys.argv[1], rate=20.0)
 resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # no file may grow past 16 bytes: a full disk
@@ -192,3 +194,112 @@ def test_a_grant_counter_at_its_maximum_wraps(tmp_path: Path) -> None:
     # sit at positions 127, 0 and 1 (the first grant's entry at 0 was overwritten).
     assert limiter.usage("app-key", "real").used_last_second == 3
     limiter.close()
+
+
+# ------------------------------------------------------------------------------ other clocks, slow rates
+WRITER_AHEAD = """
+import sys, time
+real = time.monotonic
+time.monotonic = lambda: real() + float(sys.argv[2])  # this process's clock runs ahead
+from korea_investment_stock import ConfigurationError, RateLimitWaitTimeout
+from korea_investment_stock.limits import FileRateLimiter, ProcessRateLimiter
+limiter = FileRateLimiter(sys.argv[1], rate=2.0)
+for _ in range(3):
+    limiter.acquire("app-key", "real", timeout=5)
+limiter.penalize("app-key", "real", 1.0)
+print("written", flush=True)
+"""
+
+
+def test_a_state_written_by_a_clock_ahead_never_blocks(tmp_path: Path) -> None:
+    """A state file from another clock up to an hour ahead blocked every call for as long.
+
+    The writer left a backlog of its own (three slots at 2/s and a 1 s pause): that much a
+    reader may still wait, never the clocks' difference.
+    """
+    env = {**os.environ, "PYTHONPATH": str(limiter_worker.ROOT)}
+    for ahead in (1200.0, 3000.0):
+        directory = tmp_path / f"ahead-{ahead:g}"
+        written = subprocess.run(
+            [sys.executable, "-c", WRITER_AHEAD, str(directory), str(ahead)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        assert written.stdout.strip() == "written", written.stderr
+        limiter = FileRateLimiter(directory, rate=2.0)
+        assert limiter.acquire("app-key", "real", timeout=5) <= 2.5
+        assert not limiter.falling_back
+        limiter.close()
+
+
+def test_a_state_from_another_boot_is_discarded(tmp_path: Path) -> None:
+    """``time.monotonic()`` restarts at boot: a state of another boot says nothing about our clock."""
+    from korea_investment_stock.limits import file as file_module
+
+    writer = FileRateLimiter(tmp_path, rate=0.5)
+    for _ in range(4):  # four slots reserved at once: the next free one is 8 s away
+        assert writer._reserve(bucket_id("app-key", "real"), 0.5, 10.0) is not None
+    writer.close()
+    state = writer.state_path(bucket_id("app-key", "real"))
+    fields = list(file_module._HEADER.unpack(state.read_bytes()[: file_module._HEADER.size]))
+    assert fields[8] == file_module.boot_id()
+    fields[8] = bytes(reversed(fields[8])) if any(fields[8]) else b"\x01" * 16
+    with open(state, "r+b") as planted:
+        planted.write(file_module._HEADER.pack(*fields))
+    reader = FileRateLimiter(tmp_path, rate=0.5)
+    assert reader.acquire("app-key", "real", timeout=5) == 0.0
+    assert reader.usage("app-key", "real").used_last_second == 1  # the other boot's grants do not count
+    reader.close()
+
+
+def test_a_redis_state_from_a_clock_ahead_never_blocks(redis_backend: Any) -> None:  # noqa: F811
+    """After a failover to a server whose clock is behind, the state's times are ahead of its TIME.
+
+    The planted state was written 1200 s "ahead" with no backlog of its own: nothing to wait for.
+    """
+    client = redis_backend.client()
+    limiter = RedisRateLimiter(client, key_prefix=redis_backend.prefix, rate=2.0)
+    state, _ = limiter.keys(bucket_id("app-key", "real"))
+    seconds, micros = client.time()
+    ahead = (int(seconds) * 1_000_000 + int(micros)) + 1200 * 1_000_000
+    client.hset(state, mapping={"tat": ahead, "penalty_until": ahead, "at": ahead, "rate": "2.0"})
+    assert limiter.acquire("app-key", "real", timeout=5) == 0.0
+    assert not limiter.falling_back
+
+
+def test_a_rate_below_one_an_hour_is_enforced_by_the_file(tmp_path: Path) -> None:
+    limiter = FileRateLimiter(tmp_path, rate=1 / 7200)
+    assert limiter.acquire("app-key", "real", timeout=5) == 0.0
+    with pytest.raises(RateLimitWaitTimeout):
+        limiter.acquire("app-key", "real", timeout=5)
+    assert FileRateLimiter(tmp_path, rate=1 / 7200).usage("app-key", "real").backlog_seconds > 7000
+    limiter.close()
+
+
+def test_a_redis_budget_outlives_its_next_slot(redis_backend: Any) -> None:  # noqa: F811
+    """The keys' TTL covered the wait, not the interval: at one call per two hours the key expired
+    after a minute, and the next call went at once."""
+    client = redis_backend.client()
+    limiter = RedisRateLimiter(client, key_prefix=redis_backend.prefix, rate=1 / 7200)
+    assert limiter.acquire("app-key", "real", timeout=5) == 0.0
+    with pytest.raises(RateLimitWaitTimeout):
+        limiter.acquire("app-key", "real", timeout=5)
+    state, _ = limiter.keys(bucket_id("app-key", "real"))
+    assert client.pttl(state) > 7200 * 1000
+
+
+def test_rates_below_the_minimum_are_refused() -> None:
+    """Every accepted rate is enforced, so a rate too slow to keep state for is refused, not ignored."""
+    from korea_investment_stock.limits.budget import rate_from_env
+
+    with pytest.raises(ConfigurationError, match="one call per day"):
+        ProcessRateLimiter(1 / 200_000)
+    with pytest.raises(ConfigurationError, match="one call per day"):
+        rate_from_env({"KOREA_INVESTMENT_RATE_LIMIT": "0.000001"})
+    from korea_investment_stock.limits.budget import MIN_RATE
+
+    assert MIN_RATE == pytest.approx(1 / 86400)
+    assert ProcessRateLimiter(MIN_RATE).rate == MIN_RATE

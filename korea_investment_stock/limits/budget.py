@@ -46,6 +46,9 @@ FALLBACK_SHARE = 0.25
 FALLBACK_RETRY_SECONDS = 5.0
 #: Grants remembered per app key, for "budget used in the last second".
 RECENT_GRANTS = 128
+#: The slowest rate a limiter accepts: one call per day.  Every accepted rate is enforced (the
+#: stores keep a budget's state until its next slot); a slower one is refused, not ignored.
+MIN_RATE = 1.0 / 86400
 
 ENV_RATE_LIMIT = "KOREA_INVESTMENT_RATE_LIMIT"
 ENVIRONMENTS = ("real", "mock")
@@ -64,9 +67,13 @@ def check_environment(environment: str) -> str:
 
 
 def check_rate(rate: object, name: str = "rate") -> float:
-    """A finite, positive number of calls per second, or :class:`ConfigurationError`."""
+    """A finite number of calls per second, at least :data:`MIN_RATE`, or :class:`ConfigurationError`."""
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
         raise ConfigurationError(f"{name} must be a positive, finite number of calls per second, got {rate!r}")
+    if rate < MIN_RATE:
+        raise ConfigurationError(
+            f"{name} must be at least one call per day ({MIN_RATE:.3g} calls per second), got {rate!r}"
+        )
     return float(rate)
 
 
@@ -84,9 +91,10 @@ def rate_from_env(environ: Mapping[str, str]) -> float | bool | None:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf:
+    if not MIN_RATE <= value < math.inf:
         raise ConfigurationError(
-            f"{ENV_RATE_LIMIT}={raw!r} is not a rate; use calls per second (e.g. 18 or 1.5) or 'off'"
+            f"{ENV_RATE_LIMIT}={raw!r} is not a rate; use calls per second (e.g. 18 or 1.5), at least one "
+            f"call per day ({MIN_RATE:.3g}), or 'off'"
         )
     return value
 

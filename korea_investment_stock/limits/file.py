@@ -7,12 +7,18 @@ drops the lock when its holder dies, so a process killed mid-acquire stalls
 nobody.  A stopped (``SIGSTOP``) holder is waited for only up to the caller's
 timeout.  A state file removed or replaced under load is noticed under the
 lock (lock, then verify the inode) and reopened, with its state carried over:
-the host keeps one budget whatever happens to the file.  One ``pwrite`` of a fixed-size header is the whole update, so a
-kill cannot leave half a state behind.
+the host keeps one budget whatever happens to the file.  One ``pwrite`` of a
+fixed-size header is the whole update, so a kill cannot leave half a state
+behind.
 
 The clock is ``time.monotonic()``: one clock for every process of the host,
-immune to wall-clock steps.  A state written before a reboot (far in the
-future of the new clock) is discarded.
+immune to wall-clock steps.  Each write records the clock reading and the
+kernel's boot id; a state from another boot is discarded, and one written by
+a clock ahead of ours (which the monotonic clock of one boot never is) is
+moved back onto ours.  Either way it never blocks a call longer than the
+backlog it held when written.  No state is discarded for being far ahead, so
+every accepted rate, down to :data:`~.budget.MIN_RATE`, is enforced.  (A
+directory shared by several hosts, over NFS, is not one host: use Redis.)
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
+import math
 import os
 import stat
 import struct
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import LimiterStoreUnavailable, UnsafeDirectory
@@ -35,19 +45,47 @@ from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, reserve
 
 ENV_TOKEN_FILE = "KOREA_INVESTMENT_TOKEN_FILE"
 
-#: magic, version, ring size, rate, tat, penalty_until, head
-_HEADER = struct.Struct("<4sHHdddI")
+#: magic, version, ring size, rate, tat, penalty_until, head, written_at, boot id
+_HEADER = struct.Struct("<4sHHdddId16s")
 _MAGIC = b"KISR"
-_VERSION = 1
+_VERSION = 2
 _RING_OFFSET = 64
 _SLOT = struct.Struct("<d")
+_EMPTY_RING = bytes(RECENT_GRANTS * _SLOT.size)
 #: The grant counter (a 32-bit field) wraps here; a multiple of the ring size, so ring positions do not jump.
 _HEAD_WRAP = 2**32
-#: A state this far ahead of the clock was written under another boot's clock.
-_MAX_AHEAD = 3600.0
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 #: Backoff between two tries of a lock another process holds (its holder needs microseconds).
 _LOCK_FIRST_DELAY = 0.0002
 _LOCK_MAX_DELAY = 0.002
+
+
+@functools.cache
+def boot_id() -> bytes:
+    """This boot's id (16 bytes): ``time.monotonic()`` readings of another boot mean nothing here.
+
+    All zeros where the kernel does not say (not Linux): only the clock rule applies then.
+    """
+    try:
+        with open(_BOOT_ID_FILE, encoding="ascii") as source:
+            return uuid.UUID(source.read().strip()).bytes
+    except (OSError, ValueError):
+        return bytes(16)
+
+
+@dataclass(frozen=True)
+class _State:
+    """A budget's state as read from its header, already on our clock."""
+
+    tat: float = 0.0
+    penalty_until: float = 0.0
+    head: int = 0
+    #: False when the file held no state of ours (new, foreign, another boot): its ring means nothing.
+    ours: bool = False
+
+
+def _pack(rate: float, tat: float, penalty_until: float, head: int, now: float) -> bytes:
+    return _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head, now, boot_id())
 
 
 def _write(fd: int, data: bytes, offset: int) -> None:
@@ -114,14 +152,15 @@ class FileRateLimiter(SharedRateLimiter):
             if fd is None:
                 return None  # a holder (stopped?) kept the lock past our deadline
             now = time.monotonic()
-            tat, penalty_until, head = self._state(bucket, fd, now)
-            granted = reserve(tat, now, 1.0 / rate, max(0.0, deadline - now))
+            state = self._state(bucket, fd, now)
+            granted = reserve(state.tat, now, 1.0 / rate, max(0.0, deadline - now))
             if granted is None:
                 return None
             slot, tat = granted
-            _write(fd, _SLOT.pack(slot), _RING_OFFSET + (head % RECENT_GRANTS) * _SLOT.size)
-            next_head = (head + 1) % _HEAD_WRAP
-            _write(fd, _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, next_head), 0)
+            if not state.ours:
+                _write(fd, _EMPTY_RING, _RING_OFFSET)  # slots of another clock would count as recent
+            _write(fd, _SLOT.pack(slot), _RING_OFFSET + (state.head % RECENT_GRANTS) * _SLOT.size)
+            _write(fd, _pack(rate, tat, state.penalty_until, (state.head + 1) % _HEAD_WRAP, now), 0)
             self._carried.pop(bucket, None)
             return slot
 
@@ -130,12 +169,12 @@ class FileRateLimiter(SharedRateLimiter):
             if fd is None:
                 return
             now = time.monotonic()
-            tat, penalty_until, head = self._state(bucket, fd, now)
-            if now < penalty_until:
+            state = self._state(bucket, fd, now)
+            if now < state.penalty_until:
                 return  # one penalty per window, however many callers saw EGW00201
-            rate = self._rate_in(fd)
-            header = _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, max(tat, now) + seconds, now + seconds, head)
-            _write(fd, header, 0)
+            if not state.ours:
+                _write(fd, _EMPTY_RING, _RING_OFFSET)
+            _write(fd, _pack(self._rate_in(fd), max(state.tat, now) + seconds, now + seconds, state.head, now), 0)
             self._carried.pop(bucket, None)
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
@@ -146,13 +185,13 @@ class FileRateLimiter(SharedRateLimiter):
                 if fd is None:
                     raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
                 now = time.monotonic()
-                tat, _, _ = self._state(bucket, fd, now)
-                ring = os.pread(fd, RECENT_GRANTS * _SLOT.size, _RING_OFFSET)
+                state = self._state(bucket, fd, now)
+                ring = os.pread(fd, len(_EMPTY_RING), _RING_OFFSET) if state.ours else b""
                 # Every slot the ring holds (never written ones read as 0.0): the count of grants
                 # may have wrapped, the ring positions have not.
                 slots = [_SLOT.unpack_from(ring, i * _SLOT.size)[0] for i in range(len(ring) // _SLOT.size)]
                 used = sum(1 for slot in slots if now - 1.0 < slot <= now)
-                return Usage(bucket, self._rate_in(fd) or rate, used, max(0.0, tat - now))
+                return Usage(bucket, self._rate_in(fd) or rate, used, max(0.0, state.tat - now))
 
     @contextmanager
     def _failures(self, bucket: str) -> Iterator[None]:
@@ -186,9 +225,9 @@ class FileRateLimiter(SharedRateLimiter):
                 return
             if self._is_current(fd, path):
                 break
-            old_tat, old_penalty, _ = self._read(fd, time.monotonic())
+            old = self._read(fd, time.monotonic())
             carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
-            self._carried[bucket] = (max(old_tat, carried_tat), max(old_penalty, carried_penalty))
+            self._carried[bucket] = (max(old.tat, carried_tat), max(old.penalty_until, carried_penalty))
             del self._fds[bucket]
             os.close(fd)  # drops our flock on the old file too
         try:
@@ -224,11 +263,11 @@ class FileRateLimiter(SharedRateLimiter):
             raise LimiterStoreUnavailable(f"cannot check {path}: {exc.strerror}") from None
         return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
-    def _state(self, bucket: str, fd: int, now: float) -> tuple[float, float, int]:
+    def _state(self, bucket: str, fd: int, now: float) -> _State:
         """:meth:`_read`, merged with what a removed or replaced file of this bucket held."""
-        tat, penalty_until, head = self._read(fd, now)
+        state = self._read(fd, now)
         carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
-        return max(tat, carried_tat), max(penalty_until, carried_penalty), head
+        return replace(state, tat=max(state.tat, carried_tat), penalty_until=max(state.penalty_until, carried_penalty))
 
     def _fd(self, bucket: str) -> int:
         fd = self._fds.get(bucket)
@@ -254,14 +293,23 @@ class FileRateLimiter(SharedRateLimiter):
         return fd
 
     @staticmethod
-    def _read(fd: int, now: float) -> tuple[float, float, int]:
-        """(tat, penalty_until, head) from the header; a fresh state when it is missing or not ours."""
+    def _read(fd: int, now: float) -> _State:
+        """The header's state on our clock; a fresh one when it is missing, not ours, or from another boot.
+
+        A state written by a clock ahead of ours (``written_at > now``) is moved
+        back by the difference: it keeps the backlog it had when written, and
+        never more.
+        """
         raw = os.pread(fd, _HEADER.size, 0)
-        if len(raw) == _HEADER.size:
-            magic, version, ring, _rate, tat, penalty_until, head = _HEADER.unpack(raw)
-            if magic == _MAGIC and version == _VERSION and ring == RECENT_GRANTS and tat - now < _MAX_AHEAD:
-                return tat, penalty_until, head
-        return 0.0, 0.0, 0
+        if len(raw) != _HEADER.size:
+            return _State()
+        magic, version, ring, _rate, tat, penalty_until, head, written_at, boot = _HEADER.unpack(raw)
+        if magic != _MAGIC or version != _VERSION or ring != RECENT_GRANTS or boot != boot_id():
+            return _State()
+        if not (math.isfinite(tat) and math.isfinite(penalty_until) and math.isfinite(written_at)):
+            return _State()
+        ahead = max(0.0, written_at - now)
+        return _State(tat - ahead, penalty_until - ahead, head, ours=ahead == 0.0)
 
     @staticmethod
     def _rate_in(fd: int) -> float:

@@ -24,53 +24,74 @@ DEFAULT_KEY_PREFIX = "korea_investment:token"
 #: A budget nobody used for this long is forgotten (its keys expire).
 IDLE_TTL_MS = 60_000
 
-# KEYS: state hash, recent list.  ARGV: interval µs, max wait µs, rate, ring size, idle TTL ms.
-# Answers {1, wait µs} for a reserved slot, {0, wait µs} when it is beyond the max wait.
-RESERVE = """
+# Every script reads the state on the server's clock: a state written when ``TIME`` read later than
+# it does now (a failover to a server whose clock is behind, a clock stepped back) is moved back by
+# the difference, so it keeps the backlog it had and never blocks longer.  The keys live until the
+# next free slot plus the idle TTL: a slow rate's state outlives the wait for its next slot.
+_STATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+local state = redis.call('HMGET', KEYS[1], 'tat', 'penalty_until', 'at')
+local ahead = math.max(0, (tonumber(state[3]) or 0) - now)
+local tat = (tonumber(state[1]) or 0) - ahead
+local penalty_until = (tonumber(state[2]) or 0) - ahead
+local function fmt(n) return string.format('%.0f', n) end
+local function keep(key, until_)
+  redis.call('PEXPIRE', key, math.ceil((until_ - now) / 1000) + tonumber(ARGV[#ARGV]))
+end
+"""
+
+# KEYS: state hash, recent list.  ARGV: interval µs, max wait µs, rate, ring size, idle TTL ms.
+# Answers {1, wait µs} for a reserved slot, {0, wait µs} when it is beyond the max wait.
+RESERVE = (
+    _STATE
+    + """
 local slot = math.max(tat, now)
 local wait = slot - now
 if wait > tonumber(ARGV[2]) then
-  return {0, string.format('%.0f', wait)}
+  return {0, fmt(wait)}
 end
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', slot + tonumber(ARGV[1])), 'rate', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], math.floor(wait / 1000) + tonumber(ARGV[5]))
-redis.call('LPUSH', KEYS[2], string.format('%.0f', slot))
+local next_free = slot + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'tat', fmt(next_free), 'penalty_until', fmt(penalty_until), 'at', fmt(now),
+  'rate', ARGV[3])
+keep(KEYS[1], next_free)
+redis.call('LPUSH', KEYS[2], fmt(slot))
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
-redis.call('PEXPIRE', KEYS[2], math.floor(wait / 1000) + tonumber(ARGV[5]))
-return {1, string.format('%.0f', wait)}
+keep(KEYS[2], next_free)
+return {1, fmt(wait)}
 """
+)
 
 # KEYS: state hash.  ARGV: penalty µs, idle TTL ms.  New slots start a penalty from now, once per penalty.
-PENALIZE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local until_ = tonumber(redis.call('HGET', KEYS[1], 'penalty_until') or '0') or 0
-if now < until_ then
+PENALIZE = (
+    _STATE
+    + """
+if now < penalty_until then
   return 0
 end
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
 local penalty = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', math.max(tat, now) + penalty),
-  'penalty_until', string.format('%.0f', now + penalty))
-redis.call('PEXPIRE', KEYS[1], math.floor(penalty / 1000) + tonumber(ARGV[2]))
+local next_free = math.max(tat, now) + penalty
+redis.call('HSET', KEYS[1], 'tat', fmt(next_free), 'penalty_until', fmt(now + penalty), 'at', fmt(now))
+keep(KEYS[1], next_free)
 return 1
 """
+)
 
-# KEYS: state hash, recent list.  Answers {rate, grants in the last second, backlog µs}.
-USAGE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+# KEYS: state hash, recent list.  ARGV: idle TTL ms (unused).  Answers {rate, grants in the last second,
+# backlog µs}.
+USAGE = (
+    _STATE
+    + """
 local used = 0
-for _, slot in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  local s = tonumber(slot)
-  if s and s <= now and s > now - 1000000 then used = used + 1 end
+if ahead == 0 then
+  for _, slot in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    local s = tonumber(slot)
+    if s and s <= now and s > now - 1000000 then used = used + 1 end
+  end
 end
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
-return {redis.call('HGET', KEYS[1], 'rate') or '', used, string.format('%.0f', math.max(0, tat - now))}
+return {redis.call('HGET', KEYS[1], 'rate') or '', used, fmt(math.max(0, tat - now))}
 """
+)
 
 
 class RedisRateLimiter(SharedRateLimiter):
@@ -141,7 +162,9 @@ class RedisRateLimiter(SharedRateLimiter):
         )
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
-        reply = self._run("reading the rate limit", self._usage_script, keys=list(self.keys(bucket)), args=[])
+        reply = self._run(
+            "reading the rate limit", self._usage_script, keys=list(self.keys(bucket)), args=[IDLE_TTL_MS]
+        )
         stored_rate = text(reply[0])
         try:
             shown = float(stored_rate) if stored_rate else rate
