@@ -567,9 +567,9 @@ def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_p
     limiter = FileRateLimiter(tmp_path, rate=20.0)
     limiter.acquire("app-key", "real")  # opens the state file in the parent
     bucket = bucket_id("app-key", "real")
-    with limiter._locked(bucket, time.monotonic() + 5) as fd:
-        assert fd is not None
-        limiter._guard.acquire()  # as a parent thread inside acquire would hold it
+    # As a parent thread inside acquire holds them: the budget's guard and the file's flock.
+    with limiter._locked(bucket, time.monotonic() + 5) as locked:
+        assert locked is not None
         pid = os.fork()
         if pid == 0:  # the child: the flock is the parent's, so no slot within 0.3 s
             code = 3
@@ -580,7 +580,6 @@ def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_p
                 code = 0
             finally:
                 os._exit(code)
-        limiter._guard.release()
         reaped: list[int] = []
         reaper = threading.Thread(target=lambda: reaped.append(os.waitpid(pid, 0)[1]))
         reaper.start()

@@ -9,9 +9,11 @@ store that fails takes the documented fallback or raises a library error.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -303,3 +305,65 @@ def test_rates_below_the_minimum_are_refused() -> None:
 
     assert MIN_RATE == pytest.approx(1 / 86400)
     assert ProcessRateLimiter(MIN_RATE).rate == MIN_RATE
+
+
+# ------------------------------------------------------------------------------------------ bounded waits
+class WatchedFlock:
+    """``fcntl`` as the file limiter sees it, telling the test when a ``flock`` found the lock taken."""
+
+    LOCK_EX, LOCK_NB, LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN
+
+    def __init__(self) -> None:
+        self.refused = threading.Event()
+
+    def flock(self, fd: int, operation: int) -> None:
+        try:
+            fcntl.flock(fd, operation)
+        except BlockingIOError:
+            self.refused.set()
+            raise
+
+
+def test_a_stalled_budget_does_not_delay_another_app_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller of app key A waits for A's lock, whose holder is stopped: B's callers go on at once.
+
+    One guard for every budget was held across the wait for A's lock, so B
+    waited as long as A's caller did (5.7 s for a caller allowed 1 s).
+    """
+    from korea_investment_stock.limits import file as file_module
+
+    from .test_rate_limit import _holder
+
+    holder = _holder(tmp_path)
+    os.kill(holder.pid, signal.SIGSTOP)
+    watched = WatchedFlock()
+    monkeypatch.setattr(file_module, "fcntl", watched)
+    limiter = FileRateLimiter(tmp_path, rate=20.0)
+    stuck_done, other_done = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def stuck() -> None:
+        with contextlib.suppress(RateLimitWaitTimeout):
+            limiter.acquire("app-key", "real", timeout=30)
+        stuck_done.set()
+
+    def other() -> None:
+        outcome.append(limiter.acquire("other-key", "real", timeout=1))
+        limiter.penalize("other-key", "real", 0.01)
+        outcome.append(limiter.usage("other-key", "real").used_last_second)
+        other_done.set()
+
+    waiter = threading.Thread(target=stuck, daemon=True)
+    waiter.start()
+    try:
+        assert watched.refused.wait(30), "the first caller never met the stopped holder's lock"
+        threading.Thread(target=other, daemon=True).start()
+        assert other_done.wait(15), "a caller of another app key waited for the stalled one"
+        assert not stuck_done.is_set(), "the stalled caller gave up first: the test proved nothing"
+        assert outcome == [0.0, 1] and not limiter.falling_back
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+        waiter.join(60)
+    assert stuck_done.is_set()

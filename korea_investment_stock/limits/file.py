@@ -41,6 +41,7 @@ from pathlib import Path
 
 from ..errors import LimiterStoreUnavailable, UnsafeDirectory
 from ..files import check_private_directory
+from ..validation import MAX_SECONDS
 from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, reserve
 
 ENV_TOKEN_FILE = "KOREA_INVESTMENT_TOKEN_FILE"
@@ -55,6 +56,8 @@ _EMPTY_RING = bytes(RECENT_GRANTS * _SLOT.size)
 #: The grant counter (a 32-bit field) wraps here; a multiple of the ring size, so ring positions do not jump.
 _HEAD_WRAP = 2**32
 _BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+#: The longest a pause (after ``EGW00201``) or a read of a budget waits for its state file.
+STORE_WAIT = 1.0
 #: Backoff between two tries of a lock another process holds (its holder needs microseconds).
 _LOCK_FIRST_DELAY = 0.0002
 _LOCK_MAX_DELAY = 0.002
@@ -94,6 +97,21 @@ def _write(fd: int, data: bytes, offset: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+class _StateFile:
+    """One budget's state file as this process holds it.
+
+    Its own guard, so a caller waiting for one budget's ``flock`` (its holder
+    stopped) delays no caller of another budget; and the state of a removed or
+    replaced file, carried into the new one.
+    """
+
+    def __init__(self) -> None:
+        self.guard = threading.Lock()
+        self.fd: int | None = None
+        #: (tat, penalty_until) read from a state file that was removed or replaced under us.
+        self.carried = (0.0, 0.0)
+
+
 class FileRateLimiter(SharedRateLimiter):
     """Per-app-key budgets in ``directory``, shared by every process on this host.
 
@@ -101,6 +119,10 @@ class FileRateLimiter(SharedRateLimiter):
         directory: where the state files live (``ratelimit.<key id>.<environment>``);
             the file token store puts them beside its token file.
         rate: calls per second; default by environment.
+
+    Every wait of an acquire (this process's guard of the budget, the file's
+    ``flock``) ends at the caller's deadline; a pause or a read waits at most
+    :data:`STORE_WAIT` seconds.
     """
 
     backend = "file"
@@ -108,18 +130,17 @@ class FileRateLimiter(SharedRateLimiter):
     def __init__(self, directory: str | os.PathLike[str], rate: float | None = None) -> None:
         super().__init__(rate)
         self.directory = Path(directory).expanduser()
-        self._guard = threading.Lock()
-        self._fds: dict[str, int] = {}
-        #: (tat, penalty_until) read from a state file that was removed or replaced under us.
-        self._carried: dict[str, tuple[float, float]] = {}
+        self._files: dict[str, _StateFile] = {}
+        self._files_guard = threading.Lock()  # held for dictionary lookups only, never across a wait
 
     def _after_fork(self) -> None:
         super()._after_fork()
         # The child's copies share the parent's open files, and so their flock: close them, open anew.
-        for fd in self._fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds, self._guard, self._carried = {}, threading.Lock(), {}
+        for held in self._files.values():
+            if held.fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(held.fd)
+        self._files, self._files_guard = {}, threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileRateLimiter(directory={str(self.directory)!r}, rate={self.rate!r})"
@@ -140,19 +161,23 @@ class FileRateLimiter(SharedRateLimiter):
 
     def close(self) -> None:
         """Close the state files this process holds open."""
-        with self._guard:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds = {}
+        with self._files_guard:
+            files = list(self._files.values())
+        for held in files:
+            with held.guard:
+                if held.fd is not None:
+                    os.close(held.fd)
+                    held.fd = None
 
     # ------------------------------------------------------------------ the shared store
     def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         deadline = time.monotonic() + max_wait
-        with self._failures(bucket), self._guard, self._locked(bucket, deadline) as fd:
-            if fd is None:
+        with self._failures(bucket), self._locked(bucket, deadline) as locked:
+            if locked is None:
                 return None  # a holder (stopped?) kept the lock past our deadline
+            held, fd = locked
             now = time.monotonic()
-            state = self._state(bucket, fd, now)
+            state = self._state(held, fd, now)
             granted = reserve(state.tat, now, 1.0 / rate, max(0.0, deadline - now))
             if granted is None:
                 return None
@@ -161,31 +186,33 @@ class FileRateLimiter(SharedRateLimiter):
                 _write(fd, _EMPTY_RING, _RING_OFFSET)  # slots of another clock would count as recent
             _write(fd, _SLOT.pack(slot), _RING_OFFSET + (state.head % RECENT_GRANTS) * _SLOT.size)
             _write(fd, _pack(rate, tat, state.penalty_until, (state.head + 1) % _HEAD_WRAP, now), 0)
-            self._carried.pop(bucket, None)
+            held.carried = (0.0, 0.0)
             return slot
 
     def _shared_penalize(self, bucket: str, seconds: float) -> None:
-        with self._failures(bucket), self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
-            if fd is None:
-                return
+        with self._failures(bucket), self._locked(bucket, time.monotonic() + STORE_WAIT) as locked:
+            if locked is None:
+                return  # the lock stayed taken: the pause is skipped, nobody waits on it
+            held, fd = locked
             now = time.monotonic()
-            state = self._state(bucket, fd, now)
+            state = self._state(held, fd, now)
             if now < state.penalty_until:
                 return  # one penalty per window, however many callers saw EGW00201
             if not state.ours:
                 _write(fd, _EMPTY_RING, _RING_OFFSET)
             _write(fd, _pack(self._rate_in(fd), max(state.tat, now) + seconds, now + seconds, state.head, now), 0)
-            self._carried.pop(bucket, None)
+            held.carried = (0.0, 0.0)
 
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
         with self._failures(bucket):
-            if bucket not in self._fds and not os.path.lexists(self.state_path(bucket)):
+            if not self._opened(bucket) and not os.path.lexists(self.state_path(bucket)):
                 return Usage(bucket, rate, 0, 0.0)  # never used: reading it creates nothing
-            with self._guard, self._locked(bucket, time.monotonic() + 1.0) as fd:
-                if fd is None:
-                    raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for 1 s")
+            with self._locked(bucket, time.monotonic() + STORE_WAIT) as locked:
+                if locked is None:
+                    raise LimiterStoreUnavailable(f"{self.state_path(bucket)} stayed locked for {STORE_WAIT:g} s")
+                held, fd = locked
                 now = time.monotonic()
-                state = self._state(bucket, fd, now)
+                state = self._state(held, fd, now)
                 ring = os.pread(fd, len(_EMPTY_RING), _RING_OFFSET) if state.ours else b""
                 # Every slot the ring holds (never written ones read as 0.0): the count of grants
                 # may have wrapped, the ring positions have not.
@@ -207,9 +234,21 @@ class FileRateLimiter(SharedRateLimiter):
             raise LimiterStoreUnavailable(f"cannot use {self.state_path(bucket)}: {reason}") from None
 
     # ------------------------------------------------------------------ file handling
+    def _held(self, bucket: str) -> _StateFile:
+        with self._files_guard:
+            held = self._files.get(bucket)
+            if held is None:
+                held = self._files[bucket] = _StateFile()
+            return held
+
+    def _opened(self, bucket: str) -> bool:
+        with self._files_guard:
+            held = self._files.get(bucket)
+        return held is not None and held.fd is not None
+
     @contextmanager
-    def _locked(self, bucket: str, deadline: float) -> Iterator[int | None]:
-        """The state file's descriptor with ``flock`` held, or None if not obtained by ``deadline``.
+    def _locked(self, bucket: str, deadline: float) -> Iterator[tuple[_StateFile, int] | None]:
+        """The budget's guard and its state file's ``flock``, held; None if not both had by ``deadline``.
 
         Lock, then verify: the descriptor must still be the file at the path.  A
         state file removed or replaced (a cleanup, a restore) while we held it
@@ -217,23 +256,31 @@ class FileRateLimiter(SharedRateLimiter):
         counting in the old file and new ones in the new.  On a mismatch the old
         file's state is carried over (:meth:`_state`) and the path reopened.
         """
-        path = self.state_path(bucket)
-        while True:
-            fd = self._fd(bucket)
-            if not self._flock(fd, path, deadline):
-                yield None
-                return
-            if self._is_current(fd, path):
-                break
-            old = self._read(fd, time.monotonic())
-            carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
-            self._carried[bucket] = (max(old.tat, carried_tat), max(old.penalty_until, carried_penalty))
-            del self._fds[bucket]
-            os.close(fd)  # drops our flock on the old file too
+        held = self._held(bucket)
+        if not held.guard.acquire(timeout=max(0.0, min(deadline - time.monotonic(), MAX_SECONDS))):
+            yield None
+            return
         try:
-            yield fd
+            path = self.state_path(bucket)
+            while True:
+                if held.fd is None:
+                    held.fd = self._open(path)
+                fd = held.fd
+                if not self._flock(fd, path, deadline):
+                    yield None
+                    return
+                if self._is_current(fd, path):
+                    break
+                old = self._read(fd, time.monotonic())
+                held.carried = (max(old.tat, held.carried[0]), max(old.penalty_until, held.carried[1]))
+                held.fd = None
+                os.close(fd)  # drops our flock on the old file too
+            try:
+                yield held, fd
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            held.guard.release()
 
     @staticmethod
     def _flock(fd: int, path: Path, deadline: float) -> bool:
@@ -244,9 +291,10 @@ class FileRateLimiter(SharedRateLimiter):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return True
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     return False
-                time.sleep(delay)
+                time.sleep(min(delay, left))
                 delay = min(delay * 2, _LOCK_MAX_DELAY)
             except OSError as exc:
                 raise LimiterStoreUnavailable(f"cannot lock {path}: {exc.strerror}") from None
@@ -263,17 +311,11 @@ class FileRateLimiter(SharedRateLimiter):
             raise LimiterStoreUnavailable(f"cannot check {path}: {exc.strerror}") from None
         return (held.st_dev, held.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
-    def _state(self, bucket: str, fd: int, now: float) -> _State:
-        """:meth:`_read`, merged with what a removed or replaced file of this bucket held."""
+    def _state(self, held: _StateFile, fd: int, now: float) -> _State:
+        """:meth:`_read`, merged with what a removed or replaced file of this budget held."""
         state = self._read(fd, now)
-        carried_tat, carried_penalty = self._carried.get(bucket, (0.0, 0.0))
+        carried_tat, carried_penalty = held.carried
         return replace(state, tat=max(state.tat, carried_tat), penalty_until=max(state.penalty_until, carried_penalty))
-
-    def _fd(self, bucket: str) -> int:
-        fd = self._fds.get(bucket)
-        if fd is None:
-            fd = self._fds[bucket] = self._open(self.state_path(bucket))
-        return fd
 
     def _open(self, path: Path) -> int:
         try:
