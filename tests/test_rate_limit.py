@@ -219,6 +219,23 @@ def test_a_slot_beyond_the_wait_is_not_taken() -> None:
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.5) == (10.5, 10.6)
 
 
+def test_a_fair_lock_waiter_leaves_at_its_deadline_without_taking_a_turn() -> None:
+    from korea_investment_stock.limits.budget import FairLock
+
+    lock = FairLock()
+    assert lock.acquire(time.monotonic() + 1)
+    assert not lock.acquire(time.monotonic() + 0.05)  # a second waiter gives up at its deadline
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(lock.acquire(time.monotonic() + 30)))
+    waiter.start()
+    lock.release()  # to the waiter (in line or not yet), not to the one that left
+    waiter.join(30)
+    assert got == [True]
+    assert not lock.acquire(time.monotonic() + 0.05)  # the waiter holds it now
+    lock.release()
+    assert lock.acquire(time.monotonic())
+
+
 def test_default_rates_keep_a_margin_below_kis() -> None:
     assert default_rate("real") == pytest.approx(18.5)
     assert default_rate("mock") == pytest.approx(1.85)

@@ -30,7 +30,14 @@ from korea_investment_stock.limits.redis import RedisRateLimiter
 from testsupport import limiter_worker
 from testsupport.departures import busiest_second, record_grants, run_callers
 
-from .redis_fixtures import private_redis, redis_backend, redis_prefix, redis_server_url, redis_url  # noqa: F401
+from .redis_fixtures import (  # noqa: F401
+    fake_redis,
+    private_redis,
+    redis_backend,
+    redis_prefix,
+    redis_server_url,
+    redis_url,
+)
 
 #: The default real rate, and KIS's budget.
 RATE, NOMINAL = 18.5, 20
@@ -367,3 +374,37 @@ def test_a_stalled_budget_does_not_delay_another_app_key(tmp_path: Path, monkeyp
         holder.wait(10)
         waiter.join(60)
     assert stuck_done.is_set()
+
+
+# ------------------------------------------------------------------------------------------ fairness
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "backend", ["process", "file", "fakeredis", pytest.param("real", marks=pytest.mark.real_redis)]
+)
+def test_threads_are_served_in_the_order_they_asked(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """30 threads of one process share a budget: each gets within one call of the others, none times out.
+
+    The process's turn was a plain lock with a timeout, which is not fair: in one
+    run 54 calls timed out and 6 of 30 threads got no call in 6 s while one got 15.
+    """
+    rate, threads = 50.0, 30
+    limiter: Any
+    if backend == "process":
+        limiter = ProcessRateLimiter(rate)
+    elif backend == "file":
+        limiter = FileRateLimiter(tmp_path, rate=rate)
+    elif backend == "fakeredis":
+        limiter = RedisRateLimiter(request.getfixturevalue("fake_redis"), key_prefix="kis-test:fair", rate=rate)
+    else:
+        import redis
+
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"), socket_timeout=5.0)
+        limiter = RedisRateLimiter(client, key_prefix=request.getfixturevalue("redis_prefix"), rate=rate)
+    # A fair turn keeps every thread 0.6 s from its next call; 3 s is five times that.
+    seen = run_callers([lambda: limiter.acquire("app-key", "real", timeout=3.0)] * threads, seconds=6.0)
+    mean = sum(seen.per_caller) / threads
+    assert seen.errors == [] and seen.timeouts == 0, f"{seen.timeouts} calls timed out"
+    assert all(abs(count - mean) <= 1 for count in seen.per_caller), f"calls per thread: {sorted(seen.per_caller)}"
+    assert mean >= 6
