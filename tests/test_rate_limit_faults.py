@@ -29,6 +29,7 @@ from korea_investment_stock.limits.budget import bucket_id
 from korea_investment_stock.limits.redis import RedisRateLimiter
 from testsupport import limiter_worker
 from testsupport.departures import busiest_second, record_grants, run_callers
+from testsupport.environment import rate_limited
 
 from .redis_fixtures import (  # noqa: F401
     fake_redis,
@@ -408,3 +409,51 @@ def test_threads_are_served_in_the_order_they_asked(
     assert seen.errors == [] and seen.timeouts == 0, f"{seen.timeouts} calls timed out"
     assert all(abs(count - mean) <= 1 for count in seen.per_caller), f"calls per thread: {sorted(seen.per_caller)}"
     assert mean >= 6
+
+
+# ------------------------------------------------------------------------------------------ fork
+def _reap(pid: int, bound: float = 30.0) -> int:
+    """The exit code of forked child ``pid``; killed (and the test failed) if it runs past ``bound``."""
+    reaped: list[int] = []
+    reaper = threading.Thread(target=lambda: reaped.append(os.waitpid(pid, 0)[1]), daemon=True)
+    reaper.start()
+    reaper.join(bound)
+    if reaper.is_alive():
+        os.kill(pid, signal.SIGKILL)
+        reaper.join(10)
+        pytest.fail(f"the forked child hung for {bound:g} s on a lock copied from the parent")
+    return os.waitstatus_to_exitcode(reaped[0])
+
+
+def test_a_child_forked_while_a_thread_is_in_limiter_for_gets_its_limiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-fork server forks while one of its threads builds a client: the child must not inherit
+    the factory's lock held for good."""
+    from korea_investment_stock.limits import factory, limiter_for
+    from korea_investment_stock.token.file import FileTokenStorage
+
+    rate_limited(monkeypatch)
+    inside, leave = threading.Event(), threading.Event()
+
+    def in_limiter_for() -> None:
+        with factory._GUARD:  # where a thread inside limiter_for() is
+            inside.set()
+            leave.wait(60)
+
+    builder = threading.Thread(target=in_limiter_for, daemon=True)
+    builder.start()
+    try:
+        assert inside.wait(30)
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                limiter = limiter_for(FileTokenStorage(tmp_path / "child" / "token.key"))
+                code = 0 if isinstance(limiter, FileRateLimiter) else 1
+            finally:
+                os._exit(code)
+    finally:
+        leave.set()
+        builder.join(30)
+    assert _reap(pid) == 0

@@ -18,7 +18,26 @@ from ..token.storage import TokenStorage
 from .budget import NoRateLimit, ProcessRateLimiter, RateLimiter, rate_from_env
 from .file import FileRateLimiter
 
-_GUARD = threading.Lock()
+
+class _Guard:
+    """The factory's lock, renewed in a forked child: a thread of the parent may have held it in
+    :func:`limiter_for` when the process forked, and would never release the child's copy."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+_GUARD = _Guard()
 #: One limiter per store (and rate), so every client of a process shares its budget and descriptors.
 _BY_STORE: weakref.WeakKeyDictionary[TokenStorage, dict[float | None, RateLimiter]] = weakref.WeakKeyDictionary()
 _FILE_LIMITERS: dict[tuple[str, float | None], FileRateLimiter] = {}
