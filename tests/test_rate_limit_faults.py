@@ -385,12 +385,17 @@ def test_a_stalled_budget_does_not_delay_another_app_key(tmp_path: Path, monkeyp
 def test_threads_are_served_in_the_order_they_asked(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """30 threads of one process share a budget: each gets within one call of the others, none times out.
+    """30 threads of one process share a budget: none times out, each gets about as many calls as the others.
 
     The process's turn was a plain lock with a timeout, which is not fair: in one
-    run 54 calls timed out and 6 of 30 threads got no call in 6 s while one got 15.
+    run 54 calls timed out and 6 of 30 threads got no call in 6 s while one got 15
+    (here, before the fix: 3 to 15 calls a thread at 20/s).  Served first come,
+    first served, every thread gets one call per round of 30.  A thread the
+    scheduler keeps from rejoining the line for longer than a turn (50 ms) loses
+    its place, so on a loaded machine one thread may end a round apart from
+    another: the spread allowed is 2 calls, not 1.
     """
-    rate, threads = 50.0, 30
+    rate, threads = 20.0, 30
     limiter: Any
     if backend == "process":
         limiter = ProcessRateLimiter(rate)
@@ -403,12 +408,11 @@ def test_threads_are_served_in_the_order_they_asked(
 
         client = redis.Redis.from_url(request.getfixturevalue("redis_url"), socket_timeout=5.0)
         limiter = RedisRateLimiter(client, key_prefix=request.getfixturevalue("redis_prefix"), rate=rate)
-    # A fair turn keeps every thread 0.6 s from its next call; 3 s is five times that.
+    # A fair turn keeps every thread 1.5 s (a round) from its next call; 3 s is two rounds.
     seen = run_callers([lambda: limiter.acquire("app-key", "real", timeout=3.0)] * threads, seconds=6.0)
-    mean = sum(seen.per_caller) / threads
     assert seen.errors == [] and seen.timeouts == 0, f"{seen.timeouts} calls timed out"
-    assert all(abs(count - mean) <= 1 for count in seen.per_caller), f"calls per thread: {sorted(seen.per_caller)}"
-    assert mean >= 6
+    assert max(seen.per_caller) - min(seen.per_caller) <= 2, f"calls per thread: {sorted(seen.per_caller)}"
+    assert sum(seen.per_caller) >= 4 * threads
 
 
 # ------------------------------------------------------------------------------------------ fork
