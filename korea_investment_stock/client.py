@@ -185,8 +185,12 @@ class KoreaInvestment:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Close the HTTP session; the stored token stays for other clients."""
+        """Close the HTTP session and the rate limiter's files; the stored token stays for other clients.
+
+        A limiter other clients share opens its files again when they next use it.
+        """
         self._session.close()
+        self.rate_limiter.close()
 
     def set_base_url(self, mock: bool = True) -> None:
         """Point the client at the mock host (``mock=True``) or the real one (0.6.1's method).

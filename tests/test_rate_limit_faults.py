@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import math
 import os
@@ -17,7 +18,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from korea_investment_stock import ConfigurationError, RateLimitWaitTimeout
 from korea_investment_stock.limits import FileRateLimiter, ProcessRateLimiter
 from korea_investment_stock.limits.budget import bucket_id
 from korea_investment_stock.limits.redis import RedisRateLimiter
+from korea_investment_stock.token.storage import TokenStorage
 from testsupport import limiter_worker
 from testsupport.departures import busiest_second, record_grants, run_callers
 from testsupport.environment import rate_limited
@@ -461,3 +465,140 @@ def test_a_child_forked_while_a_thread_is_in_limiter_for_gets_its_limiter(
         leave.set()
         builder.join(30)
     assert _reap(pid) == 0
+
+
+# ------------------------------------------------------------------------------------------ resources
+def _open_copies(path: Path) -> int:
+    """How many descriptors of this process are open on ``path``."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{name}") == str(path)
+    return count
+
+
+def test_a_client_shutdown_releases_its_limiters_files(fake_kis: Any, token_file: Path) -> None:
+    """One descriptor leaked per client that was given a FileRateLimiter."""
+    from korea_investment_stock import KoreaInvestment
+    from korea_investment_stock.token.file import FileTokenStorage
+
+    limiters = [FileRateLimiter(token_file.parent, rate=50.0) for _ in range(3)]
+    for limiter in limiters:
+        with KoreaInvestment(
+            fake_kis.app_key,
+            fake_kis.app_secret,
+            "12345678-01",
+            token_storage=FileTokenStorage(token_file),
+            base_url=fake_kis.url,
+            rate_limiter=limiter,
+        ) as client:
+            client.fetch_domestic_price("J", "005930")
+    state = limiters[0].state_path(bucket_id(fake_kis.app_key, "real"))
+    assert state.exists() and _open_copies(state) == 0
+    limiters[0].acquire(fake_kis.app_key, "real")  # a closed limiter opens its file again when used
+    assert _open_copies(state) == 1
+    limiters[0].close()
+
+
+def test_a_collected_file_limiter_closes_its_files(tmp_path: Path) -> None:
+    limiter = FileRateLimiter(tmp_path, rate=50.0)
+    limiter.acquire("app-key", "real")
+    state = limiter.state_path(bucket_id("app-key", "real"))
+    assert _open_copies(state) == 1
+    del limiter
+    gc.collect()
+    assert _open_copies(state) == 0
+
+
+def test_closing_never_pulls_a_descriptor_from_under_a_caller(tmp_path: Path) -> None:
+    """Threads acquire while another closes the limiter over and over: no call fails, none falls back."""
+    limiter = FileRateLimiter(tmp_path, rate=2000.0)
+    closes = 0
+
+    def closer(stop: threading.Event) -> None:
+        nonlocal closes
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            limiter.close()
+            closes += 1
+
+    seen = run_callers([lambda: limiter.acquire("app-key", "real", timeout=5)] * 4, seconds=1.0, during=closer)
+    assert seen.errors == [] and seen.timeouts == 0 and not limiter.falling_back
+    assert len(seen.stamps) >= 10 and closes >= 10  # they did interleave
+    limiter.close()
+
+
+def test_a_close_waits_for_no_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller waits for a stopped holder's lock with a long wait: closing (a client's shutdown) returns
+    at once, and the descriptor is closed once that caller is done with it."""
+    from korea_investment_stock.limits import file as file_module
+
+    from .test_rate_limit import _holder
+
+    holder = _holder(tmp_path)
+    os.kill(holder.pid, signal.SIGSTOP)
+    watched = WatchedFlock()
+    monkeypatch.setattr(file_module, "fcntl", watched)
+    limiter = FileRateLimiter(tmp_path, rate=20.0)
+    state = limiter.state_path(bucket_id("app-key", "real"))
+    closed, done = threading.Event(), threading.Event()
+
+    def waiting() -> None:
+        with contextlib.suppress(RateLimitWaitTimeout):
+            limiter.acquire("app-key", "real", timeout=30)
+        done.set()
+
+    waiter = threading.Thread(target=waiting, daemon=True)
+    waiter.start()
+    try:
+        assert watched.refused.wait(30)
+        threading.Thread(target=lambda: (limiter.close(), closed.set()), daemon=True).start()
+        assert closed.wait(15), "close() waited for a caller's wait"
+        assert not done.is_set()
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.wait(10)
+        waiter.join(60)
+    assert done.is_set() and _open_copies(state) == 0
+
+
+@dataclass
+class DataclassStorage(TokenStorage):
+    """A custom store written as a dataclass: equality by value, so not hashable (0.6.1 accepted it)."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def save_token(self, token_data: dict[str, Any]) -> bool:
+        self.rows[token_data["api_key"]] = dict(token_data)
+        return True
+
+    def load_token(self, api_key: str, api_secret: str) -> dict[str, Any] | None:
+        row = self.rows.get(api_key)
+        return dict(row, api_secret=api_secret) if row and row["api_secret"] == api_secret else None
+
+    def check_token_valid(self, api_key: str, api_secret: str) -> bool:
+        row = self.load_token(api_key, api_secret)
+        return row is not None and row["timestamp"] - time.time() > self.refresh_margin
+
+    def delete_token(self, api_key: str, api_secret: str) -> bool:
+        return self.rows.pop(api_key, None) is not None
+
+
+def test_an_unhashable_custom_store_gets_the_process_limiter(fake_kis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from korea_investment_stock import KoreaInvestment
+    from korea_investment_stock.limits import limiter_for
+
+    rate_limited(monkeypatch)
+    storage = DataclassStorage()
+    with pytest.raises(TypeError):
+        hash(storage)
+    with KoreaInvestment(
+        fake_kis.app_key, fake_kis.app_secret, "12345678-01", token_storage=storage, base_url=fake_kis.url
+    ) as client:
+        assert client.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    assert type(client.rate_limiter) is ProcessRateLimiter
+    assert limiter_for(DataclassStorage()) is client.rate_limiter  # custom stores share the per-rate one

@@ -266,6 +266,13 @@ class RateLimiter(ABC):
         """Where the budget is kept, for ``kis-token health``."""
         return self.backend
 
+    def close(self) -> None:
+        """Release what this limiter holds open (``KoreaInvestment.shutdown()`` calls it).
+
+        Nothing by default.  A closed limiter still works: it opens what it needs
+        again when next used, so closing a limiter other clients share is safe.
+        """
+
     @abstractmethod
     def _reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         """Reserve the next slot of ``bucket``: when it comes (``time.monotonic()``), or None if beyond ``max_wait``.
@@ -384,6 +391,9 @@ class SharedRateLimiter(RateLimiter):
     def _after_fork(self) -> None:
         self._turns, self._turns_guard = {}, threading.Lock()
         self._fallback._after_fork()
+
+    def close(self) -> None:
+        self._fallback.close()
 
     @contextmanager
     def _turn(self, bucket: str, deadline: float) -> Iterator[bool]:

@@ -34,6 +34,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -110,6 +111,21 @@ class _StateFile:
         self.fd: int | None = None
         #: (tat, penalty_until) read from a state file that was removed or replaced under us.
         self.carried = (0.0, 0.0)
+        #: Closed by whoever holds the guard, when it lets go (a close() came meanwhile).
+        self.close_when_done = False
+
+    def close(self) -> None:
+        """Close the descriptor; the caller holds the guard, or nobody can (a collected limiter)."""
+        fd, self.fd, self.close_when_done = self.fd, None, False
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _close_all(files: dict[str, _StateFile]) -> None:
+    """A collected limiter's descriptors (no thread can be using them: none holds the limiter)."""
+    for held in list(files.values()):
+        held.close()
 
 
 class FileRateLimiter(SharedRateLimiter):
@@ -132,15 +148,14 @@ class FileRateLimiter(SharedRateLimiter):
         self.directory = Path(directory).expanduser()
         self._files: dict[str, _StateFile] = {}
         self._files_guard = threading.Lock()  # held for dictionary lookups only, never across a wait
+        weakref.finalize(self, _close_all, self._files)
 
     def _after_fork(self) -> None:
         super()._after_fork()
         # The child's copies share the parent's open files, and so their flock: close them, open anew.
-        for held in self._files.values():
-            if held.fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(held.fd)
-        self._files, self._files_guard = {}, threading.Lock()
+        _close_all(self._files)
+        self._files.clear()  # in place: the finalizer holds this dictionary
+        self._files_guard = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FileRateLimiter(directory={str(self.directory)!r}, rate={self.rate!r})"
@@ -160,14 +175,23 @@ class FileRateLimiter(SharedRateLimiter):
             return []
 
     def close(self) -> None:
-        """Close the state files this process holds open."""
+        """Close the state files this process holds open; they are opened again when next used.
+
+        Never waits: a budget a caller is using (it may be waiting for a stopped
+        holder's lock) is closed by that caller when it is done with it.  A
+        collected limiter closes its files by itself.
+        """
+        super().close()
         with self._files_guard:
             files = list(self._files.values())
         for held in files:
-            with held.guard:
-                if held.fd is not None:
-                    os.close(held.fd)
-                    held.fd = None
+            if held.guard.acquire(blocking=False):
+                try:
+                    held.close()
+                finally:
+                    held.guard.release()
+            else:
+                held.close_when_done = True
 
     # ------------------------------------------------------------------ the shared store
     def _shared_reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
@@ -280,6 +304,8 @@ class FileRateLimiter(SharedRateLimiter):
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
+            if held.close_when_done:
+                held.close()
             held.guard.release()
 
     @staticmethod
