@@ -214,6 +214,58 @@ def test_a_state_from_another_clock_never_blocks(
     assert slot is not None and 0.0 <= slot - clock.now <= backlog + 1e-6
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=1.0, max_value=50.0),
+    turns=st.lists(
+        st.tuples(st.just(0.0) | st.floats(min_value=0.0, max_value=0.3), st.integers(min_value=0, max_value=3)),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_processes_in_fallback_share_one_budget(rate: float, turns: list[tuple[float, int]]) -> None:
+    """Four processes' Redis limiters whose Redis refuses every connection: together they keep to the
+    fallback share, counted in the host's fallback file, whatever the order they ask in."""
+    from unittest import mock
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from korea_investment_stock.limits import budget as budget_module
+    from korea_investment_stock.limits import file as file_module
+    from korea_investment_stock.limits.budget import FALLBACK_SHARE
+    from korea_investment_stock.limits.redis import RedisRateLimiter
+    from testsupport.redis_server import free_port
+
+    clock = FakeClock()
+    bucket = bucket_id("app-key", "real")
+    closed = free_port()
+    slots: list[float] = []
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        mock.patch.dict(os.environ, {"KOREA_INVESTMENT_TOKEN_FILE": f"{directory}/token.key"}),
+        mock.patch.object(file_module, "time", clock),
+        mock.patch.object(budget_module, "time", clock),
+    ):
+        processes = [
+            RedisRateLimiter(
+                redis.Redis(port=closed, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)), "kis-test:down"
+            )
+            for _ in range(4)
+        ]
+        busy = [0.0] * len(processes)
+        for gap, process in turns:
+            clock.now = max(clock.now + gap, busy[process])
+            slot = processes[process]._reserve(bucket, rate, max_wait=3600.0)
+            assert slot is not None and slot >= clock.now and processes[process].falling_back
+            busy[process] = slot
+            slots.append(slot)
+        for limiter in processes:
+            limiter.close()
+    assert busiest_second(slots) <= math.floor(rate * FALLBACK_SHARE + 1e-9) + 1
+
+
 def test_a_slot_beyond_the_wait_is_not_taken() -> None:
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.4) is None
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.5) == (10.5, 10.6)

@@ -602,3 +602,39 @@ def test_an_unhashable_custom_store_gets_the_process_limiter(fake_kis: Any, monk
         assert client.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
     assert type(client.rate_limiter) is ProcessRateLimiter
     assert limiter_for(DataclassStorage()) is client.rate_limiter  # custom stores share the per-rate one
+
+
+# ------------------------------------------------------------------------------------------ fallback
+@pytest.mark.slow
+@pytest.mark.real_redis
+def test_processes_in_fallback_share_one_budget_per_host(fake_kis_factory: Any, tmp_path: Path) -> None:  # noqa: F811
+    """Four processes of one host lose their Redis (killed once every client holds its token).
+
+    Each kept 25 % of the budget on its own: together the whole budget, as if
+    Redis had never been there.  They now share one file budget at 25 % in the
+    host's token directory.
+    """
+    from korea_investment_stock.limits.budget import FALLBACK_SHARE, default_rate
+    from testsupport.flood import FloodConfig, run_flood
+    from testsupport.redis_server import RedisServer
+
+    kis = fake_kis_factory(rest_rate_limit=20)
+    seconds = 4.0
+    with RedisServer() as server:
+        config = FloodConfig(
+            url=kis.url,
+            app_key=kis.app_key,
+            app_secret=kis.app_secret,
+            storage="redis",
+            token_file="",
+            redis_url=server.url,
+            key_prefix="kis-test:fallback",
+            threads=3,
+        )
+        result = run_flood(kis, config, 4, seconds, workdir=tmp_path, before_window=server.kill)
+    print(result.line("fallback"))
+    assert result.caller_errors == 0 and result.egw00201 == 0, result.line("fallback")
+    host_share = default_rate("real") * FALLBACK_SHARE * seconds
+    # At the window's start each process may still hold the one slot Redis granted it (4), and a
+    # window of GCRA slots may hold one more than the rate times its length (1).
+    assert host_share * 0.5 <= result.accepted <= host_share + 4 + 1, result.line("fallback")

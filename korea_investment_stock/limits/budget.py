@@ -374,15 +374,19 @@ class ProcessRateLimiter(RateLimiter):
 class SharedRateLimiter(RateLimiter):
     """A limiter whose budget lives in a shared store (a file, Redis), with a fallback when it cannot.
 
-    While the store cannot be reached, each process spends :data:`FALLBACK_SHARE`
-    of the budget on its own (one warning), and tries the store again after
-    :data:`FALLBACK_RETRY_SECONDS`.  No caller waits on a store that is down
-    longer than that store's own timeouts.
+    While the store cannot be used, callers spend :data:`FALLBACK_SHARE` of the
+    budget in the fallback limiter (:meth:`_new_fallback`; one warning), and try
+    the store again after :data:`FALLBACK_RETRY_SECONDS`.  No caller waits on a
+    store that is down longer than that store's own timeouts.
     """
+
+    #: The share of the rate the fallback spends.  A fallback that is itself a shared limiter is
+    #: given the reduced rate already, and passes it on whole to its own fallback.
+    fallback_share = FALLBACK_SHARE
 
     def __init__(self, rate: float | None = None) -> None:
         super().__init__(rate)
-        self._fallback = ProcessRateLimiter()
+        self._fallback = self._new_fallback()
         self._fallback_until = 0.0
         self._fallback_warned = False
         self._turns: dict[str, FairLock] = {}
@@ -394,6 +398,10 @@ class SharedRateLimiter(RateLimiter):
 
     def close(self) -> None:
         self._fallback.close()
+
+    def _new_fallback(self) -> RateLimiter:
+        """What callers spend while the store cannot be used: this process's own share, by default."""
+        return ProcessRateLimiter()
 
     @contextmanager
     def _turn(self, bucket: str, deadline: float) -> Iterator[bool]:
@@ -424,7 +432,7 @@ class SharedRateLimiter(RateLimiter):
                 return self._shared_reserve(bucket, rate, max_wait)
             except LimiterStoreUnavailable as exc:
                 self._fall_back(exc)
-        return self._fallback._reserve(bucket, rate * FALLBACK_SHARE, max_wait)
+        return self._fallback._reserve(bucket, rate * self.fallback_share, max_wait)
 
     def _penalize(self, bucket: str, seconds: float) -> None:
         if not self._falling_back():
@@ -441,7 +449,7 @@ class SharedRateLimiter(RateLimiter):
                 return self._shared_usage(bucket, rate)
             except LimiterStoreUnavailable as exc:
                 self._fall_back(exc)
-        return self._fallback._usage(bucket, rate * FALLBACK_SHARE)
+        return self._fallback._usage(bucket, rate * self.fallback_share)
 
     @property
     def falling_back(self) -> bool:
@@ -455,12 +463,15 @@ class SharedRateLimiter(RateLimiter):
         self._fallback_until = time.monotonic() + FALLBACK_RETRY_SECONDS
         if not self._fallback_warned:
             self._fallback_warned = True
+            share = self.fallback_share
+            kept = f"{round(share * 100)}% of the budget" if share < 1 else "the same share of the budget"
             logging.getLogger(type(self).__module__).warning(
-                "the shared rate limit at %s cannot be used (%s); this process keeps to %d%% of the budget "
-                "alone and tries again every %gs",
+                "the shared rate limit at %s cannot be used (%s); until it can, callers keep to %s, counted in "
+                "%s, and try the shared one again every %gs",
                 self.describe(),
                 exc,
-                round(FALLBACK_SHARE * 100),
+                kept,
+                self._fallback.describe(),
                 FALLBACK_RETRY_SECONDS,
             )
 

@@ -42,10 +42,9 @@ from pathlib import Path
 
 from ..errors import LimiterStoreUnavailable, UnsafeDirectory
 from ..files import check_private_directory
+from ..token.file import ENV_TOKEN_FILE, default_token_path
 from ..validation import MAX_SECONDS
 from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, reserve
-
-ENV_TOKEN_FILE = "KOREA_INVESTMENT_TOKEN_FILE"
 
 #: magic, version, ring size, rate, tat, penalty_until, head, written_at, boot id
 _HEADER = struct.Struct("<4sHHdddId16s")
@@ -142,6 +141,8 @@ class FileRateLimiter(SharedRateLimiter):
     """
 
     backend = "file"
+    #: State files are ``<prefix>.<key id>.<environment>``.
+    prefix = "ratelimit"
 
     def __init__(self, directory: str | os.PathLike[str], rate: float | None = None) -> None:
         super().__init__(rate)
@@ -165,12 +166,12 @@ class FileRateLimiter(SharedRateLimiter):
 
     def state_path(self, bucket: str) -> Path:
         """The state file of one budget."""
-        return self.directory / f"ratelimit.{bucket}"
+        return self.directory / f"{self.prefix}.{bucket}"
 
     def buckets(self) -> list[str]:
         """Every budget that has a state file here (for ``kis-token limit``)."""
         try:
-            return sorted(p.name.removeprefix("ratelimit.") for p in self.directory.glob("ratelimit.*.*"))
+            return sorted(p.name.removeprefix(f"{self.prefix}.") for p in self.directory.glob(f"{self.prefix}.*.*"))
         except OSError:
             return []
 
@@ -387,3 +388,29 @@ class FileRateLimiter(SharedRateLimiter):
             if isinstance(rate, float) and rate > 0:
                 return rate
         return 0.0
+
+
+class HostFallbackLimiter(FileRateLimiter):
+    """What the processes of a host share while their Redis budget cannot be reached.
+
+    A state file per budget (``ratelimit-fallback.<key id>.<environment>``) in
+    the host's token directory, the file token store's default directory
+    (``$KOREA_INVESTMENT_TOKEN_FILE``'s, or ``~/.cache/kis``): every process of
+    the host finds it without a setting, so the host as a whole keeps to
+    :data:`~.budget.FALLBACK_SHARE` of the budget however many processes it runs.
+    Only if this file cannot be used either does each process keep to the share
+    alone.
+    """
+
+    prefix = "ratelimit-fallback"
+    #: Given the host's share already (the Redis limiter reduced the rate): its own fallback spends it whole.
+    fallback_share = 1.0
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(default_token_path().parent if directory is None else directory)
+
+    def __repr__(self) -> str:
+        return f"HostFallbackLimiter(directory={str(self.directory)!r})"
+
+    def describe(self) -> str:
+        return f"file {self.directory} (this host's fallback)"

@@ -17,7 +17,8 @@ from typing import Any
 
 from ..errors import LimiterStoreUnavailable, StorageError
 from ..token.redis_connect import describe_client, import_redis, text, translated_errors
-from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, departure
+from .budget import RECENT_GRANTS, RateLimiter, SharedRateLimiter, Usage, departure
+from .file import HostFallbackLimiter
 
 #: Same default as the Redis token stores: the budgets sit beside the tokens.
 DEFAULT_KEY_PREFIX = "korea_investment:token"
@@ -115,6 +116,10 @@ class RedisRateLimiter(SharedRateLimiter):
         self._reserve_script = client.register_script(RESERVE)
         self._penalize_script = client.register_script(PENALIZE)
         self._usage_script = client.register_script(USAGE)
+
+    def _new_fallback(self) -> RateLimiter:
+        """While Redis cannot be reached, the processes of this host share one fallback budget."""
+        return HostFallbackLimiter()
 
     def __repr__(self) -> str:
         return f"RedisRateLimiter(location={self.location!r}, key_prefix={self.key_prefix!r}, rate={self.rate!r})"
