@@ -276,7 +276,7 @@ def test_a_redis_state_from_a_clock_ahead_never_blocks(redis_backend: Any) -> No
     """
     client = redis_backend.client()
     limiter = RedisRateLimiter(client, key_prefix=redis_backend.prefix, rate=2.0)
-    state, _ = limiter.keys(bucket_id("app-key", "real"))
+    (state,) = limiter.keys(bucket_id("app-key", "real"))
     seconds, micros = client.time()
     ahead = (int(seconds) * 1_000_000 + int(micros)) + 1200 * 1_000_000
     client.hset(state, mapping={"tat": ahead, "penalty_until": ahead, "at": ahead, "rate": "2.0"})
@@ -301,7 +301,7 @@ def test_a_redis_budget_outlives_its_next_slot(redis_backend: Any) -> None:  # n
     assert limiter.acquire("app-key", "real", timeout=5) == 0.0
     with pytest.raises(RateLimitWaitTimeout):
         limiter.acquire("app-key", "real", timeout=5)
-    state, _ = limiter.keys(bucket_id("app-key", "real"))
+    (state,) = limiter.keys(bucket_id("app-key", "real"))
     assert client.pttl(state) > 7200 * 1000
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -102,6 +103,12 @@ def rate_from_env(environ: Mapping[str, str]) -> float | bool | None:
 def bucket_id(api_key: str, environment: str) -> str:
     """The name of one budget: the app key's id and the environment (a key is real or mock)."""
     return f"{key_id(api_key)}.{check_environment(environment)}"
+
+
+#: What :func:`bucket_id` names look like: a store entry named otherwise is not a budget of ours.
+BUCKET_NAME = re.compile(r"[0-9a-f]{32}\.(?:real|mock)")
+#: The app key whose budget ``kis-token health`` probes when it knows no app key.
+PROBE_KEY = "health-check"
 
 
 @dataclass(frozen=True)
@@ -254,9 +261,22 @@ class RateLimiter(ABC):
         return self._usage(bucket_id(api_key, environment), self.rate_for(environment))
 
     def usage_of(self, bucket: str) -> Usage:
-        """:meth:`usage` for a bucket named by :meth:`buckets` (``<key id>.<environment>``)."""
+        """:meth:`usage` for a bucket named by :meth:`buckets` (``<key id>.<environment>``).
+
+        For ``kis-token limit``: a shared limiter reads its store or raises, never its fallback.
+        """
         environment = bucket.rpartition(".")[2]
         return self._usage(bucket, self.rate_for(environment))
+
+    def probe(self, environment: str, api_key: str | None = None) -> Usage:
+        """Check that this limiter's store can be used now, for ``kis-token health``: the budget's usage.
+
+        ``api_key``'s budget, or the store alone when None.  A shared limiter
+        really tries its store (a Redis write and read, the state file's safety)
+        and raises :class:`~..errors.LimiterStoreUnavailable` saying what is
+        wrong (``denied`` for a permission problem) instead of falling back.
+        """
+        return self.usage(api_key or PROBE_KEY, environment)
 
     def buckets(self) -> list[str]:
         """The budgets this limiter knows of (for ``kis-token limit``)."""
@@ -451,6 +471,14 @@ class SharedRateLimiter(RateLimiter):
                 self._fall_back(exc)
         return self._fallback._usage(bucket, rate * self.fallback_share)
 
+    def usage_of(self, bucket: str) -> Usage:
+        environment = bucket.rpartition(".")[2]
+        return self._shared_usage(bucket, self.rate_for(environment))
+
+    def probe(self, environment: str, api_key: str | None = None) -> Usage:
+        bucket = bucket_id(api_key or PROBE_KEY, environment)
+        return self._shared_probe(bucket, self.rate_for(environment))
+
     @property
     def falling_back(self) -> bool:
         """True while this process spends its fallback share instead of the shared budget."""
@@ -459,7 +487,7 @@ class SharedRateLimiter(RateLimiter):
     def _falling_back(self) -> bool:
         return time.monotonic() < self._fallback_until
 
-    def _fall_back(self, exc: Exception) -> None:
+    def _fall_back(self, exc: LimiterStoreUnavailable) -> None:
         self._fallback_until = time.monotonic() + FALLBACK_RETRY_SECONDS
         if not self._fallback_warned:
             self._fallback_warned = True
@@ -486,6 +514,10 @@ class SharedRateLimiter(RateLimiter):
     @abstractmethod
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
         """:meth:`_usage` from the shared store."""
+
+    def _shared_probe(self, bucket: str, rate: float) -> Usage:
+        """:meth:`probe` in the shared store: by default, a read of the budget."""
+        return self._shared_usage(bucket, rate)
 
 
 #: Every limiter of this process, so that a forked child can give each new locks.
