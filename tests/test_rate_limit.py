@@ -670,3 +670,78 @@ def test_reading_a_budget_creates_nothing(tmp_path: Path) -> None:
     limiter.acquire("app-key", "real")
     assert limiter.buckets() == [bucket_id("app-key", "real")]
     assert limiter.usage("app-key", "real").used_last_second == 1
+
+
+def _cli_environment(monkeypatch: pytest.MonkeyPatch, kis: FakeKIS, token_file: Path) -> None:
+    rate_limited(monkeypatch)
+    monkeypatch.setenv("KOREA_INVESTMENT_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("KOREA_INVESTMENT_API_KEY", kis.app_key)
+    monkeypatch.setenv("KOREA_INVESTMENT_BASE_URL", kis.url)
+
+
+def test_kis_token_limit_lists_only_our_budgets(
+    fake_kis: FakeKIS, token_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One stray file in the limiter's directory made kis-token limit exit 2."""
+    import json
+
+    from korea_investment_stock.cli import main
+
+    _cli_environment(monkeypatch, fake_kis, token_file)
+    with client_for(fake_kis, token_file) as client:
+        client.fetch_domestic_price("J", "005930")
+    for stray in ("ratelimit.foo.bar", "ratelimit.notahexkeyid.real", "ratelimit.a.b.c", "ratelimit..real"):
+        (token_file.parent / stray).write_text("not a budget")
+    assert main(["limit", "--json"]) == 0
+    (budget,) = json.loads(capsys.readouterr().out)["budgets"]
+    assert budget["environment"] == "real" and budget["app_key"] is not None
+
+
+@pytest.mark.parametrize("fault", ["symlink", "another owner", "not writable", "group-writable directory"])
+def test_kis_token_health_says_what_is_wrong_with_the_budget_file(
+    fault: str,
+    fake_kis: FakeKIS,
+    token_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """health said "shared" while the key's state file, or the directory, could not be used."""
+    import json
+
+    from korea_investment_stock.cli import main
+
+    _cli_environment(monkeypatch, fake_kis, token_file)
+    with client_for(fake_kis, token_file) as client:
+        client.fetch_domestic_price("J", "005930")
+    state = FileRateLimiter(token_file.parent).state_path(bucket_id(fake_kis.app_key, "real"))
+    assert state.exists()
+    undo = None
+    if fault == "symlink":
+        state.unlink()
+        state.symlink_to(tmp_path / "elsewhere")
+        expected = "symbolic link"
+    elif fault == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another user needs root")
+        os.chown(state, 65534, 65534)
+        expected = "uid 65534"
+    elif fault == "not writable":
+        if os.geteuid() == 0:  # root writes whatever the mode says: an immutable file refuses even root
+            if subprocess.run(["chattr", "+i", str(state)], capture_output=True, check=False).returncode != 0:
+                pytest.skip("chattr +i is not available here")
+            undo = ["chattr", "-i", str(state)]
+        else:
+            state.chmod(0o400)
+        expected = "permission denied"
+    else:
+        token_file.parent.chmod(0o770)
+        expected = "written by other users"
+    try:
+        assert main(["health", "--json"]) == 1
+    finally:
+        if undo:
+            subprocess.run(undo, check=False)
+    (check,) = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "rate limit"]
+    assert not check["ok"], check
+    assert expected in check["detail"].lower(), check["detail"]

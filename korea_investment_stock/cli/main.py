@@ -164,8 +164,11 @@ def _health(args: argparse.Namespace, out: Output) -> int:
         storage = None
         checks.append(_check("storage", StorageHealth(False, None, "", error=str(exc))))
     if storage is not None:
-        store = storage.describe()
-        checks.append(_check(f"storage ({store.backend})", storage.health_check(), store.location))
+        try:  # a store that refuses to work here is one failed check, not the end of the report
+            store = storage.describe()
+            checks.append(_check(f"storage ({store.backend})", storage.health_check(), store.location))
+        except StorageError as exc:
+            checks.append(_check("storage", StorageHealth(False, None, "", error=str(exc))))
         known = os.environ.get(ENV_API_KEY, "").strip() or None
         checks.append(_limit_check(limiter_for(storage), "mock" if args.mock else "real", known))
     host = probe_host(_base_url(args), timeout)
@@ -195,7 +198,7 @@ def _limit_check(limiter: RateLimiter, environment: str, api_key: str | None) ->
     try:
         limiter.probe(environment, api_key)
     except LimiterStoreUnavailable as exc:
-        problem = "PERMISSION DENIED" if exc.denied else "UNREACHABLE"
+        problem = "PERMISSION DENIED" if exc.denied else "CANNOT BE USED"
         detail = f"{where}, {problem}: {exc}; meanwhile callers keep to a fallback share"
         return {**check, "ok": False, "detail": detail, "rtt_ms": None, "rate": rate}
     rtt = round((time.perf_counter() - started) * 1000.0, 2)

@@ -31,6 +31,7 @@ import math
 import os
 import stat
 import struct
+import tempfile
 import threading
 import time
 import uuid
@@ -44,7 +45,7 @@ from ..errors import LimiterStoreUnavailable, UnsafeDirectory
 from ..files import check_private_directory
 from ..token.file import ENV_TOKEN_FILE, default_token_path
 from ..validation import MAX_SECONDS
-from .budget import RECENT_GRANTS, SharedRateLimiter, Usage, reserve
+from .budget import BUCKET_NAME, RECENT_GRANTS, SharedRateLimiter, Usage, reserve
 
 #: magic, version, ring size, rate, tat, penalty_until, head, written_at, boot id
 _HEADER = struct.Struct("<4sHHdddId16s")
@@ -89,6 +90,28 @@ class _State:
 
 def _pack(rate: float, tat: float, penalty_until: float, head: int, now: float) -> bytes:
     return _HEADER.pack(_MAGIC, _VERSION, RECENT_GRANTS, rate, tat, penalty_until, head, now, boot_id())
+
+
+def _reason(exc: OSError) -> str:
+    """An OS error as a reader wants it: a refusal says "permission denied", whatever errno it had."""
+    text = exc.strerror or str(exc)
+    return f"permission denied ({text})" if _is_denial(exc) and "permission denied" not in text.lower() else text
+
+
+def _is_denial(exc: OSError) -> bool:
+    return exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _check_ours(path: Path, info: os.stat_result) -> None:
+    """What sits at ``path`` is a state file we may use: not a symlink, a regular file, ours."""
+    if stat.S_ISLNK(info.st_mode):
+        raise LimiterStoreUnavailable(f"{path} is a symbolic link; refusing to follow it; remove it")
+    if not stat.S_ISREG(info.st_mode):
+        raise LimiterStoreUnavailable(f"{path} is not a regular file; remove it")
+    if info.st_uid != os.geteuid():
+        raise LimiterStoreUnavailable(
+            f"{path} belongs to another user (uid {info.st_uid}), not to us (uid {os.geteuid()}); remove it"
+        )
 
 
 def _write(fd: int, data: bytes, offset: int) -> None:
@@ -169,11 +192,22 @@ class FileRateLimiter(SharedRateLimiter):
         return self.directory / f"{self.prefix}.{bucket}"
 
     def buckets(self) -> list[str]:
-        """Every budget that has a state file here (for ``kis-token limit``)."""
+        """Every budget that has a state file here (for ``kis-token limit``).
+
+        Only files named like ours (``<prefix>.<key id>.<real|mock>``) count: a
+        stray file is not a budget.  Raises :class:`LimiterStoreUnavailable` when
+        the directory cannot be read: "no budget" would be a lie.
+        """
         try:
-            return sorted(p.name.removeprefix(f"{self.prefix}.") for p in self.directory.glob(f"{self.prefix}.*.*"))
-        except OSError:
-            return []
+            names = [entry.name for entry in os.scandir(self.directory)]
+        except FileNotFoundError:
+            return []  # nothing used yet: the directory is made by the first acquire
+        except OSError as exc:
+            raise LimiterStoreUnavailable(
+                f"cannot list {self.directory}: {exc.strerror or exc}", denied=_is_denial(exc)
+            ) from None
+        found = (name.removeprefix(f"{self.prefix}.") for name in names if name.startswith(f"{self.prefix}."))
+        return sorted(bucket for bucket in found if BUCKET_NAME.fullmatch(bucket))
 
     def close(self) -> None:
         """Close the state files this process holds open; they are opened again when next used.
@@ -353,13 +387,52 @@ class FileRateLimiter(SharedRateLimiter):
             raise LimiterStoreUnavailable(str(exc)) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise LimiterStoreUnavailable(f"{path} is a symbolic link; refusing to follow it") from None
-            raise LimiterStoreUnavailable(f"cannot open {path}: {exc.strerror or exc}") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                raise LimiterStoreUnavailable(f"{path} is a symbolic link; refusing to follow it; remove it") from None
+            raise LimiterStoreUnavailable(f"cannot open {path}: {_reason(exc)}", denied=_is_denial(exc)) from None
+        try:
+            _check_ours(path, os.fstat(fd))
+        except LimiterStoreUnavailable:
             os.close(fd)
-            raise LimiterStoreUnavailable(f"{path} is not a regular file of ours; remove it")
+            raise
         return fd
+
+    def _shared_probe(self, bucket: str, rate: float) -> Usage:
+        """For ``kis-token health``: the directory and the budget's state file as an acquire would use them.
+
+        Creates nothing that stays: a missing directory is only looked at (the
+        first acquire makes it), a missing state file is stood in for by a
+        temporary file the probe removes.
+        """
+        path = self.state_path(bucket)
+        with self._failures(bucket):
+            if not self.directory.exists():
+                return Usage(bucket, rate, 0, 0.0)
+            try:
+                check_private_directory(self.directory, ENV_TOKEN_FILE)
+            except UnsafeDirectory as exc:
+                raise LimiterStoreUnavailable(str(exc)) from None
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                self._probe_directory()
+                return Usage(bucket, rate, 0, 0.0)
+            _check_ours(path, info)
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC))
+            except OSError as exc:
+                raise LimiterStoreUnavailable(f"cannot write {path}: {_reason(exc)}", denied=_is_denial(exc)) from None
+        return self._shared_usage(bucket, rate)
+
+    def _probe_directory(self) -> None:
+        """Create and remove a file in the directory, as the first acquire of a budget would create one."""
+        try:
+            fd, name = tempfile.mkstemp(prefix=".ratelimit-probe-", dir=self.directory)
+        except OSError as exc:
+            raise LimiterStoreUnavailable(
+                f"cannot create state files in {self.directory}: {_reason(exc)}", denied=_is_denial(exc)
+            ) from None
+        os.close(fd)
+        os.unlink(name)
 
     @staticmethod
     def _read(fd: int, now: float) -> _State:
