@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, cast
@@ -71,14 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    """Start a worker with ``args`` and return once it printed ``ready`` (its first slot is taken)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    """Start a worker with ``args`` and return once it printed ``ready`` (its first slot is taken).
+
+    An inherited ``PYTHONPATH`` comes first (the bench measures another version of
+    the package that way); this repository follows it, for ``testsupport``.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))}
     worker = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "testsupport.limiter_worker", *args],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
-        cwd=ROOT,
+        cwd=tempfile.gettempdir(),  # not ROOT: "-m" puts the working directory first on sys.path
     )
     output = cast(IO[str], worker.stdout)  # stdout=PIPE always gives one
     line = output.readline().strip()
