@@ -42,7 +42,7 @@ from .transport import (
     new_session,
     request_json,
 )
-from .validation import TimeoutSetting, check_seconds, check_timeout
+from .validation import TimeoutSetting, check_count, check_seconds, check_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
 
 #: Retries after ``EGW00201`` (per-second limit) before raising.
 DEFAULT_RATE_LIMIT_RETRIES = 3
+#: More retries than this only hide a caller outside the limiter that spends the whole budget.
+MAX_RATE_LIMIT_RETRIES = 100
 RATE_LIMIT_BACKOFF = 0.25
 #: While the token store does not answer and the client runs on the token in hand, how
 #: often a call asks the store again (the others use the token without waiting on it).
@@ -145,8 +147,7 @@ class KoreaInvestment:
         _require_text("acc_no", acc_no)
         if not ACCOUNT_PATTERN.match(acc_no):
             raise ConfigurationError("acc_no must look like 12345678-01 (8 digits, a dash, 2 digits)")
-        if rate_limit_retries < 0:
-            raise ConfigurationError("rate_limit_retries must be >= 0")
+        rate_limit_retries = check_count("rate_limit_retries", rate_limit_retries, low=0, high=MAX_RATE_LIMIT_RETRIES)
         self.api_key = api_key
         self.credentials = credentials
         self.acc_no = acc_no
@@ -189,8 +190,12 @@ class KoreaInvestment:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Close the HTTP session; the stored token stays for other clients."""
+        """Close the HTTP session and the rate limiter's files; the stored token stays for other clients.
+
+        A limiter other clients share opens its files again when they next use it.
+        """
         self._session.close()
+        self.rate_limiter.close()
 
     def set_base_url(self, mock: bool = True) -> None:
         """Point the client at the mock host (``mock=True``) or the real one (0.6.1's method).

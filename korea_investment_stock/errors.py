@@ -19,9 +19,11 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
     │   └── LeaseLost (internal)             the lease expired mid-issuance: read and acquire again
     ├── StorageError                         the token store could not be read or written
     │   ├── StorageUnavailableError [ConnectionError]   unreachable now: ridden out, then raised
+    │   ├── StoragePermissionError           the store refused a command or key (a Redis ACL): fix the ACL
     │   ├── UnreadableKeyError               a key of ours holds something else: read as no token
     │   ├── Uncoordinated (internal)         no lock file possible here: coordinate this process only
-    │   └── LimiterStoreUnavailable (internal)   the rate limiter's store is down: spend a fallback share
+    │   └── LimiterStoreUnavailable          the rate limiter's store cannot be used: callers spend a fallback
+    │                                        share; only its probes (kis-token health, limit) raise it
     ├── KISAPIError                          a REST call failed (.msg_cd, .msg1, .status)
     │   ├── RateLimitExceededError           EGW00201 after bounded retries
     │   │   └── RateLimitWaitTimeout [TimeoutError]   no slot in the budget within the wait: nothing sent
@@ -112,6 +114,14 @@ class StorageUnavailableError(StorageError, ConnectionError):
     """
 
 
+class StoragePermissionError(StorageError):
+    """The store refused a command or a key for lack of permission (a Redis ACL user's rules).
+
+    Configuration, not an outage: retrying cannot help.  The message names the
+    README's minimal Redis ACL, which lists every command the library sends.
+    """
+
+
 class UnreadableKeyError(StorageError):
     """A key under our names holds another Redis type, or bytes that do not decode.
 
@@ -125,7 +135,18 @@ class Uncoordinated(StorageError):
 
 
 class LimiterStoreUnavailable(StorageError):
-    """Internal: the rate limiter's shared store cannot be used now; the process spends a fallback share."""
+    """The rate limiter's shared store cannot be used now; callers spend a fallback share meanwhile.
+
+    A REST call never sees it (the limiter falls back); the limiter's probes
+    for ``kis-token health`` and ``kis-token limit`` raise it to say what is wrong.
+
+    ``denied`` is True when the store refused us (an ACL, a file's permissions)
+    rather than failed: ``kis-token health`` says "permission denied" then.
+    """
+
+    def __init__(self, message: str, *, denied: bool = False) -> None:
+        super().__init__(message)
+        self.denied = denied
 
 
 # ------------------------------------------------------------------------------------------ REST
@@ -215,6 +236,7 @@ __all__ = [
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
     "StorageError",
+    "StoragePermissionError",
     "StorageUnavailableError",
     "SymbolNotFoundError",
     "TokenError",

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,9 +32,10 @@ from korea_investment_stock.limits import (
     default_rate,
     limiter_for,
 )
-from korea_investment_stock.limits.budget import bucket_id, rate_from_env, reserve
+from korea_investment_stock.limits.budget import bucket_id, departure, rate_from_env, reserve
 from korea_investment_stock.testing import FakeKIS
 from korea_investment_stock.token.file import FileTokenStorage
+from testsupport.departures import busiest_second
 from testsupport.environment import rate_limited
 from testsupport.flood import FloodConfig, FloodResult, run_flood
 
@@ -68,13 +70,222 @@ def test_gcra_slots_never_crowd_a_second(rate: float, gaps: list[float]) -> None
         assert slot >= now
         slots.append(slot)
     assert all(b - a >= interval - 1e-9 for a, b in zip(slots, slots[1:], strict=False))
-    most_in_a_second = max(sum(1 for s in slots if start <= s < start + 1.0) for start in slots)
-    assert most_in_a_second <= math.floor(rate + 1e-9) + 1
+    assert busiest_second(slots) <= math.floor(rate + 1e-9) + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=50.0),
+    calls=st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=0.3),  # gap since the previous request
+            st.floats(min_value=0.0, max_value=0.5),  # the server stalls this long before the script runs
+            st.floats(min_value=0.0, max_value=1.0),  # the reply's trip back, as a share of the slack
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_a_stalled_store_never_lets_a_call_leave_before_its_slot(
+    rate: float, calls: list[tuple[float, float, float]]
+) -> None:
+    """The Redis acquire as a model: requests reach the server in order, which runs one script at a
+    time and may stall before ours (a slow command, a fork); the script reserves on the server's clock
+    and answers the wait; the caller leaves at ``departure(reply, wait)``.
+
+    Departures never precede their slot, and while the reply leg is shorter than the slack the rate
+    leaves below the next whole number, no second holds more than ``floor(rate) + 1``.
+    """
+    interval = 1.0 / rate
+    slack = (math.floor(rate) + 1) / rate - 1.0
+    tat, asked, server_free, departures = 0.0, 100.0, 0.0, []
+    for gap, stall, leg in calls:
+        asked += gap
+        ran = max(asked, server_free) + stall
+        server_free = ran
+        granted = reserve(tat, ran, interval, max_wait=math.inf)
+        assert granted is not None
+        slot, tat = granted
+        go = departure(ran + leg * slack * 0.99, slot - ran)
+        assert go >= slot - 1e-9
+        departures.append(go)
+    assert busiest_second(departures) <= math.floor(rate + 1e-9) + 1
+
+
+class FakeClock:
+    """``time`` for a limiter module under test: ``monotonic()`` is what the test sets."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.floats(min_value=0.5, max_value=50.0),
+    turns=st.lists(
+        st.tuples(st.just(0.0) | st.floats(min_value=0.0, max_value=0.3), st.integers(min_value=0, max_value=2)),
+        min_size=1,
+        max_size=120,
+    ),
+    removal=st.tuples(st.integers(min_value=0, max_value=119), st.sampled_from(["removed", "replaced"])),
+)
+def test_a_removed_state_file_keeps_one_budget(
+    rate: float, turns: list[tuple[float, int]], removal: tuple[int, str]
+) -> None:
+    """Processes A and B share a state file; it is removed (or replaced) at some turn; C starts after.
+
+    Each process asks for its next slot once its previous one came (as its threads take turns).
+    Old processes notice the new file under the lock and carry the old state over, so the host
+    keeps one budget.  C knows nothing of the old file: the slots A and B still held when C took
+    its first one (one each at most) are all that can crowd a second.
+    """
+    from unittest import mock
+
+    from korea_investment_stock.limits import file as file_module
+
+    clock = FakeClock()
+    bucket = bucket_id("app-key", "real")
+    slots: list[float] = []
+    unknown_to_c = 0
+    with tempfile.TemporaryDirectory() as directory, mock.patch.object(file_module, "time", clock):
+        views = [FileRateLimiter(directory), FileRateLimiter(directory)]
+        busy = [0.0, 0.0, 0.0]
+        state = views[0].state_path(bucket)
+        for index, (gap, asked_by) in enumerate([(0.0, 0), (0.0, 1), *turns]):
+            if index == 2 + removal[0] and state.exists():
+                if removal[1] == "removed":
+                    state.unlink()
+                else:
+                    fresh = state.with_name("fresh")
+                    fresh.touch(mode=0o600)
+                    os.replace(fresh, state)
+            if index > 2 + removal[0] and len(views) == 2:
+                views.append(FileRateLimiter(directory))
+            process = min(asked_by, len(views) - 1)
+            clock.now = max(clock.now + gap, busy[process])
+            if process == 2 and busy[2] == 0.0:
+                unknown_to_c = sum(1 for held in busy[:2] if held > clock.now)
+            slot = views[process]._shared_reserve(bucket, rate, max_wait=math.inf)
+            assert slot is not None and slot >= clock.now
+            busy[process] = slot
+            slots.append(slot)
+        for view in views:
+            view.close()
+    assert busiest_second(slots) <= math.floor(rate + 1e-9) + 1 + unknown_to_c
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rate=st.floats(min_value=1 / 86400, max_value=50.0),
+    ahead=st.floats(min_value=-7200.0, max_value=7200.0),
+    writes=st.integers(min_value=1, max_value=20),
+    penalty=st.just(0.0) | st.floats(min_value=0.0, max_value=2.0),
+    later=st.floats(min_value=0.0, max_value=5.0),
+)
+def test_a_state_from_another_clock_never_blocks(
+    rate: float, ahead: float, writes: int, penalty: float, later: float
+) -> None:
+    """A state written by a clock ``ahead`` of ours (or behind it) delays us by at most the backlog
+    its writer itself had when it wrote: never by the clocks' difference."""
+    from unittest import mock
+
+    from korea_investment_stock.limits import file as file_module
+
+    clock = FakeClock(10_000.0)
+    bucket = bucket_id("app-key", "real")
+    with tempfile.TemporaryDirectory() as directory, mock.patch.object(file_module, "time", clock):
+        writer, reader = FileRateLimiter(directory), FileRateLimiter(directory)
+        clock.now = 10_000.0 + ahead
+        for _ in range(writes):
+            writer._shared_reserve(bucket, rate, max_wait=math.inf)
+        if penalty:
+            writer._shared_penalize(bucket, penalty)
+        backlog = writer._shared_usage(bucket, rate).backlog_seconds
+        clock.now = 10_000.0 + later
+        slot = reader._shared_reserve(bucket, rate, max_wait=math.inf)
+        writer.close()
+        reader.close()
+    assert slot is not None and 0.0 <= slot - clock.now <= backlog + 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=1.0, max_value=50.0),
+    turns=st.lists(
+        st.tuples(st.just(0.0) | st.floats(min_value=0.0, max_value=0.3), st.integers(min_value=0, max_value=3)),
+        min_size=1,
+        max_size=80,
+    ),
+)
+def test_processes_in_fallback_share_one_budget(rate: float, turns: list[tuple[float, int]]) -> None:
+    """Four processes' Redis limiters whose Redis refuses every connection: together they keep to the
+    fallback share, counted in the host's fallback file, whatever the order they ask in."""
+    from unittest import mock
+
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from korea_investment_stock.limits import budget as budget_module
+    from korea_investment_stock.limits import file as file_module
+    from korea_investment_stock.limits.budget import FALLBACK_SHARE
+    from korea_investment_stock.limits.redis import RedisRateLimiter
+    from testsupport.redis_server import free_port
+
+    clock = FakeClock()
+    bucket = bucket_id("app-key", "real")
+    closed = free_port()
+    slots: list[float] = []
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        mock.patch.dict(os.environ, {"KOREA_INVESTMENT_TOKEN_FILE": f"{directory}/token.key"}),
+        mock.patch.object(file_module, "time", clock),
+        mock.patch.object(budget_module, "time", clock),
+    ):
+        processes = [
+            RedisRateLimiter(
+                redis.Redis(port=closed, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)), "kis-test:down"
+            )
+            for _ in range(4)
+        ]
+        busy = [0.0] * len(processes)
+        for gap, process in turns:
+            clock.now = max(clock.now + gap, busy[process])
+            slot = processes[process]._reserve(bucket, rate, max_wait=3600.0)
+            assert slot is not None and slot >= clock.now and processes[process].falling_back
+            busy[process] = slot
+            slots.append(slot)
+        for limiter in processes:
+            limiter.close()
+    assert busiest_second(slots) <= math.floor(rate * FALLBACK_SHARE + 1e-9) + 1
 
 
 def test_a_slot_beyond_the_wait_is_not_taken() -> None:
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.4) is None
     assert reserve(tat=10.5, now=10.0, interval=0.1, max_wait=0.5) == (10.5, 10.6)
+
+
+def test_a_fair_lock_waiter_leaves_at_its_deadline_without_taking_a_turn() -> None:
+    from korea_investment_stock.limits.budget import FairLock
+
+    lock = FairLock()
+    assert lock.acquire(time.monotonic() + 1)
+    assert not lock.acquire(time.monotonic() + 0.05)  # a second waiter gives up at its deadline
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(lock.acquire(time.monotonic() + 30)))
+    waiter.start()
+    lock.release()  # to the waiter (in line or not yet), not to the one that left
+    waiter.join(30)
+    assert got == [True]
+    assert not lock.acquire(time.monotonic() + 0.05)  # the waiter holds it now
+    lock.release()
+    assert lock.acquire(time.monotonic())
 
 
 def test_default_rates_keep_a_margin_below_kis() -> None:
@@ -112,6 +323,29 @@ def test_a_client_refuses_a_bad_wait_and_a_bad_environment_variable(
     with pytest.raises(ConfigurationError, match="KOREA_INVESTMENT_RATE_LIMIT"):
         client_for(fake_kis, token_file)
     assert fake_kis.stats.tokenp_requests == 0
+
+
+@pytest.mark.parametrize("retries", [math.nan, 1.5, True, "3", -1, 1_000_000])
+def test_rate_limit_retries_must_be_a_small_whole_number(fake_kis: FakeKIS, token_file: Path, retries: object) -> None:
+    """NaN compared false with every bound, so a call answered EGW00201 retried for ever."""
+    with pytest.raises(ConfigurationError, match="rate_limit_retries"):
+        client_for(fake_kis, token_file, rate_limit_retries=retries)
+    assert fake_kis.stats.tokenp_requests == 0
+
+
+def test_every_seconds_setting_has_one_upper_bound(fake_kis: FakeKIS, token_file: Path) -> None:
+    """1e10 s passed validation and failed later with OverflowError (beyond threading.TIMEOUT_MAX)."""
+    with pytest.raises(ConfigurationError, match="rate_limit_wait.*at most"):
+        client_for(fake_kis, token_file, rate_limit_wait=1e10)
+    with pytest.raises(ConfigurationError, match="wait_timeout.*at most"):
+        FileTokenStorage(token_file, wait_timeout=1e10)
+    with pytest.raises(ConfigurationError, match="timeout.*at most"):
+        ProcessRateLimiter(5.0).acquire("app-key", "real", timeout=1e10)
+    assert fake_kis.stats.tokenp_requests == 0
+    from korea_investment_stock.validation import MAX_SECONDS, check_seconds
+
+    assert MAX_SECONDS < threading.TIMEOUT_MAX
+    assert check_seconds("wait", MAX_SECONDS) == MAX_SECONDS
 
 
 def test_the_default_limiter_follows_the_token_store(
@@ -299,7 +533,7 @@ def test_a_redis_acquire_is_one_round_trip(private_redis: Any) -> None:  # noqa:
     assert replies[0] == 20
     ran = {k.removeprefix("cmdstat_"): n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
     assert ran.pop("evalsha") == 20 and ran.pop("info") == 1  # the rest ran inside the script:
-    assert set(ran) <= {"time", "hget", "hset", "pexpire", "lpush", "ltrim"}
+    assert set(ran) <= {"time", "hmget", "hset", "pexpire"}  # one hash: what the minimal ACL allows
     assert limiter.usage("app-key", "real").used_last_second >= 1
 
 
@@ -402,9 +636,9 @@ def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_p
     limiter = FileRateLimiter(tmp_path, rate=20.0)
     limiter.acquire("app-key", "real")  # opens the state file in the parent
     bucket = bucket_id("app-key", "real")
-    with limiter._locked(bucket, time.monotonic() + 5) as fd:
-        assert fd is not None
-        limiter._guard.acquire()  # as a parent thread inside acquire would hold it
+    # As a parent thread inside acquire holds them: the budget's guard and the file's flock.
+    with limiter._locked(bucket, time.monotonic() + 5) as locked:
+        assert locked is not None
         pid = os.fork()
         if pid == 0:  # the child: the flock is the parent's, so no slot within 0.3 s
             code = 3
@@ -415,7 +649,6 @@ def test_a_forked_child_neither_inherits_a_held_lock_nor_the_parents_flock(tmp_p
                 code = 0
             finally:
                 os._exit(code)
-        limiter._guard.release()
         reaped: list[int] = []
         reaper = threading.Thread(target=lambda: reaped.append(os.waitpid(pid, 0)[1]))
         reaper.start()
@@ -437,3 +670,78 @@ def test_reading_a_budget_creates_nothing(tmp_path: Path) -> None:
     limiter.acquire("app-key", "real")
     assert limiter.buckets() == [bucket_id("app-key", "real")]
     assert limiter.usage("app-key", "real").used_last_second == 1
+
+
+def _cli_environment(monkeypatch: pytest.MonkeyPatch, kis: FakeKIS, token_file: Path) -> None:
+    rate_limited(monkeypatch)
+    monkeypatch.setenv("KOREA_INVESTMENT_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("KOREA_INVESTMENT_API_KEY", kis.app_key)
+    monkeypatch.setenv("KOREA_INVESTMENT_BASE_URL", kis.url)
+
+
+def test_kis_token_limit_lists_only_our_budgets(
+    fake_kis: FakeKIS, token_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One stray file in the limiter's directory made kis-token limit exit 2."""
+    import json
+
+    from korea_investment_stock.cli import main
+
+    _cli_environment(monkeypatch, fake_kis, token_file)
+    with client_for(fake_kis, token_file) as client:
+        client.fetch_domestic_price("J", "005930")
+    for stray in ("ratelimit.foo.bar", "ratelimit.notahexkeyid.real", "ratelimit.a.b.c", "ratelimit..real"):
+        (token_file.parent / stray).write_text("not a budget")
+    assert main(["limit", "--json"]) == 0
+    (budget,) = json.loads(capsys.readouterr().out)["budgets"]
+    assert budget["environment"] == "real" and budget["app_key"] is not None
+
+
+@pytest.mark.parametrize("fault", ["symlink", "another owner", "not writable", "group-writable directory"])
+def test_kis_token_health_says_what_is_wrong_with_the_budget_file(
+    fault: str,
+    fake_kis: FakeKIS,
+    token_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """health said "shared" while the key's state file, or the directory, could not be used."""
+    import json
+
+    from korea_investment_stock.cli import main
+
+    _cli_environment(monkeypatch, fake_kis, token_file)
+    with client_for(fake_kis, token_file) as client:
+        client.fetch_domestic_price("J", "005930")
+    state = FileRateLimiter(token_file.parent).state_path(bucket_id(fake_kis.app_key, "real"))
+    assert state.exists()
+    undo = None
+    if fault == "symlink":
+        state.unlink()
+        state.symlink_to(tmp_path / "elsewhere")
+        expected = "symbolic link"
+    elif fault == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another user needs root")
+        os.chown(state, 65534, 65534)
+        expected = "uid 65534"
+    elif fault == "not writable":
+        if os.geteuid() == 0:  # root writes whatever the mode says: an immutable file refuses even root
+            if subprocess.run(["chattr", "+i", str(state)], capture_output=True, check=False).returncode != 0:
+                pytest.skip("chattr +i is not available here")
+            undo = ["chattr", "-i", str(state)]
+        else:
+            state.chmod(0o400)
+        expected = "permission denied"
+    else:
+        token_file.parent.chmod(0o770)
+        expected = "written by other users"
+    try:
+        assert main(["health", "--json"]) == 1
+    finally:
+        if undo:
+            subprocess.run(undo, check=False)
+    (check,) = [c for c in json.loads(capsys.readouterr().out)["checks"] if c["name"] == "rate limit"]
+    assert not check["ok"], check
+    assert expected in check["detail"].lower(), check["detail"]

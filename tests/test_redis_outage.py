@@ -24,16 +24,14 @@ from testsupport import FaultProxy, start_redis
 
 from .redis_fixtures import require_redis_server
 from .redis_workers import issuer
+from .test_redis_acl import readme_acl_commands
 
 pytestmark = pytest.mark.real_redis
 HANG = 60.0
 
-#: The commands the stores send (inside Lua scripts too) and the channel rule: the minimal ACL
-#: the README documents.  Redis 7 denies channels by default, hence the ``&`` pattern.
-ACL_COMMANDS = (
-    "+get +set +del +pexpire +pexpireat +pttl +time +hgetall +hget +hmget +hset +hdel "
-    "+publish +subscribe +unsubscribe +evalsha +eval +script|load +ping"
-)
+#: The commands the stores send (inside Lua scripts too): the minimal ACL the README documents, read
+#: from it.  Redis 7 denies channels by default, hence the ``&`` pattern below.
+ACL_COMMANDS = readme_acl_commands()
 
 
 def fleet_client(url: str, **kwargs: Any) -> Any:

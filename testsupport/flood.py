@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,14 @@ def run_flood(
     *,
     groups: int = 1,
     workdir: Path,
+    before_window: Callable[[], None] | None = None,
 ) -> FloodResult:
     """Flood ``kis`` with ``processes`` x ``config.threads`` callers for ``seconds``; read the counters.
 
     ``groups`` > 1 splits the processes into groups that share nothing but the
     Redis named in ``config`` (each its own token file and directory): "servers".
+    ``before_window`` runs once every client holds its token, before the window
+    opens: a fault the window should measure (a Redis stopped, say).
     """
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(processes + 1)
@@ -173,6 +177,8 @@ def run_flood(
     reports: list[ProcessReport] = []
     try:
         start.wait(HARNESS_TIMEOUT)  # every client holds its token now
+        if before_window is not None:
+            before_window()
         accepted_before, refused_before = _accepted(kis)
         window[0] = time.time()
         stop.wait(seconds)  # the measured window (stop is set by nobody else)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError, LimiterStoreUnavailable, RateLimitWaitTimeout
 from ..token.record import key_id
-from ..validation import check_seconds
+from ..validation import MAX_SECONDS, check_seconds
 
 #: KIS's budgets per app key (shared/kis-api.md, notice of 2025-08).
 NOMINAL_RATES: Mapping[str, float] = {"real": 20.0, "mock": 2.0}
@@ -46,6 +47,9 @@ FALLBACK_SHARE = 0.25
 FALLBACK_RETRY_SECONDS = 5.0
 #: Grants remembered per app key, for "budget used in the last second".
 RECENT_GRANTS = 128
+#: The slowest rate a limiter accepts: one call per day.  Every accepted rate is enforced (the
+#: stores keep a budget's state until its next slot); a slower one is refused, not ignored.
+MIN_RATE = 1.0 / 86400
 
 ENV_RATE_LIMIT = "KOREA_INVESTMENT_RATE_LIMIT"
 ENVIRONMENTS = ("real", "mock")
@@ -64,9 +68,13 @@ def check_environment(environment: str) -> str:
 
 
 def check_rate(rate: object, name: str = "rate") -> float:
-    """A finite, positive number of calls per second, or :class:`ConfigurationError`."""
+    """A finite number of calls per second, at least :data:`MIN_RATE`, or :class:`ConfigurationError`."""
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
         raise ConfigurationError(f"{name} must be a positive, finite number of calls per second, got {rate!r}")
+    if rate < MIN_RATE:
+        raise ConfigurationError(
+            f"{name} must be at least one call per day ({MIN_RATE:.3g} calls per second), got {rate!r}"
+        )
     return float(rate)
 
 
@@ -84,9 +92,10 @@ def rate_from_env(environ: Mapping[str, str]) -> float | bool | None:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not 0 < value < math.inf:
+    if not MIN_RATE <= value < math.inf:
         raise ConfigurationError(
-            f"{ENV_RATE_LIMIT}={raw!r} is not a rate; use calls per second (e.g. 18 or 1.5) or 'off'"
+            f"{ENV_RATE_LIMIT}={raw!r} is not a rate; use calls per second (e.g. 18 or 1.5), at least one "
+            f"call per day ({MIN_RATE:.3g}), or 'off'"
         )
     return value
 
@@ -94,6 +103,12 @@ def rate_from_env(environ: Mapping[str, str]) -> float | bool | None:
 def bucket_id(api_key: str, environment: str) -> str:
     """The name of one budget: the app key's id and the environment (a key is real or mock)."""
     return f"{key_id(api_key)}.{check_environment(environment)}"
+
+
+#: What :func:`bucket_id` names look like: a store entry named otherwise is not a budget of ours.
+BUCKET_NAME = re.compile(r"[0-9a-f]{32}\.(?:real|mock)")
+#: The app key whose budget ``kis-token health`` probes when it knows no app key.
+PROBE_KEY = "health-check"
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,62 @@ def reserve(tat: float, now: float, interval: float, max_wait: float) -> tuple[f
     if slot - now > max_wait:
         return None
     return slot, slot + interval
+
+
+class FairLock:
+    """A lock that serves its waiters first come, first served, each waiting until its own deadline.
+
+    ``threading.Lock`` wakes whichever waiter the scheduler picks: in one run of
+    30 threads sharing a budget, 54 calls timed out and 6 threads got no call in
+    6 s while one got 15.  Here each waiter queues behind the others and the
+    lock is handed to the first in line; one whose deadline passes leaves the
+    line without taking anyone's turn.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        #: One locked lock per waiter, released to hand the lock over (held stays True).
+        self._line: deque[threading.Lock] = deque()
+
+    def acquire(self, deadline: float) -> bool:
+        """Wait for the lock until ``deadline`` (``time.monotonic()``); False if not had by then."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            ticket = threading.Lock()
+            ticket.acquire()
+            self._line.append(ticket)
+        if ticket.acquire(timeout=max(0.0, min(deadline - time.monotonic(), MAX_SECONDS))):
+            return True
+        with self._mutex:
+            if ticket in self._line:
+                self._line.remove(ticket)
+                return False
+        return True  # handed over between our timeout and now: ours after all
+
+    def release(self) -> None:
+        """Hand the lock to the first in line, or free it."""
+        with self._mutex:
+            if self._line:
+                self._line.popleft().release()
+            else:
+                self._held = False
+
+
+def departure(replied_at: float, wait: float) -> float:
+    """When a call may leave whose slot a remote store granted ``wait`` seconds ahead, on our clock.
+
+    The store measured ``wait`` on its own clock when its script ran, which was
+    some time between our request and its reply: after a stall (a slow
+    command, a fork, a retransmit) long after we asked.  Counted from when we
+    asked, the call would leave as early as the stall was long, and a second
+    would hold more calls than the rate.  Counted from when the reply arrived,
+    it never leaves before its slot; it is late by at most the reply's trip
+    back, which (unlike the stall before the script) costs no slot to anyone.
+    """
+    return replied_at + wait
 
 
 class RateLimiter(ABC):
@@ -190,9 +261,22 @@ class RateLimiter(ABC):
         return self._usage(bucket_id(api_key, environment), self.rate_for(environment))
 
     def usage_of(self, bucket: str) -> Usage:
-        """:meth:`usage` for a bucket named by :meth:`buckets` (``<key id>.<environment>``)."""
+        """:meth:`usage` for a bucket named by :meth:`buckets` (``<key id>.<environment>``).
+
+        For ``kis-token limit``: a shared limiter reads its store or raises, never its fallback.
+        """
         environment = bucket.rpartition(".")[2]
         return self._usage(bucket, self.rate_for(environment))
+
+    def probe(self, environment: str, api_key: str | None = None) -> Usage:
+        """Check that this limiter's store can be used now, for ``kis-token health``: the budget's usage.
+
+        ``api_key``'s budget, or the store alone when None.  A shared limiter
+        really tries its store (a Redis write and read, the state file's safety)
+        and raises :class:`~..errors.LimiterStoreUnavailable` saying what is
+        wrong (``denied`` for a permission problem) instead of falling back.
+        """
+        return self.usage(api_key or PROBE_KEY, environment)
 
     def buckets(self) -> list[str]:
         """The budgets this limiter knows of (for ``kis-token limit``)."""
@@ -201,6 +285,13 @@ class RateLimiter(ABC):
     def describe(self) -> str:
         """Where the budget is kept, for ``kis-token health``."""
         return self.backend
+
+    def close(self) -> None:
+        """Release what this limiter holds open (``KoreaInvestment.shutdown()`` calls it).
+
+        Nothing by default.  A closed limiter still works: it opens what it needs
+        again when next used, so closing a limiter other clients share is safe.
+        """
 
     @abstractmethod
     def _reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
@@ -303,23 +394,34 @@ class ProcessRateLimiter(RateLimiter):
 class SharedRateLimiter(RateLimiter):
     """A limiter whose budget lives in a shared store (a file, Redis), with a fallback when it cannot.
 
-    While the store cannot be reached, each process spends :data:`FALLBACK_SHARE`
-    of the budget on its own (one warning), and tries the store again after
-    :data:`FALLBACK_RETRY_SECONDS`.  No caller waits on a store that is down
-    longer than that store's own timeouts.
+    While the store cannot be used, callers spend :data:`FALLBACK_SHARE` of the
+    budget in the fallback limiter (:meth:`_new_fallback`; one warning), and try
+    the store again after :data:`FALLBACK_RETRY_SECONDS`.  No caller waits on a
+    store that is down longer than that store's own timeouts.
     """
+
+    #: The share of the rate the fallback spends.  A fallback that is itself a shared limiter is
+    #: given the reduced rate already, and passes it on whole to its own fallback.
+    fallback_share = FALLBACK_SHARE
 
     def __init__(self, rate: float | None = None) -> None:
         super().__init__(rate)
-        self._fallback = ProcessRateLimiter()
+        self._fallback = self._new_fallback()
         self._fallback_until = 0.0
         self._fallback_warned = False
-        self._turns: dict[str, threading.Lock] = {}
+        self._turns: dict[str, FairLock] = {}
         self._turns_guard = threading.Lock()
 
     def _after_fork(self) -> None:
         self._turns, self._turns_guard = {}, threading.Lock()
         self._fallback._after_fork()
+
+    def close(self) -> None:
+        self._fallback.close()
+
+    def _new_fallback(self) -> RateLimiter:
+        """What callers spend while the store cannot be used: this process's own share, by default."""
+        return ProcessRateLimiter()
 
     @contextmanager
     def _turn(self, bucket: str, deadline: float) -> Iterator[bool]:
@@ -329,17 +431,20 @@ class SharedRateLimiter(RateLimiter):
         of a process depends on how its threads happened to line up.  With it,
         each process waits behind at most one slot of every other process, so
         processes and servers share the budget evenly, and a pause after an
-        ``EGW00201`` reaches everyone within one slot.
+        ``EGW00201`` reaches everyone within one slot.  The threads of a process
+        get their turns in the order they asked (:class:`FairLock`).
         """
         with self._turns_guard:
-            lock = self._turns.setdefault(bucket, threading.Lock())
-        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            turn = self._turns.get(bucket)
+            if turn is None:
+                turn = self._turns[bucket] = FairLock()
+        if not turn.acquire(deadline):
             yield False
             return
         try:
             yield True
         finally:
-            lock.release()
+            turn.release()
 
     def _reserve(self, bucket: str, rate: float, max_wait: float) -> float | None:
         if not self._falling_back():
@@ -347,7 +452,7 @@ class SharedRateLimiter(RateLimiter):
                 return self._shared_reserve(bucket, rate, max_wait)
             except LimiterStoreUnavailable as exc:
                 self._fall_back(exc)
-        return self._fallback._reserve(bucket, rate * FALLBACK_SHARE, max_wait)
+        return self._fallback._reserve(bucket, rate * self.fallback_share, max_wait)
 
     def _penalize(self, bucket: str, seconds: float) -> None:
         if not self._falling_back():
@@ -364,7 +469,15 @@ class SharedRateLimiter(RateLimiter):
                 return self._shared_usage(bucket, rate)
             except LimiterStoreUnavailable as exc:
                 self._fall_back(exc)
-        return self._fallback._usage(bucket, rate * FALLBACK_SHARE)
+        return self._fallback._usage(bucket, rate * self.fallback_share)
+
+    def usage_of(self, bucket: str) -> Usage:
+        environment = bucket.rpartition(".")[2]
+        return self._shared_usage(bucket, self.rate_for(environment))
+
+    def probe(self, environment: str, api_key: str | None = None) -> Usage:
+        bucket = bucket_id(api_key or PROBE_KEY, environment)
+        return self._shared_probe(bucket, self.rate_for(environment))
 
     @property
     def falling_back(self) -> bool:
@@ -374,16 +487,19 @@ class SharedRateLimiter(RateLimiter):
     def _falling_back(self) -> bool:
         return time.monotonic() < self._fallback_until
 
-    def _fall_back(self, exc: Exception) -> None:
+    def _fall_back(self, exc: LimiterStoreUnavailable) -> None:
         self._fallback_until = time.monotonic() + FALLBACK_RETRY_SECONDS
         if not self._fallback_warned:
             self._fallback_warned = True
+            share = self.fallback_share
+            kept = f"{round(share * 100)}% of the budget" if share < 1 else "the same share of the budget"
             logging.getLogger(type(self).__module__).warning(
-                "the shared rate limit at %s cannot be used (%s); this process keeps to %d%% of the budget "
-                "alone and tries again every %gs",
+                "the shared rate limit at %s cannot be used (%s); until it can, callers keep to %s, counted in "
+                "%s, and try the shared one again every %gs",
                 self.describe(),
                 exc,
-                round(FALLBACK_SHARE * 100),
+                kept,
+                self._fallback.describe(),
                 FALLBACK_RETRY_SECONDS,
             )
 
@@ -398,6 +514,10 @@ class SharedRateLimiter(RateLimiter):
     @abstractmethod
     def _shared_usage(self, bucket: str, rate: float) -> Usage:
         """:meth:`_usage` from the shared store."""
+
+    def _shared_probe(self, bucket: str, rate: float) -> Usage:
+        """:meth:`probe` in the shared store: by default, a read of the budget."""
+        return self._shared_usage(bucket, rate)
 
 
 #: Every limiter of this process, so that a forked child can give each new locks.

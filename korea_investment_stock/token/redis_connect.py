@@ -8,7 +8,8 @@ so the rules that keep a password out of every message live in one place:
   never appears in a location string (``redis://:***@host:port/db``);
 - every redis-py connection or timeout error becomes
   :class:`~..errors.StorageUnavailableError` naming that redacted location,
-  with any secret scrubbed from the underlying reason;
+  with any secret scrubbed from the underlying reason, and a command or key
+  the ACL denies :class:`~..errors.StoragePermissionError` naming the fix;
 - the client fails within the 3 s connect/socket timeouts: two quick retries
   with backoff (25 ms, 50 ms) on a refused or dropped connection (a restarted
   server, an idle socket a NAT closed), none on a timeout, so an unreachable
@@ -27,7 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from ..errors import ConfigurationError, StorageError, StorageUnavailableError, UnreadableKeyError
+from ..errors import (
+    ConfigurationError,
+    StorageError,
+    StoragePermissionError,
+    StorageUnavailableError,
+    UnreadableKeyError,
+)
 from ..redaction import scrub, userinfo
 
 ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
@@ -44,6 +51,8 @@ _SCHEMES = ("redis", "rediss", "unix")
 #: out, not failures.  ``READONLY`` is not among them: a store pointed at a replica is a
 #: configuration error that must fail fast (the stress suite's read-only scenario).
 _TRANSIENT_REPLIES = ("MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
+#: A command a script ran that the ACL denies: Redis 7 answers a plain ERR with this text, not NOPERM.
+_DENIED_IN_SCRIPT = "can't run this command or subcommand"
 #: redis-py turns most of those codes into classes and drops the code from the text.
 _TRANSIENT_ERROR_CLASSES = frozenset({"MasterDownError", "ClusterDownError", "TryAgainError"})
 
@@ -208,6 +217,12 @@ def translated_errors(location: str, action: str, secrets: Iterable[str | None] 
         ) from None
     except redis.exceptions.ResponseError as exc:
         reason = scrub(str(exc) or type(exc).__name__, secrets)
+        if isinstance(exc, redis.exceptions.NoPermissionError) or _DENIED_IN_SCRIPT in reason:
+            raise StoragePermissionError(
+                f"Redis at {location} denied permission while {action}: {reason} ({type(exc).__name__}); "
+                "grant the Redis user the commands and keys of the README's minimal Redis ACL "
+                "('The minimal Redis ACL')"
+            ) from None
         if reason.startswith(_TRANSIENT_REPLIES) or type(exc).__name__ in _TRANSIENT_ERROR_CLASSES:
             raise StorageUnavailableError(
                 f"Redis at {location} cannot serve us right now while {action}: {reason} "
