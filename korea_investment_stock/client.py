@@ -92,7 +92,10 @@ class KoreaInvestment:
         api_key: the app key (``appkey``).
         api_secret: the app secret (``appsecret``); kept in memory only.
         acc_no: the account, ``12345678-01``.
-        mock: use the mock-trading (모의투자) host.
+        mock: use the mock-trading (모의투자) host.  Positionally, the fourth argument may
+            also be the store: 0.6.1 (as published) took ``token_storage`` fourth, the
+            commit before it ``mock``.  A ``bool`` is ``mock``, a :class:`TokenStorage` the
+            store, anything else a ``TypeError``.
         token_storage: where tokens live; default from ``KOREA_INVESTMENT_TOKEN_STORAGE``
             (a :class:`~.token.file.FileTokenStorage` unless set to ``redis``).
         base_url: override the host, e.g. a fake server; also ``KOREA_INVESTMENT_BASE_URL``.
@@ -124,7 +127,7 @@ class KoreaInvestment:
         api_key: str,
         api_secret: str,
         acc_no: str,
-        mock: bool = False,
+        mock: bool | TokenStorage = False,
         token_storage: TokenStorage | None = None,
         *,
         base_url: str | None = None,
@@ -138,6 +141,7 @@ class KoreaInvestment:
         rate_limit_wait: float = DEFAULT_ACQUIRE_TIMEOUT,
         rate_limit_token_calls: bool = False,
     ) -> None:
+        mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
         self.api_secret = api_secret
@@ -535,6 +539,20 @@ class KoreaInvestment:
         if market == "US":
             return self.fetch_price_detail_oversea(symbol, market)
         raise ConfigurationError(f"market must be 'KR' or 'US', got {market!r}")
+
+
+def _mock_and_store(mock: object, token_storage: TokenStorage | None) -> tuple[bool, TokenStorage | None]:
+    """The fourth argument read as 0.6.1 code (a store) or older code (``mock``) meant it."""
+    if isinstance(mock, TokenStorage):
+        if token_storage is not None:
+            raise TypeError("KoreaInvestment got token_storage twice: as the fourth argument and as token_storage=")
+        return False, mock
+    if not isinstance(mock, bool):
+        raise TypeError(
+            "KoreaInvestment's fourth argument is mock (True or False) or a token_storage (a TokenStorage), "
+            f"not {type(mock).__name__}"
+        )
+    return mock, token_storage
 
 
 def _require_text(name: str, value: object) -> None:

@@ -1,0 +1,74 @@
+"""The published 0.6.1 release's client, as its users' code calls it, against the fake KIS server.
+
+The release users installed from the package index (tag ``v0.6.1``) differs
+from the commit our first compatibility work followed: its fourth positional
+parameter is ``token_storage``, construction goes through
+``issue_access_token()`` when no valid token is stored, and it pins a few error
+texts.  Written as user code of either release, over real loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from korea_investment_stock import FileTokenStorage, KoreaInvestment
+from korea_investment_stock.client import MOCK_BASE_URL
+
+from .workers import ACCOUNT
+
+
+@pytest.fixture
+def store(token_file) -> FileTokenStorage:
+    return FileTokenStorage(token_file, issue_deadline=3)
+
+
+# --------------------------------------------------------------------- the two call shapes
+def test_a_store_passed_fourth_is_the_store_as_in_0_6_1(fake_kis, store):
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    try:
+        assert kis.token_storage is store
+        assert kis.mock is False and kis.base_url == fake_kis.url
+        assert store.check_token_valid(fake_kis.app_key, fake_kis.app_secret), "the token went to the store given"
+        assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    finally:
+        kis.shutdown()
+    assert fake_kis.stats.tokenp_requests == 1
+
+
+def test_a_bool_passed_fourth_is_mock_as_in_the_commit_before_it(fake_kis, store, monkeypatch):
+    monkeypatch.delenv("KOREA_INVESTMENT_BASE_URL", raising=False)
+    store.save_token(_stored(fake_kis))  # no HTTP: the mock host is not reachable from here
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, True, store)
+    assert kis.mock is True and kis.base_url == MOCK_BASE_URL and kis.token_storage is store
+    kis.shutdown()
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, False, token_storage=store)
+    assert kis.mock is False and kis.token_storage is store
+    kis.shutdown()
+
+
+def test_keywords_work_as_before(fake_kis, store):
+    kis = KoreaInvestment(
+        api_key=fake_kis.app_key, api_secret=fake_kis.app_secret, acc_no=ACCOUNT, token_storage=store, mock=False
+    )
+    assert kis.token_storage is store and kis.mock is False
+    kis.shutdown()
+
+
+@pytest.mark.parametrize("fourth", [None, 1, "mock", "/tmp/token.key", object()])
+def test_anything_else_fourth_is_a_clear_type_error(fake_kis, fourth):
+    with pytest.raises(TypeError, match="mock.*token_storage|token_storage.*mock"):
+        KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, fourth)
+    assert fake_kis.stats.tokenp_requests == 0
+
+
+def test_a_store_given_twice_is_a_type_error(fake_kis, store):
+    with pytest.raises(TypeError, match="token_storage"):
+        KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store, store)
+    assert fake_kis.stats.tokenp_requests == 0
+
+
+def _stored(fake_kis) -> dict:
+    from .workers import make_record
+
+    record = make_record("eyJ.stored.sig", api_key=fake_kis.app_key, api_secret=fake_kis.app_secret)
+    return record.to_legacy_dict(fake_kis.app_secret)
