@@ -72,3 +72,93 @@ def _stored(fake_kis) -> dict:
 
     record = make_record("eyJ.stored.sig", api_key=fake_kis.app_key, api_secret=fake_kis.app_secret)
     return record.to_legacy_dict(fake_kis.app_secret)
+
+
+# ------------------------------------------------- construction goes through issue_access_token
+def test_construction_with_no_stored_token_goes_through_issue_access_token(fake_kis, store, monkeypatch):
+    """0.6.1's US-stock tests patch it on the old module path, then build a client: no token request."""
+    from unittest.mock import patch
+
+    with patch("korea_investment_stock.korea_investment_stock.KoreaInvestment.issue_access_token") as issue:
+        kis = KoreaInvestment(api_key=fake_kis.app_key, api_secret=fake_kis.app_secret, acc_no=ACCOUNT)
+    issue.assert_called_once_with()
+    assert fake_kis.stats.tokenp_requests == 0
+    assert kis.access_token is None  # as in 0.6.1, nothing was issued
+    kis.shutdown()
+
+
+def test_a_valid_stored_token_is_used_without_issue_access_token(fake_kis, store):
+    from unittest.mock import patch
+
+    store.save_token(_stored(fake_kis))
+    with patch.object(KoreaInvestment, "issue_access_token") as issue:
+        kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    issue.assert_not_called()
+    assert kis.access_token == "Bearer eyJ.stored.sig"
+    kis.shutdown()
+
+
+def test_a_subclass_overriding_issue_access_token_is_called_on_a_miss(fake_kis, store):
+    calls = []
+
+    class MyClient(KoreaInvestment):
+        def issue_access_token(self) -> None:
+            calls.append("mine")
+            super().issue_access_token()  # ours: the single flight
+
+    kis = MyClient(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    assert calls == ["mine"] and kis.access_token.startswith("Bearer ")
+    assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    again = MyClient(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    assert calls == ["mine"], "a stored token needs no issuance"
+    assert again.access_token == kis.access_token and fake_kis.stats.tokenp_requests == 1
+    kis.shutdown()
+    again.shutdown()
+
+
+def test_an_assigned_access_token_is_the_one_sent(fake_kis, store):
+    """0.6.1 code sets ``kis.access_token = "Bearer ..."``; the next call sends it."""
+    from unittest.mock import patch
+
+    donor = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    token = donor.access_token
+    donor.shutdown()
+    store.delete_token(fake_kis.app_key, fake_kis.app_secret)
+    with patch.object(KoreaInvestment, "issue_access_token"):
+        kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    kis.access_token = token
+    assert kis.access_token == token
+    assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    assert fake_kis.stats.tokenp_requests == 1, "the assigned token was sent; nothing was issued for it"
+    kis.shutdown()
+
+
+def test_an_assigned_token_kis_rejects_is_replaced_through_the_store(fake_kis, store):
+    from unittest.mock import patch
+
+    with patch.object(KoreaInvestment, "issue_access_token"):
+        kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    kis.access_token = "Bearer test_token"  # as 0.6.1's tests do: KIS has never seen it
+    assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    assert kis.access_token != "Bearer test_token" and fake_kis.stats.tokenp_requests == 1
+    assert store.check_token_valid(fake_kis.app_key, fake_kis.app_secret)
+    kis.shutdown()
+
+
+def test_a_client_whose_issue_access_token_obtained_nothing_gets_a_token_on_first_call(fake_kis, store):
+    from unittest.mock import patch
+
+    with patch.object(KoreaInvestment, "issue_access_token"):
+        kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    assert kis.access_token.startswith("Bearer ") and fake_kis.stats.tokenp_requests == 1
+    kis.shutdown()
+
+
+def test_issue_access_token_after_construction_still_replaces_the_token(fake_kis, store):
+    fake_kis.configure(issue_window=0.0, same_token_window=0.0)
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    first = kis.access_token
+    kis.issue_access_token()
+    assert kis.access_token != first and fake_kis.stats.tokenp_requests == 2
+    kis.shutdown()
