@@ -23,7 +23,14 @@ from typing import Any
 import requests
 
 from .constants import MARKET_TYPE_MAP
-from .errors import ConfigurationError, KISAPIError, KISConnectionError, NoTokenError, RateLimitExceededError
+from .errors import (
+    ConfigurationError,
+    KISAPIError,
+    KISConnectionError,
+    NoTokenError,
+    RateLimitExceededError,
+    SymbolNotFoundError,
+)
 from .limits import DEFAULT_ACQUIRE_TIMEOUT, NoRateLimit, RateLimiter, limiter_for
 from .market import ipo
 from .token.credentials import Credentials
@@ -472,7 +479,12 @@ class KoreaInvestment:
         )
 
     def fetch_price_detail_oversea(self, symbol: str, market: str = "US") -> dict[str, Any]:
-        """Overseas price detail; ``market`` is ``US`` (tries NAS, NYS, AMS) or one exchange."""
+        """Overseas price detail; ``market`` is ``US`` (tries NAS, NYS, AMS) or one exchange.
+
+        Raises :class:`~.errors.SymbolNotFoundError`, a ``ValueError`` as in 0.6.1
+        ("Unable to fetch price for symbol '<symbol>' in any US exchange"), when no
+        exchange tried has data for the symbol; its ``msg_cd``/``msg1`` are KIS's last answer.
+        """
         answer: dict[str, Any] = {}
         for exchange in _codes_for(EXCHANGE_CODES, market):
             answer = self.request(
@@ -482,8 +494,12 @@ class KoreaInvestment:
                 params={"AUTH": "", "EXCD": exchange, "SYMB": symbol},
             )
             if _has_data(answer):
-                break
-        return answer
+                return answer
+        raise SymbolNotFoundError(
+            f"Unable to fetch price for symbol {symbol!r} in any {market} exchange",
+            msg_cd=kis_code(answer),
+            msg1=answer.get("msg1"),
+        )
 
     def fetch_stock_info(self, symbol: str, market: str = "KR") -> dict[str, Any]:
         """Product basic info (상품기본조회); for ``US`` tries NASDAQ, NYSE, AMEX codes."""
@@ -601,7 +617,7 @@ class KoreaInvestment:
             return self.fetch_domestic_quote(symbol).price
         if market == "US":
             return self.fetch_price_detail_oversea(symbol, market)
-        raise ConfigurationError(f"market must be 'KR' or 'US', got {market!r}")
+        raise ConfigurationError(f"Unsupported market type {market!r}: fetch_price takes 'KR' or 'US'")
 
 
 def _mock_and_store(mock: object, token_storage: TokenStorage | None) -> tuple[bool, TokenStorage | None]:

@@ -162,3 +162,24 @@ def test_issue_access_token_after_construction_still_replaces_the_token(fake_kis
     kis.issue_access_token()
     assert kis.access_token != first and fake_kis.stats.tokenp_requests == 2
     kis.shutdown()
+
+
+# ------------------------------------------------------------------------- 0.6.1's error texts
+def test_an_unknown_market_is_a_value_error_saying_unsupported_market_type(fake_kis, store):
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    with pytest.raises(ValueError, match="Unsupported market type"):
+        kis.fetch_price("INVALID", "INVALID_MARKET")
+    assert fake_kis.stats.rest_requests == 0
+    kis.shutdown()
+
+
+@pytest.mark.parametrize("call", ["fetch_price_detail_oversea", "fetch_price"])
+def test_a_symbol_no_us_exchange_has_is_a_value_error_naming_it(fake_kis, store, call):
+    from korea_investment_stock import SymbolNotFoundError
+
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    with pytest.raises(ValueError, match="Unable to fetch price for symbol 'NOSUCH' in any US exchange") as caught:
+        getattr(kis, call)("NOSUCH", "US")
+    assert isinstance(caught.value, SymbolNotFoundError)  # and one of ours: a KISAPIError
+    assert fake_kis.stats.rest_requests == 3  # NAS, NYS, AMS each answered blank
+    kis.shutdown()
