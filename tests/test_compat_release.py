@@ -183,3 +183,62 @@ def test_a_symbol_no_us_exchange_has_is_a_value_error_naming_it(fake_kis, store,
     assert isinstance(caught.value, SymbolNotFoundError)  # and one of ours: a KISAPIError
     assert fake_kis.stats.rest_requests == 3  # NAS, NYS, AMS each answered blank
     kis.shutdown()
+
+
+# --------------------------------------------- requests.get / requests.post replaced by user tests
+# 0.6.1 called requests.get and requests.post itself, and its users' tests replace them to stand
+# in for KIS (0.6.1's own do: patch("requests.get")).  Ours replace them with functions that
+# still go to the fake server over loopback, so the HTTP is real; what is checked is the route.
+def test_a_replaced_requests_get_carries_the_rest_calls(fake_kis, store, monkeypatch):
+    import requests
+
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    loopback = requests.Session()
+    seen = []
+
+    def forwarding_get(url, **kwargs):
+        seen.append(url)
+        return loopback.get(url, **kwargs)
+
+    monkeypatch.setattr(requests, "get", forwarding_get)
+    assert kis.fetch_domestic_price("J", "005930")["output"]["stck_shrn_iscd"] == "005930"
+    assert seen == [fake_kis.url + "/uapi/domestic-stock/v1/quotations/inquire-price"]
+    monkeypatch.undo()
+    assert kis.fetch_domestic_price("J", "005930")["rt_cd"] == "0"
+    assert len(seen) == 1 and fake_kis.stats.rest_requests == 2
+    kis.shutdown()
+    loopback.close()
+
+
+def test_a_replaced_requests_post_carries_the_token_request(fake_kis, store, monkeypatch):
+    import requests
+
+    loopback = requests.Session()
+    seen = []
+
+    def forwarding_post(url, **kwargs):
+        seen.append(url)
+        return loopback.post(url, **kwargs)
+
+    monkeypatch.setattr(requests, "post", forwarding_post)
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    assert seen == [fake_kis.url + "/oauth2/tokenP"] and fake_kis.stats.tokenp_requests == 1
+    assert kis.access_token[7:] in fake_kis.issued_tokens()
+    kis.shutdown()
+    loopback.close()
+
+
+def test_a_replaced_requests_get_answering_no_data_gives_0_6_1s_error(fake_kis, store, monkeypatch):
+    """0.6.1's test_oversea_error_handling, with a stand-in answer instead of a Mock."""
+    import requests
+
+    class NoData:
+        def json(self):
+            return {"rt_cd": "1", "msg1": "조회할 자료가 없습니다"}
+
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    monkeypatch.setattr(requests, "get", lambda url, **kwargs: NoData())
+    with pytest.raises(ValueError, match="Unable to fetch price for symbol 'INVALID' in any US exchange"):
+        kis.fetch_price_detail_oversea("INVALID", "US")
+    assert fake_kis.stats.rest_requests == 0
+    kis.shutdown()
