@@ -707,7 +707,7 @@ def _hash_fields(record: TokenRecord) -> list[str]:
     """The hash as a flat field/value list: the 0.6.x fields, a fingerprint instead of the secret."""
     return [
         "access_token", record.access_token,
-        "access_token_token_expired", record.expired_text,
+        "access_token_token_expired", record.legacy_expiry_text,
         "timestamp", str(int(record.expires_at)),
         "api_key", record.api_key,
         "fingerprint", record.fingerprint,
@@ -738,6 +738,7 @@ def _record_from_hash(fields: Mapping[Any, Any]) -> TokenRecord:
             "expires_at": number("expires_at", "timestamp"),
             "issued_at": number("issued_at") if "issued_at" in data else 0.0,
             "token_type": data.get("token_type", "Bearer"),
+            "access_token_token_expired": data.get("access_token_token_expired"),
         }
     )
 
