@@ -117,3 +117,33 @@ def test_the_redis_ttl_comes_from_the_timestamp_on_a_real_server(redis_url, redi
     assert storage.save_token(saved) is True
     ttl = redis.Redis.from_url(redis_url).ttl(storage._get_redis_key(API_KEY))
     assert 5 < ttl <= 10
+
+
+# ------------------------------------------------------------- the password in from_url's URL
+def test_a_separate_password_goes_into_the_url_given_to_from_url(from_url_calls, caplog):
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        storage = RedisTokenStorage(redis_url="redis://localhost:6379/0", password="mypassword")
+        storage.save_token(token_dict(3600))
+        storage.load_token(API_KEY, API_SECRET)
+    assert len(from_url_calls) == 1
+    assert ":mypassword@" in from_url_calls[0]
+    assert from_url_calls[0].startswith("redis://:mypassword@localhost:6379/0")
+    # ... and into nothing of ours: attributes, repr, logs.
+    assert "mypassword" not in repr(storage) and "mypassword" not in caplog.text
+    assert not [name for name, value in vars(storage).items() if "mypassword" in repr(value)]
+
+
+def test_a_password_with_url_characters_is_quoted_and_still_works(redis_prefix):  # noqa: F811
+    from .redis_fixtures import start_redis
+
+    password = "p@ss:w/rd%?#"
+    server = start_redis(password=password)
+    try:
+        storage = RedisTokenStorage(server.url, password=password, key_prefix=redis_prefix)
+        assert storage.save_token(token_dict(3600)) is True
+        assert storage.load_token(API_KEY, API_SECRET)["access_token"] == "Bearer test_token_12345"
+        assert password not in repr(storage)
+    finally:
+        server.stop()

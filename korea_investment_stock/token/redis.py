@@ -89,6 +89,7 @@ from .redis_connect import (
     ENV_REDIS_KEY_PREFIX,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
+    ClientSecrets,
     connect,
     describe_client,
     import_redis,
@@ -221,7 +222,6 @@ class RedisTokenStorage(RecordTokenStorage):
         self.key_prefix = key_prefix
         self.socket_timeout = check_seconds("socket_timeout", socket_timeout, positive=True)
         self.socket_connect_timeout = check_seconds("socket_connect_timeout", socket_connect_timeout, positive=True)
-        self._secrets: list[str]
         if client is not None:
             self.location, self._secrets = describe_client(client)
             self._client = client
@@ -230,10 +230,10 @@ class RedisTokenStorage(RecordTokenStorage):
         else:
             target = resolve_target(redis_url, password)
             self.location = target.location
-            self._secrets = [target.password] if target.password else []
             self._client = connect(
                 target, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_connect_timeout
             )
+            self._secrets = ClientSecrets(self._client)  # the password stays in redis-py's settings only
             self._scope = ("redis", target.location, key_prefix)
         self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
