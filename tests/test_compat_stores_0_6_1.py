@@ -147,3 +147,70 @@ def test_a_password_with_url_characters_is_quoted_and_still_works(redis_prefix):
         assert password not in repr(storage)
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------ construction checks the server
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_redis_fails_construction_with_a_connection_error():
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="Redis 서버 연결 실패") as caught:
+        RedisTokenStorage(f"redis://127.0.0.1:{port}/0", password="hunter2-secret")
+    assert time.monotonic() - started < 30  # refused at once; a silent host would take the 3 s timeout
+    message = str(caught.value)
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in message  # and in English
+    assert "hunter2" not in message
+
+
+def test_users_fall_back_to_files_with_except_connection_error(tmp_path):
+    """The 0.6.1 idiom: try Redis, fall back to a file store."""
+    try:
+        storage = RedisTokenStorage(f"redis://127.0.0.1:{free_port()}/0")
+    except ConnectionError:
+        storage = FileTokenStorage(tmp_path / "kis" / "token.key")
+    assert isinstance(storage, FileTokenStorage)
+
+
+def test_a_replaced_from_url_whose_client_cannot_ping_fails_construction(monkeypatch, fake_server):
+    class Unreachable(fakeredis.FakeRedis):
+        def ping(self, **kwargs):
+            raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(redis, "from_url", lambda url, **kwargs: Unreachable(server=fake_server))
+    with pytest.raises(ConnectionError, match="Redis 서버 연결 실패"):
+        RedisTokenStorage("redis://invalid:6379/0")
+
+
+def test_construction_pings_a_reachable_server(redis_url, redis_prefix):  # noqa: F811
+    admin = redis.Redis.from_url(redis_url)
+    before = admin.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+    RedisTokenStorage(redis_url, key_prefix=redis_prefix)
+    after = admin.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)
+    assert after - before >= 1
+
+
+def test_ping_false_and_client_stores_connect_on_first_use(fake_server):
+    port = free_port()
+    lazy = RedisTokenStorage(f"redis://127.0.0.1:{port}/0", ping=False)  # no I/O
+    with pytest.raises(ConnectionError):
+        lazy.load_token(API_KEY, API_SECRET)
+    given = RedisTokenStorage(client=redis.Redis(port=port, socket_connect_timeout=1))  # a client you built
+    with pytest.raises(ConnectionError):
+        given.load_token(API_KEY, API_SECRET)
+
+
+# ------------------------------------------------------------------ without redis-py installed
+def test_without_redis_py_the_import_error_says_so_in_both_languages():
+    from unittest.mock import patch
+
+    with patch.dict("sys.modules", {"redis": None}), pytest.raises(ImportError) as caught:
+        RedisTokenStorage()
+    assert "redis 패키지가 필요합니다" in str(caught.value)
+    assert "need the optional 'redis' package" in str(caught.value)

@@ -77,6 +77,7 @@ from ..errors import (
     TokenWaitTimeout,
     UnreadableKeyError,
 )
+from ..redaction import scrub
 from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
@@ -102,6 +103,8 @@ from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage, scope
 
 logger = logging.getLogger(__name__)
 
+#: 0.6.1's words for an unreachable server at construction ("connecting to the Redis server failed").
+CONNECT_FAILED = "Redis 서버 연결 실패"
 DEFAULT_KEY_PREFIX = "korea_investment:token"
 #: How long a crashed holder can stall the fleet.  Short, and renewed often
 #: (:data:`RENEWALS_PER_LEASE` times per lease) while issuance runs: a live holder
@@ -191,8 +194,14 @@ class RedisTokenStorage(RecordTokenStorage):
         host_copy: keep each new token on this host too (beside the default token file,
             :mod:`.hostcopy`) before saving it, so the host's other processes can read it
             however Redis and this process fare.  ``False`` keeps nothing on disk.
+        ping: PING the server before returning (0.6.1 did, and its users catch the
+            failure with ``except ConnectionError`` to fall back to a file store).
+            Default: for a store built from a URL; a ``client=`` store connects on
+            first use (Sentinel and cluster clients find their servers then).
 
-    Nothing connects until first use.  Only threads of one process are
+    An unreachable server fails the construction ping within the socket timeouts
+    with :class:`~..errors.StorageUnavailableError`, a ``ConnectionError`` whose text
+    starts with 0.6.1's "Redis 서버 연결 실패:".  Only threads of one process are
     coordinated; use :class:`LockingRedisTokenStorage` for a fleet.
     """
 
@@ -210,6 +219,7 @@ class RedisTokenStorage(RecordTokenStorage):
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
         host_copy: bool = True,
+        ping: bool | None = None,
     ) -> None:
         super().__init__(
             refresh_margin=refresh_margin,
@@ -238,18 +248,47 @@ class RedisTokenStorage(RecordTokenStorage):
         self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
+        if type(self) is RedisTokenStorage and _pings(ping, client):  # subclasses ping once they are built
+            self._check_connection()
+
+    def _check_connection(self) -> None:
+        """PING once (0.6.1's construction check): unreachable is a ``ConnectionError``, in both languages.
+
+        Unreachable means no connection, no answer in time, or a refused password.
+        Any reply shows the server is there, even an error reply: an ACL without
+        ``ping``, or a replica mid-failover or a server still loading (an outage,
+        which the store rides out like any other once it is in use).
+        """
+        import redis
+
+        answered = (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError)
+        try:
+            with translated_errors(self.location, "checking the connection (PING)", self._secrets):
+                try:
+                    self._client.ping()
+                except answered as exc:
+                    logger.debug("Redis at %s answered the PING with %s", self.location, type(exc).__name__)
+        except StorageUnavailableError as exc:
+            raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
+        except StorageError as exc:  # some other redis-py error: say so, as an unreachable server
+            raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
+        except Exception as exc:  # a stand-in client (tests replace redis.from_url) failing its own way
+            reason = scrub(str(exc) or type(exc).__name__, self._secrets)
+            raise StorageUnavailableError(
+                f"{CONNECT_FAILED}: cannot reach Redis at {self.location}: {reason} ({type(exc).__name__})"
+            ) from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, ping: bool = True) -> Self:
         """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``),
         ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password) and
         ``KOREA_INVESTMENT_REDIS_KEY_PREFIX`` (default ``korea_investment:token``), so that
-        applications and the CLI agree on the keys with no code."""
+        applications and the CLI agree on the keys with no code.  ``ping``: see the constructor."""
         env = os.environ if environ is None else environ
         url = (env.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
         key_prefix = (env.get(ENV_REDIS_KEY_PREFIX) or "").strip() or DEFAULT_KEY_PREFIX
         target = resolve_target(url, None, env)
-        return cls(url, password=target.password or "", key_prefix=key_prefix)
+        return cls(url, password=target.password or "", key_prefix=key_prefix, ping=ping)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(location={self.location!r}, key_prefix={self.key_prefix!r})"
@@ -382,6 +421,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
         host_copy: bool = True,
+        ping: bool | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         failure_backoff: float = DEFAULT_FAILURE_BACKOFF,
         poll_interval: float = MAX_POLL_INTERVAL,
@@ -411,6 +451,8 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         self._held_script = self._client.register_script(lua.HELD)
         self._release_script = self._client.register_script(lua.RELEASE)
         self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
+        if _pings(ping, client):  # after the settings are checked: a bad one is not a connection problem
+            self._check_connection()
 
     # ------------------------------------------------------------------ the hooks
     def _new_lease(self, credentials: Credentials) -> IssuanceLease:
@@ -746,6 +788,11 @@ def _record_from_hash(fields: Mapping[Any, Any]) -> TokenRecord:
 def _expire_at_ms(record: TokenRecord) -> int:
     """The absolute PEXPIREAT time: never later than the token's own expiry."""
     return math.floor(record.expires_at * 1000)
+
+
+def _pings(ping: bool | None, client: Any) -> bool:
+    """Whether construction pings: as asked, else for a store built from a URL."""
+    return client is None if ping is None else bool(ping)
 
 
 def _ms(seconds: float) -> int:

@@ -36,7 +36,9 @@ ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
 ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
 ENV_REDIS_KEY_PREFIX = "KOREA_INVESTMENT_REDIS_KEY_PREFIX"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-INSTALL_HINT = "pip install korea-investment-stock[redis]"
+#: How to add redis-py to this package's environment (the package index's korea-investment-stock is
+#: another code base: its [redis] extra would replace this one).
+INSTALL_HINT = "pip install 'redis>=4.5.0' into the same environment"
 #: Seconds; a dead server fails a call within this, and an unreachable one too.
 DEFAULT_SOCKET_TIMEOUT = 3.0
 
@@ -55,7 +57,10 @@ def import_redis() -> Any:
     try:
         import redis
     except ImportError as exc:
-        raise ImportError(f"the Redis token stores need the optional 'redis' package: {INSTALL_HINT}") from exc
+        raise ImportError(
+            "Redis 저장소를 사용하려면 redis 패키지가 필요합니다. "
+            f"(the Redis token stores need the optional 'redis' package): {INSTALL_HINT}"
+        ) from exc
     return redis
 
 
