@@ -242,3 +242,19 @@ def test_a_replaced_requests_get_answering_no_data_gives_0_6_1s_error(fake_kis, 
         kis.fetch_price_detail_oversea("INVALID", "US")
     assert fake_kis.stats.rest_requests == 0
     kis.shutdown()
+
+
+# ----------------------------------------------- the fake answers what 0.6.1's own tests ask for
+def test_the_fake_answers_the_symbols_0_6_1s_tests_use(fake_kis, store):
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, store)
+    for symbol, market in (("005930", "KR"), ("017670", "KR"), ("AAPL", "US")):
+        assert kis.fetch_stock_info(symbol, market)["rt_cd"] == "0"
+    assert kis.fetch_stock_info("017670", "KR")["output"]["prdt_abrv_name"] == "SK텔레콤"
+    for symbol in ("005930", "294400"):
+        answer = kis.fetch_search_stock_info(symbol, "KR")
+        assert answer["rt_cd"] == "0" and "frbd_mket_lstg_dt" in answer["output"]
+    assert kis.get_symbol_type(kis.fetch_stock_info("294400", "KR")) == "ETF"
+    assert "nav" in kis.fetch_price("294400", "KR")["output"]  # priced as an ETF
+    qqqm = kis.fetch_price_detail_oversea("QQQM", "US")
+    assert qqqm["output"]["rsym"] == "DNASQQQM"
+    kis.shutdown()
