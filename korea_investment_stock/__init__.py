@@ -41,7 +41,8 @@ from .errors import (
     TokenRateLimitedError,
     TokenWaitTimeout,
 )
-from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter, RateLimiter
+from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter
+from .limits import RateLimiter as AppKeyRateLimiter
 from .token.factory import storage_from_env
 from .token.file import FileTokenStorage
 from .token.record import TokenRecord
@@ -49,12 +50,17 @@ from .token.status import StorageDescription, StorageHealth, TokenState, TokenSt
 from .token.storage import TokenStorage
 
 if TYPE_CHECKING:
+    from .compat.cache import CachedKoreaInvestment, CacheEntry, CacheManager
+    from .compat.rate_limit import RateLimitedKoreaInvestment, RateLimiter
     from .limits.redis import RedisRateLimiter
     from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
 
 __version__ = "0.7.0"
 
 _LAZY = {"RedisTokenStorage", "LockingRedisTokenStorage"}
+#: 0.6.1's extra classes (the top-level RateLimiter is 0.6.1's pacing class; the per-app-key
+#: limiter interface is AppKeyRateLimiter, alias korea_investment_stock.limits.RateLimiter).
+_COMPAT = {"CacheEntry", "CacheManager", "CachedKoreaInvestment", "RateLimiter", "RateLimitedKoreaInvestment"}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,6 +68,10 @@ def __getattr__(name: str) -> Any:
         from .token import redis as _redis
 
         return getattr(_redis, name)
+    if name in _COMPAT:
+        from . import compat
+
+        return getattr(compat, name)
     if name == "RedisRateLimiter":
         from .limits import redis as _redis_limits
 
@@ -81,6 +91,10 @@ __all__ = [
     "MARKET_CODE_MAP",
     "MARKET_TYPE",
     "MARKET_TYPE_MAP",
+    "AppKeyRateLimiter",
+    "CacheEntry",
+    "CacheManager",
+    "CachedKoreaInvestment",
     "ConfigurationError",
     "FileRateLimiter",
     "FileTokenStorage",
@@ -96,6 +110,7 @@ __all__ = [
     "ProcessRateLimiter",
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
+    "RateLimitedKoreaInvestment",
     "RateLimiter",
     "RedisRateLimiter",
     "RedisTokenStorage",
