@@ -48,6 +48,12 @@ def test_custom_storage_example_gets_single_flight_for_free() -> None:
         assert storage.check_token_valid(kis.app_key, kis.app_secret)
 
 
-def test_fake_server_example_runs(tmp_path: Path) -> None:
-    code = example_after("## Testing your code with the fake KIS server").replace("/tmp/t.key", str(tmp_path / "t.key"))
+def test_fake_server_example_runs_as_written() -> None:
+    code = example_after("## Testing your code with the fake KIS server")
     exec(code, {})  # its own asserts check the quotation and the single tokenP call
+
+
+def test_no_readme_example_advises_changing_a_system_directory() -> None:
+    text = README.read_text(encoding="utf-8")
+    for system in ("/tmp", "/var/tmp", "/dev/shm", "/var", "/usr", "/etc", "/"):
+        assert f"chmod 700 {system}" not in text and f"chmod 700 {system}'" not in text
