@@ -55,7 +55,10 @@ if TYPE_CHECKING:
     from .limits.redis import RedisRateLimiter
     from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
 
-__version__ = "0.7.0"
+#: Year.month.patch of the release, plus the local label ``fleet``: the package index's releases of
+#: this name are another code base (0.1.10 ... 0.19.0), so no version of this one can be taken for
+#: one of them, or be replaced by one on ``pip install -U``; and the index refuses local versions.
+__version__ = "2026.12.0+fleet"
 
 _LAZY = {"RedisTokenStorage", "LockingRedisTokenStorage"}
 #: 0.6.1's extra classes (the top-level RateLimiter is 0.6.1's pacing class; the per-app-key
