@@ -57,3 +57,8 @@ def test_no_readme_example_advises_changing_a_system_directory() -> None:
     text = README.read_text(encoding="utf-8")
     for system in ("/tmp", "/var/tmp", "/dev/shm", "/var", "/usr", "/etc", "/"):
         assert f"chmod 700 {system}" not in text and f"chmod 700 {system}'" not in text
+
+
+def test_migration_example_runs_as_written() -> None:
+    """Both constructor shapes, the cache and the pacing wrapper, against the fake KIS server."""
+    exec(example_after("## Migrating from 0.6.1"), {})
