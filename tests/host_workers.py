@@ -15,9 +15,8 @@ from typing import Any
 
 from .redis_workers import issuer, run_callers
 
-#: Short Redis timeouts: a partitioned call fails within a second.  No construction ping: these
-#: processes start while Redis is cut off, and run on the token their host kept.
-TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, "ping": False}
+#: Short Redis timeouts: a partitioned call fails within a second.
+TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 
 
 def _report(env: dict[str, str], kwargs: dict[str, Any], threads: int) -> dict[str, Any]:

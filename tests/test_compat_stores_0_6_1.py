@@ -196,7 +196,7 @@ def test_construction_pings_a_reachable_server(redis_url, redis_prefix):  # noqa
     assert after - before >= 1
 
 
-def test_ping_false_and_client_stores_connect_on_first_use(fake_server):
+def test_ping_false_client_stores_and_the_fleet_store_connect_on_first_use(fake_server):
     port = free_port()
     lazy = RedisTokenStorage(f"redis://127.0.0.1:{port}/0", ping=False)  # no I/O
     with pytest.raises(ConnectionError):
@@ -204,6 +204,13 @@ def test_ping_false_and_client_stores_connect_on_first_use(fake_server):
     given = RedisTokenStorage(client=redis.Redis(port=port, socket_connect_timeout=1))  # a client you built
     with pytest.raises(ConnectionError):
         given.load_token(API_KEY, API_SECRET)
+    from korea_investment_stock import LockingRedisTokenStorage
+
+    fleet = LockingRedisTokenStorage(f"redis://127.0.0.1:{port}/0")  # ours: may start while Redis is down
+    with pytest.raises(ConnectionError):
+        fleet.load_token(API_KEY, API_SECRET)
+    with pytest.raises(ConnectionError, match="Redis 서버 연결 실패"):
+        LockingRedisTokenStorage(f"redis://127.0.0.1:{port}/0", ping=True)
 
 
 # ------------------------------------------------------------------ without redis-py installed

@@ -148,8 +148,8 @@ def test_wrong_password_never_shows_in_errors_or_logs(password_redis, caplog):  
     with caplog.at_level(logging.DEBUG):
         for config in configurations:
             with pytest.raises(StorageUnavailableError) as at_construction:
-                LockingRedisTokenStorage(**config)
-            storage = LockingRedisTokenStorage(**config, ping=False)
+                RedisTokenStorage(**config)  # 0.6.1's class pings in its constructor
+            storage = LockingRedisTokenStorage(**config)  # ours connects on first use
             with pytest.raises(StorageUnavailableError) as caught:
                 storage.get_token(API_KEY, API_SECRET, make_record)
             text = str(at_construction.value) + str(caught.value) + repr(storage) + str(storage.health_check())

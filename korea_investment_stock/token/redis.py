@@ -194,10 +194,11 @@ class RedisTokenStorage(RecordTokenStorage):
         host_copy: keep each new token on this host too (beside the default token file,
             :mod:`.hostcopy`) before saving it, so the host's other processes can read it
             however Redis and this process fare.  ``False`` keeps nothing on disk.
-        ping: PING the server before returning (0.6.1 did, and its users catch the
-            failure with ``except ConnectionError`` to fall back to a file store).
-            Default: for a store built from a URL; a ``client=`` store connects on
-            first use (Sentinel and cluster clients find their servers then).
+        ping: PING the server before returning (0.6.1's class did, and its users
+            catch the failure with ``except ConnectionError`` to fall back to a file
+            store).  Default: yes for this class built from a URL; a ``client=``
+            store connects on first use (Sentinel and cluster clients find their
+            servers then), and so does :class:`LockingRedisTokenStorage` unless asked.
 
     An unreachable server fails the construction ping within the socket timeouts
     with :class:`~..errors.StorageUnavailableError`, a ``ConnectionError`` whose text
@@ -248,7 +249,8 @@ class RedisTokenStorage(RecordTokenStorage):
         self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
-        if type(self) is RedisTokenStorage and _pings(ping, client):  # subclasses ping once they are built
+        # The locking store decides once its own settings are checked (a bad one is no connection problem).
+        if not isinstance(self, LockingRedisTokenStorage) and _pings(ping, client, by_default=True):
             self._check_connection()
 
     def _check_connection(self) -> None:
@@ -279,7 +281,7 @@ class RedisTokenStorage(RecordTokenStorage):
             ) from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, *, ping: bool = True) -> Self:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, ping: bool | None = None) -> Self:
         """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``),
         ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password) and
         ``KOREA_INVESTMENT_REDIS_KEY_PREFIX`` (default ``korea_investment:token``), so that
@@ -405,6 +407,11 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             servers from calling tokenP (0 disables the marker).
         poll_interval: longest single follower wait before it looks at the
             lease again, pub/sub messages notwithstanding (at most 0.5 s).
+
+    It connects on first use unless ``ping=True``: a process of the fleet can start
+    while Redis is down and run on a token its host kept (a store that never
+    answered and has nothing kept still fails at once, 3 s at most).  0.6.1 had
+    no such class; its :class:`RedisTokenStorage` pings, as there.
     """
 
     def __init__(
@@ -451,7 +458,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         self._held_script = self._client.register_script(lua.HELD)
         self._release_script = self._client.register_script(lua.RELEASE)
         self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
-        if _pings(ping, client):  # after the settings are checked: a bad one is not a connection problem
+        if _pings(ping, client, by_default=False):
             self._check_connection()
 
     # ------------------------------------------------------------------ the hooks
@@ -790,9 +797,11 @@ def _expire_at_ms(record: TokenRecord) -> int:
     return math.floor(record.expires_at * 1000)
 
 
-def _pings(ping: bool | None, client: Any) -> bool:
-    """Whether construction pings: as asked, else for a store built from a URL."""
-    return client is None if ping is None else bool(ping)
+def _pings(ping: bool | None, client: Any, *, by_default: bool) -> bool:
+    """Whether construction pings: as asked, else the class's default for a store built from a URL."""
+    if ping is not None:
+        return bool(ping)
+    return by_default and client is None
 
 
 def _ms(seconds: float) -> int:
