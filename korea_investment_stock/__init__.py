@@ -42,7 +42,8 @@ from .errors import (
     TokenRateLimitedError,
     TokenWaitTimeout,
 )
-from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter, RateLimiter
+from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter
+from .limits import RateLimiter as AppKeyRateLimiter
 from .token.factory import storage_from_env
 from .token.file import FileTokenStorage
 from .token.record import TokenRecord
@@ -50,12 +51,20 @@ from .token.status import StorageDescription, StorageHealth, TokenState, TokenSt
 from .token.storage import TokenStorage
 
 if TYPE_CHECKING:
+    from .compat.cache import CachedKoreaInvestment, CacheEntry, CacheManager
+    from .compat.rate_limit import RateLimitedKoreaInvestment, RateLimiter
     from .limits.redis import RedisRateLimiter
     from .token.redis import LockingRedisTokenStorage, RedisTokenStorage
 
-__version__ = "0.7.0"
+#: Year.month.patch of the release, plus the local label ``fleet``: the package index's releases of
+#: this name are another code base (0.1.10 ... 0.19.0), so no version of this one can be taken for
+#: one of them, or be replaced by one on ``pip install -U``; and the index refuses local versions.
+__version__ = "2026.12.0+fleet"
 
 _LAZY = {"RedisTokenStorage", "LockingRedisTokenStorage"}
+#: 0.6.1's extra classes (the top-level RateLimiter is 0.6.1's pacing class; the per-app-key
+#: limiter interface is AppKeyRateLimiter, alias korea_investment_stock.limits.RateLimiter).
+_COMPAT = {"CacheEntry", "CacheManager", "CachedKoreaInvestment", "RateLimiter", "RateLimitedKoreaInvestment"}
 
 
 def __getattr__(name: str) -> Any:
@@ -63,6 +72,10 @@ def __getattr__(name: str) -> Any:
         from .token import redis as _redis
 
         return getattr(_redis, name)
+    if name in _COMPAT:
+        from . import compat
+
+        return getattr(compat, name)
     if name == "RedisRateLimiter":
         from .limits import redis as _redis_limits
 
@@ -82,6 +95,10 @@ __all__ = [
     "MARKET_CODE_MAP",
     "MARKET_TYPE",
     "MARKET_TYPE_MAP",
+    "AppKeyRateLimiter",
+    "CacheEntry",
+    "CacheManager",
+    "CachedKoreaInvestment",
     "ConfigurationError",
     "FileRateLimiter",
     "FileTokenStorage",
@@ -97,6 +114,7 @@ __all__ = [
     "ProcessRateLimiter",
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
+    "RateLimitedKoreaInvestment",
     "RateLimiter",
     "RedisRateLimiter",
     "RedisTokenStorage",

@@ -23,7 +23,14 @@ from typing import Any
 import requests
 
 from .constants import MARKET_TYPE_MAP
-from .errors import ConfigurationError, KISAPIError, KISConnectionError, RateLimitExceededError
+from .errors import (
+    ConfigurationError,
+    KISAPIError,
+    KISConnectionError,
+    NoTokenError,
+    RateLimitExceededError,
+    SymbolNotFoundError,
+)
 from .limits import DEFAULT_ACQUIRE_TIMEOUT, NoRateLimit, RateLimiter, limiter_for
 from .market import ipo
 from .token.credentials import Credentials
@@ -58,6 +65,10 @@ RATE_LIMIT_BACKOFF = 0.25
 #: While the token store does not answer and the client runs on the token in hand, how
 #: often a call asks the store again (the others use the token without waiting on it).
 STORE_RETRY_SECONDS = 5.0
+
+#: How long a token assigned to ``access_token`` counts as valid: a KIS token's lifetime.  KIS
+#: decides in truth; a dead one is replaced through the store.
+ASSIGNED_TOKEN_LIFETIME = 86400.0
 
 ACCOUNT_PATTERN = re.compile(r"^\d{8}-\d{2}$")
 
@@ -94,7 +105,10 @@ class KoreaInvestment:
         api_key: the app key (``appkey``).
         api_secret: the app secret (``appsecret``); kept in memory only.
         acc_no: the account, ``12345678-01``.
-        mock: use the mock-trading (모의투자) host.
+        mock: use the mock-trading (모의투자) host.  Positionally, the fourth argument may
+            also be the store: 0.6.1 (as published) took ``token_storage`` fourth, the
+            commit before it ``mock``.  A ``bool`` is ``mock``, a :class:`TokenStorage` the
+            store, anything else a ``TypeError``.
         token_storage: where tokens live; default from ``KOREA_INVESTMENT_TOKEN_STORAGE``
             (a :class:`~.token.file.FileTokenStorage` unless set to ``redis``).
         base_url: override the host, e.g. a fake server; also ``KOREA_INVESTMENT_BASE_URL``.
@@ -118,7 +132,9 @@ class KoreaInvestment:
             (``KOREA_INVESTMENT_MASTER_CACHE_DIR``; default ``masters/`` beside the token file).
 
     Construction obtains a token: from the store when a valid one is there (no
-    HTTP call), else through the store's single flight.
+    HTTP call), else through :meth:`issue_access_token`, which runs the store's
+    single flight (as 0.6.1 did, so code that patches or overrides that method
+    keeps working).
     """
 
     def __init__(
@@ -126,7 +142,7 @@ class KoreaInvestment:
         api_key: str,
         api_secret: str,
         acc_no: str,
-        mock: bool = False,
+        mock: bool | TokenStorage = False,
         token_storage: TokenStorage | None = None,
         *,
         base_url: str | None = None,
@@ -140,6 +156,7 @@ class KoreaInvestment:
         rate_limit_wait: float = DEFAULT_ACQUIRE_TIMEOUT,
         rate_limit_token_calls: bool = False,
     ) -> None:
+        mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
         self.api_secret = api_secret
@@ -168,12 +185,21 @@ class KoreaInvestment:
         self._token_lock = threading.Lock()
         #: While the store does not answer, when to ask it again (``time.monotonic()``).
         self._store_retry_at = 0.0
+        self._token: TokenRecord | None = None
+        #: A token user code assigned to :attr:`access_token`: sent until KIS rejects it.
+        self._assigned: TokenRecord | None = None
         try:
-            self._token = self.token_storage.token_for(credentials, self._issuer.issue)
+            # As in 0.6.1: a valid stored token, else issue_access_token() (which 0.6.1 code
+            # patches or overrides).  Ours runs the store's single flight, which reads again
+            # under the lease: however many clients miss at once, one tokenP call.
+            found = self.token_storage.find_token(credentials)
+            if found is not None:
+                self._set_token(found)
+            else:
+                self.issue_access_token()
         except BaseException:
             self._session.close()
             raise
-        self.access_token = self._token.authorization
 
     def __repr__(self) -> str:
         return (
@@ -241,15 +267,23 @@ class KoreaInvestment:
         self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue))
 
     def issue_access_token(self) -> None:
-        """Replace the current token with a newly issued one (:meth:`TokenStorage.refresh`).
+        """Obtain a token through the store's single flight; replace the current one if there is one.
 
-        Many callers doing this at once make one issuance; the old token stays
-        readable for other processes until the new one is stored.  KIS answers
-        the same token within hours: callers who asked before that answer
-        accept it as the refreshed token instead of asking KIS again.
+        Construction calls it when no valid token is stored (as 0.6.1 did): then
+        many clients missing at once make one tokenP call, and a token a peer just
+        stored is used instead.  Called on a client that holds a token, it forces
+        a new one (:meth:`TokenStorage.refresh`): many callers doing this at once
+        make one issuance, and the old token stays readable for other processes
+        until the new one is stored.  KIS answers the same token within hours:
+        callers who asked before that answer accept it as the refreshed token
+        instead of asking KIS again.
         """
-        current = self._token.access_token
-        self._set_token(self.token_storage.refresh(self.credentials, self._issuer.issue, replacing=current).record)
+        current = self._assigned or self._token
+        if current is None:
+            self._set_token(self.token_storage.token_for(self.credentials, self._issuer.issue))
+            return
+        replacing = current.access_token
+        self._set_token(self.token_storage.refresh(self.credentials, self._issuer.issue, replacing=replacing).record)
 
     def revoke_access_token(self) -> dict[str, Any]:
         """Revoke the current token at KIS and remove it from the store if still stored.
@@ -257,7 +291,10 @@ class KoreaInvestment:
         Other clients notice on their next call (``EGW00121``) and converge on one
         new issuance.
         """
-        revoked = self._token.access_token
+        held = self._assigned or self._token
+        if held is None:
+            raise NoTokenError("this client holds no token to revoke")
+        revoked = held.access_token
         answer = self._issuer.revoke(revoked)
         self._invalidate(revoked)
         return answer
@@ -268,7 +305,37 @@ class KoreaInvestment:
     def _set_token(self, record: TokenRecord) -> None:
         with self._token_lock:
             self._token = record
-            self.access_token = record.authorization
+            self._assigned = None
+
+    @property
+    def access_token(self) -> str | None:
+        """``"Bearer <token>"``, the authorization sent now (0.6.1's attribute); None while there is none."""
+        record = self._assigned or self._token
+        return record.authorization if record is not None else None
+
+    @access_token.setter
+    def access_token(self, value: str | None) -> None:
+        """Send this token from now on (0.6.1 code assigns ``"Bearer <token>"``); None: the store's again.
+
+        KIS decides whether it is good: one it rejects as dead is replaced
+        through the store's single flight, as any dead token is.
+        """
+        if value is None:
+            self._assigned = None
+            return
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError("access_token must be a non-empty string such as 'Bearer <token>', or None")
+        token = value.strip()
+        if token[:7].lower() == "bearer ":
+            token = token[7:].strip()
+        now = time.time()
+        self._assigned = TokenRecord(
+            access_token=token,
+            expires_at=now + ASSIGNED_TOKEN_LIFETIME,
+            api_key=self.credentials.api_key,
+            fingerprint=self.credentials.fingerprint,
+            issued_at=now,
+        )
 
     def _current_token(self) -> TokenRecord:
         """The token to send; refreshed through the store once it nears expiry.
@@ -278,7 +345,14 @@ class KoreaInvestment:
         the store is asked again only every :data:`STORE_RETRY_SECONDS`, so calls
         do not each pay a timeout meanwhile.
         """
+        assigned = self._assigned
+        if assigned is not None:
+            return assigned  # the caller's own: KIS decides (a dead one is replaced below)
         record = self._token
+        if record is None:  # construction's issue_access_token was replaced by one that kept no token
+            record = self.token_storage.token_for(self.credentials, self._issuer.issue)
+            self._set_token(record)
+            return record
         margin = self.token_storage.refresh_margin
         if record.is_valid(margin):
             return record
@@ -410,7 +484,12 @@ class KoreaInvestment:
         )
 
     def fetch_price_detail_oversea(self, symbol: str, market: str = "US") -> dict[str, Any]:
-        """Overseas price detail; ``market`` is ``US`` (tries NAS, NYS, AMS) or one exchange."""
+        """Overseas price detail; ``market`` is ``US`` (tries NAS, NYS, AMS) or one exchange.
+
+        Raises :class:`~.errors.SymbolNotFoundError`, a ``ValueError`` as in 0.6.1
+        ("Unable to fetch price for symbol '<symbol>' in any US exchange"), when no
+        exchange tried has data for the symbol; its ``msg_cd``/``msg1`` are KIS's last answer.
+        """
         answer: dict[str, Any] = {}
         for exchange in _codes_for(EXCHANGE_CODES, market):
             answer = self.request(
@@ -420,8 +499,12 @@ class KoreaInvestment:
                 params={"AUTH": "", "EXCD": exchange, "SYMB": symbol},
             )
             if _has_data(answer):
-                break
-        return answer
+                return answer
+        raise SymbolNotFoundError(
+            f"Unable to fetch price for symbol {symbol!r} in any {market} exchange",
+            msg_cd=kis_code(answer),
+            msg1=answer.get("msg1"),
+        )
 
     def fetch_stock_info(self, symbol: str, market: str = "KR") -> dict[str, Any]:
         """Product basic info (상품기본조회); for ``US`` tries NASDAQ, NYSE, AMEX codes."""
@@ -539,7 +622,21 @@ class KoreaInvestment:
             return self.fetch_domestic_quote(symbol).price
         if market == "US":
             return self.fetch_price_detail_oversea(symbol, market)
-        raise ConfigurationError(f"market must be 'KR' or 'US', got {market!r}")
+        raise ConfigurationError(f"Unsupported market type {market!r}: fetch_price takes 'KR' or 'US'")
+
+
+def _mock_and_store(mock: object, token_storage: TokenStorage | None) -> tuple[bool, TokenStorage | None]:
+    """The fourth argument read as 0.6.1 code (a store) or older code (``mock``) meant it."""
+    if isinstance(mock, TokenStorage):
+        if token_storage is not None:
+            raise TypeError("KoreaInvestment got token_storage twice: as the fourth argument and as token_storage=")
+        return False, mock
+    if not isinstance(mock, bool):
+        raise TypeError(
+            "KoreaInvestment's fourth argument is mock (True or False) or a token_storage (a TokenStorage), "
+            f"not {type(mock).__name__}"
+        )
+    return mock, token_storage
 
 
 def _require_text(name: str, value: object) -> None:

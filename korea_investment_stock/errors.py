@@ -28,7 +28,7 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
     │   ├── RateLimitExceededError           EGW00201 after bounded retries
     │   │   └── RateLimitWaitTimeout [TimeoutError]   no slot in the budget within the wait: nothing sent
     │   ├── KISConnectionError               no connection or no answer within the timeout
-    │   └── SymbolNotFoundError              KIS answered with no data for the symbol
+    │   └── SymbolNotFoundError [ValueError] KIS answered with no data for the symbol
     ├── MasterFileError [ValueError]         a master file download or archive was refused
     │   └── MasterCacheUnavailable (internal)   no cache directory: download into memory instead
     └── UnsafePathError (internal)           a path we would use is not safe to use
@@ -182,8 +182,8 @@ class KISConnectionError(KISAPIError):
     """The KIS host could not be reached, or did not answer within the timeout."""
 
 
-class SymbolNotFoundError(KISAPIError):
-    """KIS answered, but with no data for the symbol."""
+class SymbolNotFoundError(KISAPIError, ValueError):
+    """KIS answered, but with no data for the symbol (a ``ValueError``, as 0.6.1 raised)."""
 
 
 # ---------------------------------------------------------------------------------- master files

@@ -53,8 +53,10 @@ def check_private_directory(directory: Path, setting: str) -> None:
     """Refuse ``directory`` if another user (but root) owns it or group or others may write to it.
 
     There, anyone could plant a file or a symlink where ours goes.  ``OSError``
-    when it cannot be inspected; :class:`UnsafeDirectory` saying how to fix it
-    (``chmod 700``, or another directory through ``setting``).
+    when it cannot be inspected; :class:`UnsafeDirectory` saying how to fix it:
+    another directory through ``setting``, and ``chmod 700`` only for a directory
+    that is plainly the caller's own (see :func:`_yours_to_tighten`), never for a
+    shared one such as ``/tmp``, where it would break the machine.
     """
     info = os.stat(directory)
     if info.st_uid not in (os.geteuid(), 0):
@@ -63,10 +65,22 @@ def check_private_directory(directory: Path, setting: str) -> None:
             f"use a directory of your own ({setting})"
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        own = f"use a directory of your own that only you can write to ({setting})"
+        advice = f"run 'chmod 700 {directory}' if it is yours alone, or {own}" if _yours_to_tighten(info) else own
         raise UnsafeDirectory(
-            f"the directory {directory} can be written by other users (mode {stat.filemode(info.st_mode)}); "
-            f"run 'chmod 700 {directory}' or use a directory of your own ({setting})"
+            f"the directory {directory} can be written by other users (mode {stat.filemode(info.st_mode)}); {advice}"
         )
+
+
+def _yours_to_tighten(info: os.stat_result) -> bool:
+    """Whether ``chmod 700`` is safe advice: a non-sticky directory owned by the (non-root) caller.
+
+    A sticky directory is shared on purpose (``/tmp``, ``/var/tmp``, ``/dev/shm``),
+    and for root every directory, system ones included, is its own: there the
+    advice would break the machine, so only another directory is suggested.
+    """
+    euid = os.geteuid()
+    return euid != 0 and info.st_uid == euid and not info.st_mode & stat.S_ISVTX
 
 
 def fsync_directory(directory: Path) -> None:

@@ -338,10 +338,12 @@ def test_fetch_price_detail_oversea_tries_exchanges_in_order(fake_kis, storage, 
     assert fake_kis.stats.rest_requests == calls
 
 
-def test_fetch_price_detail_oversea_unknown_symbol_returns_blank(fake_kis, storage):
-    with connect(fake_kis, storage) as client:
-        answer = client.fetch_price_detail_oversea("NOSUCH", "US")
-    assert answer["rt_cd"] == "0" and not any(answer["output"].values())
+def test_fetch_price_detail_oversea_unknown_symbol_raises_after_every_exchange(fake_kis, storage):
+    from korea_investment_stock import SymbolNotFoundError
+
+    with connect(fake_kis, storage) as client, pytest.raises(SymbolNotFoundError, match="'NOSUCH'") as caught:
+        client.fetch_price_detail_oversea("NOSUCH", "US")
+    assert caught.value.msg_cd == "MCA00000"  # KIS's last answer: success, with blank fields
     assert fake_kis.stats.rest_requests == 3
 
 

@@ -49,10 +49,26 @@ def test_the_three_import_paths():
     from korea_investment_stock.token_storage import FileTokenStorage as FileAgain
     from korea_investment_stock.token_storage import RedisTokenStorage as RedisAgain
     from korea_investment_stock.token_storage import TokenStorage as TokenStorageAgain
+    from korea_investment_stock.token_storage.token_storage import FileTokenStorage as FileInModule
+    from korea_investment_stock.token_storage.token_storage import RedisTokenStorage as RedisInModule
 
+    assert (FileInModule, RedisInModule) == (FileTokenStorage, RedisTokenStorage)
     assert KoreaInvestmentAgain is KoreaInvestment and EXCHANGE_CODE_AGAIN is EXCHANGE_CODE
     assert (FileAgain, RedisAgain, TokenStorageAgain) == (FileTokenStorage, RedisTokenStorage, TokenStorage)
     assert API_RETURN_CODE["SUCCESS"] == "0" and EXCHANGE_CODE2["미국전체"] == "NASD"
+
+
+def test_0_6_1s_all_is_exported():
+    import korea_investment_stock
+
+    published = {
+        "KoreaInvestment", "EXCHANGE_CODE", "EXCHANGE_CODE2", "API_RETURN_CODE", "CacheManager", "CacheEntry",
+        "CachedKoreaInvestment", "TokenStorage", "FileTokenStorage", "RedisTokenStorage", "RateLimiter",
+        "RateLimitedKoreaInvestment",
+    }  # fmt: skip
+    assert published <= set(korea_investment_stock.__all__)
+    for name in published:
+        assert getattr(korea_investment_stock, name) is not None
 
 
 @pytest.mark.parametrize(
@@ -61,6 +77,14 @@ def test_the_three_import_paths():
         "import korea_investment_stock",
         "from korea_investment_stock.korea_investment_stock import KoreaInvestment, EXCHANGE_CODE",
         "from korea_investment_stock.token_storage import TokenStorage, FileTokenStorage, RedisTokenStorage",
+        "from korea_investment_stock.token_storage.token_storage import FileTokenStorage, RedisTokenStorage",
+        "from korea_investment_stock import CacheManager, CacheEntry, CachedKoreaInvestment",
+        "from korea_investment_stock import RateLimiter, RateLimitedKoreaInvestment",
+        "from korea_investment_stock.cache.cache_manager import CacheManager, CacheEntry",
+        "from korea_investment_stock.cache.cached_korea_investment import CachedKoreaInvestment",
+        "from korea_investment_stock.rate_limit.rate_limiter import RateLimiter",
+        "from korea_investment_stock.rate_limit.rate_limited_korea_investment import RateLimitedKoreaInvestment",
+        "from korea_investment_stock import *",
     ],
 )
 def test_importing_pulls_in_neither_redis_nor_pandas(statement):
@@ -212,7 +236,7 @@ def test_redis_store_built_through_a_replaced_redis_from_url(monkeypatch):
 
     monkeypatch.setattr(redis, "from_url", fake_from_url)
     storage = RedisTokenStorage("redis://localhost:6379/0", password="pw", key_prefix="myapp:token")
-    assert urls and "pw" not in urls[0]
+    assert urls == ["redis://:pw@localhost:6379/0"]  # 0.6.1 put a separate password into the URL
     assert isinstance(storage.redis_client, fakeredis.FakeRedis)
     assert storage.key_prefix == "myapp:token"
     key = storage._get_redis_key(API_KEY)
@@ -227,9 +251,8 @@ def test_redis_store_built_through_a_replaced_redis_from_url(monkeypatch):
 def test_an_unreachable_redis_is_caught_by_except_connection_error(redis_binary_or_skip):
     from korea_investment_stock.token_storage import RedisTokenStorage
 
-    storage = RedisTokenStorage(f"redis://127.0.0.1:{redis_binary_or_skip}/0")
     try:
-        storage.load_token(API_KEY, API_SECRET)
+        RedisTokenStorage(f"redis://127.0.0.1:{redis_binary_or_skip}/0")  # 0.6.1 pinged here, and so do we
     except ConnectionError as exc:
         assert "127.0.0.1" in str(exc)
     else:

@@ -619,13 +619,14 @@ def test_base_url_and_cache_dir_precedence(
         MasterFiles(session, base_url="ftp://example.test")
 
 
-def test_without_pandas_the_error_names_the_extra(
+def test_without_pandas_the_error_says_how_to_add_it(
     fake_kis: FakeKIS, session: requests.Session, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     files = master_files(fake_kis, session, cache_dir)
     for call in (files.kospi, files.kosdaq, files.symbols, lambda: parse_kospi_master(tmp_path)):
-        with pytest.raises(ImportError, match=r"pip install korea-investment-stock\[pandas\]"):
+        # pandas itself: the index's korea-investment-stock[pandas] would install another code base
+        with pytest.raises(ImportError, match=r"pip install 'pandas>=1\.5'"):
             call()
     assert downloads(fake_kis) == {}
 

@@ -494,3 +494,36 @@ def test_exit_waits_for_a_pending_save_once_and_at_most_the_allowance():
     returned_at = float(out.stdout.strip().splitlines()[-1])
     assert returned_at - started < 10.0
     assert ended - returned_at < 1.0 + 0.8, f"exit waited {ended - returned_at:.2f}s for a 1 s allowance"
+
+
+# ------------------------------------------------- the refusal never advises changing a shared dir
+@pytest.mark.parametrize("mode", [0o1777, 0o1770])
+def test_a_sticky_shared_directory_is_refused_without_advice_to_chmod_it(tmp_path, mode):
+    """/tmp is one: 'chmod 700 /tmp' would break the machine.  Point at a directory of your own instead."""
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(mode)
+    with pytest.raises(StorageError, match="can be written by other users") as caught:
+        FileTokenStorage(directory / "token.key").get_token(API_KEY, API_SECRET, CountingIssuer())
+    assert "chmod" not in str(caught.value)
+    assert "directory of your own" in str(caught.value) and "KOREA_INVESTMENT_TOKEN_FILE" in str(caught.value)
+
+
+def test_the_system_temporary_directory_is_refused_without_advice_to_chmod_it():
+    import tempfile
+
+    system_tmp = Path(tempfile.gettempdir())
+    if not system_tmp.stat().st_mode & 0o002:
+        pytest.skip(f"{system_tmp} is not shared on this machine")
+    with pytest.raises(StorageError) as caught:
+        FileTokenStorage(system_tmp / f"kis-{os.getpid()}.key").get_token(API_KEY, API_SECRET, CountingIssuer())
+    assert "chmod" not in str(caught.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root: every directory is root's own, so none is advised")
+def test_a_loose_directory_of_ones_own_gets_the_chmod_advice(tmp_path):
+    directory = tmp_path / "mine"
+    directory.mkdir()
+    directory.chmod(0o775)
+    with pytest.raises(StorageError, match=f"chmod 700 {directory}"):
+        FileTokenStorage(directory / "token.key").get_token(API_KEY, API_SECRET, CountingIssuer())

@@ -8,6 +8,7 @@ conftest and configuration play no part: only the installed package and its entr
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -191,3 +192,32 @@ def test_wheel_metadata_is_honest(built: tuple[Path, Path]) -> None:
     }
     assert f"{PLUGIN} = {PLUGIN}" in entry_points
     assert "kis-token = korea_investment_stock.cli:main" in entry_points
+
+
+# ------------------------------------------------------------------ the install story
+INDEX_NAME_INSTALL = re.compile(
+    r"pip install\s+(-U\s+|--upgrade\s+)?[\"']?korea-investment-stock(\[[a-z,]+\])?[\"']?(\s|$)"
+)
+
+
+def test_the_version_cannot_be_mistaken_for_a_release_of_that_name_on_the_index() -> None:
+    """The package index's korea-investment-stock is another code base, 0.1.10 to 0.19.0 (0.7.0 included)."""
+    from packaging.version import Version
+
+    version = Version(korea_investment_stock.__version__)
+    assert version.major >= 2000, "calendar versions: never one of the index's 0.x releases, never below them"
+    assert version.local == "fleet", "a local label: the index refuses it, and it names this code base"
+    changelog = (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+    first = re.search(r"^## \[([^\]]+)\]", changelog, re.M)
+    assert first and first.group(1) == korea_investment_stock.__version__
+
+
+def test_no_text_tells_to_install_this_package_by_name_from_the_index() -> None:
+    """`pip install korea-investment-stock` installs the index's latest release, another code base."""
+    texts = {"README.md": (REPO / "README.md").read_text(encoding="utf-8")}
+    for path in (REPO / "korea_investment_stock").rglob("*.py"):
+        texts[str(path.relative_to(REPO))] = path.read_text(encoding="utf-8")
+    offenders = [name for name, text in texts.items() if INDEX_NAME_INSTALL.search(text)]
+    assert offenders == []
+    installation = (REPO / "README.md").read_text(encoding="utf-8").split("## Installation", 1)[1].split("\n## ")[0]
+    assert "git clone" in installation and "pip install ." in installation and ".whl" in installation

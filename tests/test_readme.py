@@ -48,6 +48,17 @@ def test_custom_storage_example_gets_single_flight_for_free() -> None:
         assert storage.check_token_valid(kis.app_key, kis.app_secret)
 
 
-def test_fake_server_example_runs(tmp_path: Path) -> None:
-    code = example_after("## Testing your code with the fake KIS server").replace("/tmp/t.key", str(tmp_path / "t.key"))
+def test_fake_server_example_runs_as_written() -> None:
+    code = example_after("## Testing your code with the fake KIS server")
     exec(code, {})  # its own asserts check the quotation and the single tokenP call
+
+
+def test_no_readme_text_advises_changing_a_system_directory() -> None:
+    text = README.read_text(encoding="utf-8")
+    system = re.compile(r"chmod\s+\S+\s+(/tmp|/var/tmp|/dev/shm|/var|/usr|/etc|/home|/)(?![\w./-])")
+    assert not system.findall(text)
+
+
+def test_migration_example_runs_as_written() -> None:
+    """Both constructor shapes, the cache and the pacing wrapper, against the fake KIS server."""
+    exec(example_after("## Migrating from 0.6.1"), {})

@@ -170,6 +170,8 @@ def test_a_store_that_never_answered_fails_fast(redis_binary):
     store = LockingRedisTokenStorage(f"redis://127.0.0.1:{port}/0", outage_allowance=30.0)
     with pytest.raises(StorageUnavailableError):
         store.get_token("PS" + "k" * 34, "s" * 60, lambda: pytest.fail("no tokenP without a store"))
+    with pytest.raises(StorageUnavailableError):  # or at once, when asked to ping at construction
+        LockingRedisTokenStorage(f"redis://127.0.0.1:{port}/0", outage_allowance=30.0, ping=True)
 
 
 def test_the_documented_minimal_acl_is_enough(redis_binary, fake_kis_factory):

@@ -82,16 +82,19 @@ def test_load_token_and_check_are_one_round_trip_each(private_redis):  # noqa: F
 
 
 # ------------------------------------------------------------------------------ outages
-def test_closed_port_fails_fast_with_a_redacted_location(caplog):
+@pytest.mark.parametrize("ping", [True, False], ids=["construction-ping", "first-use"])
+def test_closed_port_fails_fast_with_a_redacted_location(caplog, ping):
     port = free_port()
-    storage = LockingRedisTokenStorage(f"redis://127.0.0.1:{port}/3", password="hunter2-secret")
+    url = f"redis://127.0.0.1:{port}/3"
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG), pytest.raises(StorageUnavailableError) as caught:
+        storage = LockingRedisTokenStorage(url, password="hunter2-secret", ping=ping)
         storage.get_token(API_KEY, API_SECRET, make_record)
     assert time.monotonic() - started <= UNREACHABLE_BUDGET
     message = str(caught.value)
     assert f"redis://:***@127.0.0.1:{port}/3" in message
     assert "hunter2-secret" not in message and "hunter2-secret" not in caplog.text
+    storage = LockingRedisTokenStorage(url, password="hunter2-secret", ping=False)
     assert "hunter2-secret" not in repr(storage)
     health = storage.health_check()
     assert health.reachable is False and health.round_trip_ms is None
@@ -103,10 +106,9 @@ def test_a_server_that_never_answers_fails_within_the_budget():
     listener.listen(16)  # accepts (via the backlog) but never replies
     port = listener.getsockname()[1]
     try:
-        storage = RedisTokenStorage(f"redis://127.0.0.1:{port}/0")
         started = time.monotonic()
         with pytest.raises(StorageUnavailableError) as caught:
-            storage.check_token_valid(API_KEY, API_SECRET)
+            RedisTokenStorage(f"redis://127.0.0.1:{port}/0")  # the construction ping times out
         elapsed = time.monotonic() - started
     finally:
         listener.close()
@@ -138,18 +140,22 @@ def test_password_from_argument_url_or_environment(password_redis, monkeypatch, 
 
 def test_wrong_password_never_shows_in_errors_or_logs(password_redis, caplog):  # noqa: F811
     wrong = "not-the-password-" + uuid.uuid4().hex
-    storages = [
-        LockingRedisTokenStorage(password_redis.url, password=wrong),
-        LockingRedisTokenStorage(password_redis.url.replace("redis://", f"redis://:{wrong}@")),
-        LockingRedisTokenStorage(password_redis.url),  # none at all
+    configurations = [
+        {"redis_url": password_redis.url, "password": wrong},
+        {"redis_url": password_redis.url.replace("redis://", f"redis://:{wrong}@")},
+        {"redis_url": password_redis.url},  # none at all
     ]
     with caplog.at_level(logging.DEBUG):
-        for storage in storages:
+        for config in configurations:
+            with pytest.raises(StorageUnavailableError) as at_construction:
+                RedisTokenStorage(**config)  # 0.6.1's class pings in its constructor
+            storage = LockingRedisTokenStorage(**config)  # ours connects on first use
             with pytest.raises(StorageUnavailableError) as caught:
                 storage.get_token(API_KEY, API_SECRET, make_record)
-            text = str(caught.value) + repr(storage) + str(storage.health_check())
+            text = str(at_construction.value) + str(caught.value) + repr(storage) + str(storage.health_check())
             assert wrong not in text and password_redis.password not in text
             assert f"127.0.0.1:{password_redis.port}/0" in str(caught.value)
+            assert f"127.0.0.1:{password_redis.port}/0" in str(at_construction.value)
     assert wrong not in caplog.text and password_redis.password not in caplog.text
 
 

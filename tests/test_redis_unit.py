@@ -276,7 +276,7 @@ def test_acl_user_tls_and_unix_urls():
 
 
 def test_clients_built_from_urls_carry_our_settings():
-    storage = RedisTokenStorage("rediss://kis-app@127.0.0.1:6390/4", password="pw")
+    storage = RedisTokenStorage("rediss://kis-app@127.0.0.1:6390/4", password="pw", ping=False)
     kwargs = storage._client.connection_pool.connection_kwargs
     assert storage._client.connection_pool.connection_class is redis.SSLConnection
     assert kwargs["username"] == "kis-app"
@@ -284,7 +284,7 @@ def test_clients_built_from_urls_carry_our_settings():
     assert kwargs["db"] == 4
     assert kwargs["socket_timeout"] == 3.0
     assert kwargs["socket_connect_timeout"] == 3.0
-    unix = RedisTokenStorage("unix:///tmp/redis.sock?db=2")
+    unix = RedisTokenStorage("unix:///tmp/redis.sock?db=2", ping=False)
     assert unix._client.connection_pool.connection_class is redis.UnixDomainSocketConnection
     assert unix.location == "unix:///tmp/redis.sock?db=2"
 
@@ -297,7 +297,7 @@ def test_unusable_urls_are_configuration_errors_without_echoing_secrets(url):
 
 
 def test_repr_never_shows_the_password():
-    storage = LockingRedisTokenStorage("redis://:hunter2@127.0.0.1:6379/0")
+    storage = LockingRedisTokenStorage("redis://:hunter2@127.0.0.1:6379/0", ping=False)
     assert "hunter2" not in repr(storage)
     assert "redis://:***@127.0.0.1:6379/0" in repr(storage)
 
@@ -315,7 +315,15 @@ def test_settings_are_validated(fake_redis):  # noqa: F811
             LockingRedisTokenStorage(client=fake_redis, **bad)
 
 
-def test_from_env_and_the_factory():
+def test_from_env_and_the_factory(monkeypatch):
+    servers = fakeredis.FakeServer()
+    urls = []
+
+    def fake_from_url(url, **kwargs):  # as 0.6.1's users do: the construction ping reaches fakeredis
+        urls.append(url)
+        return fakeredis.FakeRedis(server=servers)
+
+    monkeypatch.setattr(redis, "from_url", fake_from_url)
     env = {
         "KOREA_INVESTMENT_TOKEN_STORAGE": "redis",
         "KOREA_INVESTMENT_REDIS_URL": "redis://cache.internal:6390/5",
@@ -324,11 +332,11 @@ def test_from_env_and_the_factory():
     storage = storage_from_env(env)
     assert isinstance(storage, LockingRedisTokenStorage)
     assert storage.location == "redis://:***@cache.internal:6390/5"
-    assert storage._client.connection_pool.connection_kwargs["password"] == "from-env"
+    assert urls[-1] == "redis://:from-env@cache.internal:6390/5"
     default = LockingRedisTokenStorage.from_env({})
     assert default.location == "redis://localhost:6379/0"
     url_wins = LockingRedisTokenStorage.from_env({**env, "KOREA_INVESTMENT_REDIS_URL": "redis://:in-url@h/0"})
-    assert url_wins._client.connection_pool.connection_kwargs["password"] == "in-url"
+    assert url_wins.location == "redis://:***@h:6379/0" and urls[-1] == "redis://:in-url@h/0"
     assert storage.key_prefix == default.key_prefix == "korea_investment:token"
     prefixed = storage_from_env({**env, "KOREA_INVESTMENT_REDIS_KEY_PREFIX": "team-a:kis"})
     assert prefixed.key_prefix == "team-a:kis"
@@ -346,7 +354,7 @@ def test_missing_redis_package_says_how_to_install_it():
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert "pip install korea-investment-stock[redis]" in out.stdout
+    assert "pip install 'redis>=4.5.0'" in out.stdout and "redis 패키지가 필요합니다" in out.stdout
 
 
 # ------------------------------------------------------------------------------- errors

@@ -82,7 +82,7 @@ def _caller(
             answer = client.fetch_domestic_price("J", SYMBOL)
         if answer.get("rt_cd") != "0":
             raise RuntimeError(f"quotation failed: {answer.get('msg_cd')} {answer.get('msg1')}")
-        results.append(("ok", waited, client.access_token))
+        results.append(("ok", waited, client.access_token or ""))
     except Exception as exc:
         results.append(("error", 0.0, f"{type(exc).__name__}: {exc}"))
 

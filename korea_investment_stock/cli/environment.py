@@ -75,8 +75,10 @@ def storage_for(key_prefix: str | None, environ: Mapping[str, str] | None = None
             if (env.get(ENV_STORAGE) or "file").strip().lower() != "redis":
                 raise UsageError(f"--key-prefix applies to the redis storage only (set {ENV_STORAGE}=redis)")
             env[ENV_REDIS_KEY_PREFIX] = key_prefix
-        return storage_from_env(env)
+        # No PING at construction: the commands report an unreachable store themselves (health, status).
+        return storage_from_env(env, ping=False)
     except ImportError as exc:
         raise ConfigurationError(
-            f"the redis token storage needs the redis package ({exc.name}): pip install 'korea-investment-stock[redis]'"
+            f"the redis token storage needs the redis package ({exc.name}): pip install 'redis>=4.5.0' "
+            "into this environment"
         ) from None

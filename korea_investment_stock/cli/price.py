@@ -31,7 +31,11 @@ def price_summary(client: KoreaInvestment, symbol: str, market: str = "KR") -> d
             "volume": out.get("acml_vol", ""),
             "currency": "KRW",
         }
-    out = _output(client.fetch_price_detail_oversea(symbol, market), symbol)
+    try:
+        answer = client.fetch_price_detail_oversea(symbol, market)
+    except SymbolNotFoundError:
+        raise SymbolNotFoundError(_no_data(symbol)) from None
+    out = _output(answer, symbol)
     rsym = out.get("rsym", "")
     last, base = out.get("last", ""), out.get("base", "")
     try:
@@ -59,5 +63,9 @@ def _output(answer: dict[str, Any], symbol: str) -> dict[str, str]:
         )
     output = answer.get("output")
     if not isinstance(output, dict) or not any(output.values()):
-        raise SymbolNotFoundError(f"KIS has no data for {symbol!r} (unknown symbol, or wrong --market)")
+        raise SymbolNotFoundError(_no_data(symbol))
     return {str(k): str(v) for k, v in output.items()}
+
+
+def _no_data(symbol: str) -> str:
+    return f"KIS has no data for {symbol!r} (unknown symbol, or wrong --market)"

@@ -19,8 +19,8 @@ archive.  Here:
 - The ``.mst`` text is decoded strictly as cp949, line by line, so a damaged
   file fails loudly with its line number instead of yielding shifted columns.
 
-pandas is optional (``pip install korea-investment-stock[pandas]``) and is
-imported only when a DataFrame is built.
+pandas is optional (the ``pandas`` extra, or ``pip install 'pandas>=1.5'`` into the
+same environment) and is imported only when a DataFrame is built.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ KOSDAQ_MASTER_PATH = "/common/master/kosdaq_code.mst.zip"
 ENV_MASTER_BASE_URL = "KOREA_INVESTMENT_MASTER_URL"
 ENV_MASTER_CACHE_DIR = "KOREA_INVESTMENT_MASTER_CACHE_DIR"
 DEFAULT_CACHE_DIR = Path("~/.cache/kis/masters")
-PANDAS_HINT = "pip install korea-investment-stock[pandas]"
+#: Not the index's korea-investment-stock[pandas]: that name there is another code base.
+PANDAS_HINT = "pip install 'pandas>=1.5' into the same environment"
 
 #: The real zips are a few hundred KiB; anything near these caps is not KIS's.
 MAX_ARCHIVE_BYTES = 32 << 20

@@ -55,6 +55,7 @@ KR_NAMES: Mapping[str, tuple[str, str]] = {
     "035420": ("NAVER", "NAVER"),
     "035720": ("카카오", "Kakao"),
     "005380": ("현대차", "Hyundai Motor"),
+    "017670": ("SK텔레콤", "SK Telecom"),
     "051910": ("LG화학", "LG Chem"),
     "373220": ("LG에너지솔루션", "LG Energy Solution"),
     "207940": ("삼성바이오로직스", "Samsung Biologics"),
@@ -73,7 +74,7 @@ KR_NAMES: Mapping[str, tuple[str, str]] = {
 }
 
 KR_ETFS: frozenset[str] = frozenset(
-    {"069500", "360750", "102110", "229200", "133690", "122630", "114800", "252670", "379800"}
+    {"069500", "360750", "102110", "229200", "133690", "122630", "114800", "252670", "379800", "294400"}
 )
 
 _KOSDAQ: frozenset[str] = frozenset({"247540", "086520"})
@@ -95,6 +96,7 @@ OVERSEAS: Mapping[str, tuple[str, str, bool]] = {
     "COST": ("NAS", "COSTCO WHOLESALE CORP", False),
     "QQQ": ("NAS", "INVESCO QQQ TRUST", True),
     "TQQQ": ("NAS", "PROSHARES ULTRAPRO QQQ", True),
+    "QQQM": ("NAS", "INVESCO NASDAQ 100 ETF", True),
     "KO": ("NYS", "COCA-COLA CO", False),
     "JPM": ("NYS", "JPMORGAN CHASE & CO", False),
     "V": ("NYS", "VISA INC", False),
@@ -425,6 +427,7 @@ def search_stock_info(pdno: str, prdt_type_cd: str) -> Output:
         "kospi200_item_yn": "N" if (is_etf or kosdaq) else "Y",
         "scts_mket_lstg_dt": "" if kosdaq else listed,
         "kosdaq_mket_lstg_dt": listed if kosdaq else "",
+        "frbd_mket_lstg_dt": "",  # the free board (프리보드): none of these is listed there
         "etf_dvsn_cd": "1" if is_etf else "",
         "stck_kind_cd": "" if is_etf else "101",
         "prdt_name": name,

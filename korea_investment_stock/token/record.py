@@ -3,6 +3,11 @@
 Expiry is computed once, from KIS's ``access_token_token_expired`` string read as
 Korean wall-clock time, and kept as epoch seconds.  ``expires_in`` is ignored on
 purpose: KIS sends 86400 even when it re-answers an older token with less life.
+
+A token handed over in 0.6.x's dict shape (``save_token``, an old pickle) carries
+its expiry as ``timestamp`` (epoch seconds), and that is its expiry, as in 0.6.1;
+the text is read as KST only when there is no timestamp.  The text is kept as
+given, so ``load_token`` returns what was saved.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hmac
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -83,6 +88,9 @@ class TokenRecord:
     fingerprint: str
     issued_at: float
     token_type: str = "Bearer"
+    #: ``access_token_token_expired`` as a 0.6.x caller gave it ("" when ours): 0.6.1's tests
+    #: wrote local time there.  Only handed back in that shape; the expiry is ``expires_at``.
+    given_expiry_text: str = field(default="", compare=False)
 
     def __repr__(self) -> str:  # never show the bearer token itself
         return (
@@ -94,6 +102,11 @@ class TokenRecord:
     def expired_text(self) -> str:
         """Expiry as KIS writes it (KST, no zone marker)."""
         return format_kst(self.expires_at)
+
+    @property
+    def legacy_expiry_text(self) -> str:
+        """``access_token_token_expired`` in the 0.6.x shape: as given, else :attr:`expired_text`."""
+        return self.given_expiry_text or self.expired_text
 
     @property
     def authorization(self) -> str:
@@ -158,7 +171,7 @@ class TokenRecord:
         """
         return {
             "access_token": self.access_token,
-            "access_token_token_expired": self.expired_text,
+            "access_token_token_expired": self.legacy_expiry_text,
             "timestamp": int(self.expires_at),
             "api_key": self.api_key,
             "api_secret": api_secret,
@@ -186,13 +199,14 @@ class TokenRecord:
             api_key=api_key,
             fingerprint=credential_fingerprint(api_key, data["api_secret"]),
             issued_at=time.time() if now is None else now,
+            given_expiry_text=_given_text(data),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The at-rest shape: no secret, only its fingerprint."""
         return {
             "access_token": self.access_token,
-            "access_token_token_expired": self.expired_text,
+            "access_token_token_expired": self.legacy_expiry_text,
             "expires_at": self.expires_at,
             "issued_at": self.issued_at,
             "api_key": self.api_key,
@@ -218,20 +232,38 @@ class TokenRecord:
         for name in ("expires_at", "issued_at"):
             fields[name] = _epoch(data.get(name), name)
         token_type = data.get("token_type", "Bearer")
-        return cls(token_type=token_type if isinstance(token_type, str) else "Bearer", **fields)
+        return cls(
+            token_type=token_type if isinstance(token_type, str) else "Bearer",
+            given_expiry_text=_given_text(data),
+            **fields,
+        )
 
 
 def _legacy_expiry(data: Mapping[str, Any]) -> float:
+    """The expiry of a 0.6.x dict: its ``timestamp`` (0.6.1's rule), else its text read as KST."""
+    try:
+        return _epoch(data.get("timestamp"), "timestamp")
+    except ValueError:
+        pass
     expired = data.get("access_token_token_expired")
     if isinstance(expired, str):
         try:
             return parse_kst(expired)
         except ValueError:
             pass
+    raise ValueError("neither timestamp nor access_token_token_expired gives an expiry")
+
+
+def _given_text(data: Mapping[str, Any]) -> str:
+    """``access_token_token_expired`` if it is short text that can be stored as is, else ""."""
+    text = data.get("access_token_token_expired")
+    if not isinstance(text, str) or len(text) > 64:
+        return ""
     try:
-        return _epoch(data.get("timestamp"), "timestamp")
-    except ValueError:
-        raise ValueError("neither access_token_token_expired nor timestamp gives an expiry") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from JSON: not storable
+        return ""
+    return text
 
 
 def _epoch(value: Any, name: str) -> float:

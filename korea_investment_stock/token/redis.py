@@ -77,6 +77,7 @@ from ..errors import (
     TokenWaitTimeout,
     UnreadableKeyError,
 )
+from ..redaction import scrub
 from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
@@ -89,6 +90,7 @@ from .redis_connect import (
     ENV_REDIS_KEY_PREFIX,
     ENV_REDIS_PASSWORD,
     ENV_REDIS_URL,
+    ClientSecrets,
     connect,
     describe_client,
     import_redis,
@@ -101,6 +103,8 @@ from .storage import DEFAULT_CALL_SECONDS, HOLD_SLACK, RecordTokenStorage, scope
 
 logger = logging.getLogger(__name__)
 
+#: 0.6.1's words for an unreachable server at construction ("connecting to the Redis server failed").
+CONNECT_FAILED = "Redis 서버 연결 실패"
 DEFAULT_KEY_PREFIX = "korea_investment:token"
 #: How long a crashed holder can stall the fleet.  Short, and renewed often
 #: (:data:`RENEWALS_PER_LEASE` times per lease) while issuance runs: a live holder
@@ -190,8 +194,15 @@ class RedisTokenStorage(RecordTokenStorage):
         host_copy: keep each new token on this host too (beside the default token file,
             :mod:`.hostcopy`) before saving it, so the host's other processes can read it
             however Redis and this process fare.  ``False`` keeps nothing on disk.
+        ping: PING the server before returning (0.6.1's class did, and its users
+            catch the failure with ``except ConnectionError`` to fall back to a file
+            store).  Default: yes for this class built from a URL; a ``client=``
+            store connects on first use (Sentinel and cluster clients find their
+            servers then), and so does :class:`LockingRedisTokenStorage` unless asked.
 
-    Nothing connects until first use.  Only threads of one process are
+    An unreachable server fails the construction ping within the socket timeouts
+    with :class:`~..errors.StorageUnavailableError`, a ``ConnectionError`` whose text
+    starts with 0.6.1's "Redis 서버 연결 실패:".  Only threads of one process are
     coordinated; use :class:`LockingRedisTokenStorage` for a fleet.
     """
 
@@ -209,6 +220,7 @@ class RedisTokenStorage(RecordTokenStorage):
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
         host_copy: bool = True,
+        ping: bool | None = None,
     ) -> None:
         super().__init__(
             refresh_margin=refresh_margin,
@@ -221,7 +233,6 @@ class RedisTokenStorage(RecordTokenStorage):
         self.key_prefix = key_prefix
         self.socket_timeout = check_seconds("socket_timeout", socket_timeout, positive=True)
         self.socket_connect_timeout = check_seconds("socket_connect_timeout", socket_connect_timeout, positive=True)
-        self._secrets: list[str]
         if client is not None:
             self.location, self._secrets = describe_client(client)
             self._client = client
@@ -230,26 +241,56 @@ class RedisTokenStorage(RecordTokenStorage):
         else:
             target = resolve_target(redis_url, password)
             self.location = target.location
-            self._secrets = [target.password] if target.password else []
             self._client = connect(
                 target, socket_timeout=self.socket_timeout, socket_connect_timeout=self.socket_connect_timeout
             )
+            self._secrets = ClientSecrets(self._client)  # the password stays in redis-py's settings only
             self._scope = ("redis", target.location, key_prefix)
         self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
+        # The locking store decides once its own settings are checked (a bad one is no connection problem).
+        if not isinstance(self, LockingRedisTokenStorage) and _pings(ping, client, by_default=True):
+            self._check_connection()
+
+    def _check_connection(self) -> None:
+        """PING once (0.6.1's construction check): unreachable is a ``ConnectionError``, in both languages.
+
+        Unreachable means no connection, no answer in time, or a refused password.
+        Any reply shows the server is there, even an error reply: an ACL without
+        ``ping``, or a replica mid-failover or a server still loading (an outage,
+        which the store rides out like any other once it is in use).
+        """
+        import redis
+
+        answered = (redis.exceptions.ResponseError, redis.exceptions.BusyLoadingError)
+        try:
+            with translated_errors(self.location, "checking the connection (PING)", self._secrets):
+                try:
+                    self._client.ping()
+                except answered as exc:
+                    logger.debug("Redis at %s answered the PING with %s", self.location, type(exc).__name__)
+        except StorageUnavailableError as exc:
+            raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
+        except StorageError as exc:  # some other redis-py error: say so, as an unreachable server
+            raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
+        except Exception as exc:  # a stand-in client (tests replace redis.from_url) failing its own way
+            reason = scrub(str(exc) or type(exc).__name__, self._secrets)
+            raise StorageUnavailableError(
+                f"{CONNECT_FAILED}: cannot reach Redis at {self.location}: {reason} ({type(exc).__name__})"
+            ) from None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, ping: bool | None = None) -> Self:
         """Build from ``KOREA_INVESTMENT_REDIS_URL`` (default ``redis://localhost:6379/0``),
         ``KOREA_INVESTMENT_REDIS_PASSWORD`` (used when the URL carries no password) and
         ``KOREA_INVESTMENT_REDIS_KEY_PREFIX`` (default ``korea_investment:token``), so that
-        applications and the CLI agree on the keys with no code."""
+        applications and the CLI agree on the keys with no code.  ``ping``: see the constructor."""
         env = os.environ if environ is None else environ
         url = (env.get(ENV_REDIS_URL) or "").strip() or DEFAULT_REDIS_URL
         key_prefix = (env.get(ENV_REDIS_KEY_PREFIX) or "").strip() or DEFAULT_KEY_PREFIX
         target = resolve_target(url, None, env)
-        return cls(url, password=target.password or "", key_prefix=key_prefix)
+        return cls(url, password=target.password or "", key_prefix=key_prefix, ping=ping)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(location={self.location!r}, key_prefix={self.key_prefix!r})"
@@ -366,6 +407,11 @@ class LockingRedisTokenStorage(RedisTokenStorage):
             servers from calling tokenP (0 disables the marker).
         poll_interval: longest single follower wait before it looks at the
             lease again, pub/sub messages notwithstanding (at most 0.5 s).
+
+    It connects on first use unless ``ping=True``: a process of the fleet can start
+    while Redis is down and run on a token its host kept (a store that never
+    answered and has nothing kept still fails at once, 3 s at most).  0.6.1 had
+    no such class; its :class:`RedisTokenStorage` pings, as there.
     """
 
     def __init__(
@@ -382,6 +428,7 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         wait_timeout: float | None = None,
         outage_allowance: float | None = None,
         host_copy: bool = True,
+        ping: bool | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         failure_backoff: float = DEFAULT_FAILURE_BACKOFF,
         poll_interval: float = MAX_POLL_INTERVAL,
@@ -411,6 +458,8 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         self._held_script = self._client.register_script(lua.HELD)
         self._release_script = self._client.register_script(lua.RELEASE)
         self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
+        if _pings(ping, client, by_default=False):
+            self._check_connection()
 
     # ------------------------------------------------------------------ the hooks
     def _new_lease(self, credentials: Credentials) -> IssuanceLease:
@@ -707,7 +756,7 @@ def _hash_fields(record: TokenRecord) -> list[str]:
     """The hash as a flat field/value list: the 0.6.x fields, a fingerprint instead of the secret."""
     return [
         "access_token", record.access_token,
-        "access_token_token_expired", record.expired_text,
+        "access_token_token_expired", record.legacy_expiry_text,
         "timestamp", str(int(record.expires_at)),
         "api_key", record.api_key,
         "fingerprint", record.fingerprint,
@@ -738,6 +787,7 @@ def _record_from_hash(fields: Mapping[Any, Any]) -> TokenRecord:
             "expires_at": number("expires_at", "timestamp"),
             "issued_at": number("issued_at") if "issued_at" in data else 0.0,
             "token_type": data.get("token_type", "Bearer"),
+            "access_token_token_expired": data.get("access_token_token_expired"),
         }
     )
 
@@ -745,6 +795,13 @@ def _record_from_hash(fields: Mapping[Any, Any]) -> TokenRecord:
 def _expire_at_ms(record: TokenRecord) -> int:
     """The absolute PEXPIREAT time: never later than the token's own expiry."""
     return math.floor(record.expires_at * 1000)
+
+
+def _pings(ping: bool | None, client: Any, *, by_default: bool) -> bool:
+    """Whether construction pings: as asked, else the class's default for a store built from a URL."""
+    if ping is not None:
+        return bool(ping)
+    return by_default and client is None
 
 
 def _ms(seconds: float) -> int:

@@ -4,8 +4,10 @@ Kept apart from the stores so that ``redis.py`` reads as the protocol only, and
 so the rules that keep a password out of every message live in one place:
 
 - the password comes from the ``password`` argument, else the URL, else
-  ``KOREA_INVESTMENT_REDIS_PASSWORD``; it is passed to redis-py separately and
-  never appears in a location string (``redis://:***@host:port/db``);
+  ``KOREA_INVESTMENT_REDIS_PASSWORD``; it goes into the URL handed to
+  ``redis.from_url`` (``redis://:password@host...``, as 0.6.1 built it: its users'
+  tests wrap ``from_url`` and look there), built at that call and kept by nothing
+  of ours, and never appears in a location string (``redis://:***@host:port/db``);
 - every redis-py connection or timeout error becomes
   :class:`~..errors.StorageUnavailableError` naming that redacted location,
   with any secret scrubbed from the underlying reason, and a command or key
@@ -26,7 +28,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import (
     ConfigurationError,
@@ -41,7 +43,9 @@ ENV_REDIS_URL = "KOREA_INVESTMENT_REDIS_URL"
 ENV_REDIS_PASSWORD = "KOREA_INVESTMENT_REDIS_PASSWORD"
 ENV_REDIS_KEY_PREFIX = "KOREA_INVESTMENT_REDIS_KEY_PREFIX"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-INSTALL_HINT = "pip install korea-investment-stock[redis]"
+#: How to add redis-py to this package's environment (the package index's korea-investment-stock is
+#: another code base: its [redis] extra would replace this one).
+INSTALL_HINT = "pip install 'redis>=4.5.0' into the same environment"
 #: Seconds; a dead server fails a call within this, and an unreachable one too.
 DEFAULT_SOCKET_TIMEOUT = 3.0
 
@@ -62,7 +66,10 @@ def import_redis() -> Any:
     try:
         import redis
     except ImportError as exc:
-        raise ImportError(f"the Redis token stores need the optional 'redis' package: {INSTALL_HINT}") from exc
+        raise ImportError(
+            "Redis 저장소를 사용하려면 redis 패키지가 필요합니다. "
+            f"(the Redis token stores need the optional 'redis' package): {INSTALL_HINT}"
+        ) from exc
     return redis
 
 
@@ -76,6 +83,12 @@ class RedisTarget:
 
     def __repr__(self) -> str:  # the password stays out of reprs, tracebacks and logs
         return f"RedisTarget(location={self.location!r})"
+
+    def secrets(self) -> list[str]:
+        """The password as given and as quoted into a URL: what to scrub from messages."""
+        if not self.password:
+            return []
+        return [self.password, quote(self.password, safe="")]
 
 
 def resolve_target(redis_url: str, password: str | None, environ: Mapping[str, str] | None = None) -> RedisTarget:
@@ -128,7 +141,6 @@ def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeou
     from redis.retry import Retry
 
     kwargs: dict[str, Any] = {
-        "password": target.password,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_connect_timeout,
         # Replies stay bytes and are decoded by us with errors="replace": a value that is
@@ -146,11 +158,25 @@ def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeou
     kwargs.update(_lean_handshake(redis))
     try:
         # redis.from_url, not Redis.from_url: 0.6.1 users' tests replace it with a fakeredis factory.
-        return redis.from_url(target.url, **kwargs)
+        # The URL with the password is built inside the call: no local of this frame holds it.
+        return redis.from_url(_url_with_password(target), **kwargs)
     except ValueError as exc:
         raise ConfigurationError(
-            f"cannot use the Redis URL {target.location}: {scrub(str(exc), [target.password])}"
+            f"cannot use the Redis URL {target.location}: {scrub(str(exc), target.secrets())}"
         ) from None
+
+
+def _url_with_password(target: RedisTarget) -> str:
+    """``target.url`` with the password as its userinfo (``redis://[user]:password@host...``), quoted.
+
+    redis-py unquotes it again; without a password the URL is returned as is.
+    """
+    if not target.password:
+        return target.url
+    parts = urlsplit(target.url)
+    hostport = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:{quote(target.password, safe='')}@{hostport}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _lean_handshake(redis: Any) -> dict[str, Any]:
@@ -170,14 +196,44 @@ def _lean_handshake(redis: Any) -> dict[str, Any]:
     return extra
 
 
-def describe_client(client: Any) -> tuple[str, list[str]]:
+class ClientSecrets:
+    """The password a redis-py client carries, raw and URL-quoted, read from the client when iterated.
+
+    The stores and limiters keep this to scrub error texts, instead of keeping the
+    password in an attribute of their own: only redis-py's connection settings hold it.
+    """
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __iter__(self) -> Iterator[str]:
+        password = _connection_kwargs(self._client).get("password")
+        if isinstance(password, str) and password:
+            yield password
+            yield quote(password, safe="")
+
+    def __repr__(self) -> str:
+        return "ClientSecrets(<redacted>)"
+
+
+def _connection_kwargs(client: Any) -> Mapping[str, Any]:
+    """The connection settings of a client: its pool's, or a cluster client's node manager's."""
+    for owner in (getattr(client, "connection_pool", None), getattr(client, "nodes_manager", None)):
+        kwargs = getattr(owner, "connection_kwargs", None)
+        if isinstance(kwargs, Mapping):
+            return kwargs
+    return {}
+
+
+def describe_client(client: Any) -> tuple[str, ClientSecrets]:
     """A redacted location for a ready-made client, and the secrets to scrub from its errors."""
     pool = getattr(client, "connection_pool", None)
-    kwargs: Mapping[str, Any] = getattr(pool, "connection_kwargs", None) or {}
-    password = kwargs.get("password")
-    secrets = [password] if isinstance(password, str) and password else []
+    kwargs = _connection_kwargs(client)
+    secrets = ClientSecrets(client)
     username = kwargs.get("username")
-    credentials = userinfo(username, bool(secrets))
+    credentials = userinfo(username, any(True for _ in secrets))
     db = kwargs.get("db", 0)
     service = getattr(pool, "service_name", None)
     if isinstance(service, str):

@@ -37,7 +37,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from ..errors import (
     LeaseLost,
@@ -109,6 +109,8 @@ def issue_call_seconds(issue: IssueFn) -> float:
 
 
 _FLIGHTS: SingleFlight[TokenRecord] = SingleFlight()
+#: :meth:`TokenStorage.find_token`'s flights: looks that never issue, shared like the others.
+_LOOKUPS: SingleFlight[TokenRecord | None] = SingleFlight()
 _SCOPE_NUMBERS = itertools.count()
 
 
@@ -215,6 +217,31 @@ class TokenStorage(ABC):
             follower_timeout=self.wait_timeout + self.issue_deadline + 30.0,
             stale=stale,
             retry_until=retry_until,
+        )
+
+    def find_token(self, credentials: Credentials) -> TokenRecord | None:
+        """The fast path alone: a valid token this process can use for ``credentials``, or None.
+
+        What :meth:`token_for` does before it would issue: one store read shared by the
+        threads of this process, outages ridden out, and while the store does not answer
+        a token kept in this process or on this host.  It never takes a lease and never
+        issues, so a caller can decide what a miss means: ``KoreaInvestment`` calls its
+        ``issue_access_token()`` (0.6.1 code patches or overrides it), which runs
+        :meth:`token_for`, whose flight reads again under the lease before tokenP.
+        """
+
+        def lead(flight: Flight[TokenRecord | None]) -> TokenRecord | None:
+            members = cast("Flight[TokenRecord]", flight)  # only its stale tokens are read
+            outage = _OutageClock(self, lambda: self._kept_in_outage(credentials, members, None))
+            try:
+                return self._look(credentials, members, outage)
+            except _Kept as kept:
+                return kept.record
+
+        return _LOOKUPS.run(
+            (self._flight_scope(), credentials.api_key, credentials.fingerprint),
+            lead,
+            follower_timeout=self.wait_timeout + 30.0,
         )
 
     def stored_record(self, api_key: str, api_secret: str) -> TokenRecord | None:
