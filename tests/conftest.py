@@ -64,3 +64,14 @@ def counting_followers(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]
             assert _CountingEvent.cond.wait_for(lambda: _CountingEvent.waiting >= n, 60.0), "followers never parked"
 
     return wait_for
+
+
+@pytest.fixture
+def broker(fake_kis: Any, token_file: Path) -> Iterator[Any]:  # noqa: F811
+    """A client on the fake server with a store passed fourth, as 0.6.1 code builds it; stats reset."""
+    from korea_investment_stock import FileTokenStorage, KoreaInvestment
+
+    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, "12345678-01", FileTokenStorage(token_file))
+    fake_kis.reset_stats()
+    yield kis
+    kis.shutdown()

@@ -98,14 +98,6 @@ def test_counts_stay_exact_across_threads():
 
 
 # ------------------------------------------------------------------------ CachedKoreaInvestment
-@pytest.fixture
-def broker(fake_kis, token_file):
-    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, FileTokenStorage(token_file))
-    fake_kis.reset_stats()
-    yield kis
-    kis.shutdown()
-
-
 def test_a_repeated_price_is_served_from_the_cache(broker, fake_kis):
     cached = CachedKoreaInvestment(broker, price_ttl=60)
     first = cached.fetch_price("005930", "KR")

@@ -120,14 +120,6 @@ def test_a_rate_that_is_not_positive_is_a_value_error(bad):
 
 
 # ------------------------------------------------------------------ RateLimitedKoreaInvestment
-@pytest.fixture
-def broker(fake_kis, token_file):
-    kis = KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, ACCOUNT, FileTokenStorage(token_file))
-    fake_kis.reset_stats()
-    yield kis
-    kis.shutdown()
-
-
 def test_the_wrapper_counts_its_own_calls_not_requests(broker, fake_kis):
     paced = RateLimitedKoreaInvestment(broker, calls_per_second=200)
     for _ in range(3):
