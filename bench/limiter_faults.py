@@ -68,21 +68,8 @@ def redis_stall(stall: float = 0.3, stalls: int = 4, limiters: int = 8) -> dict[
 
 def file_removed() -> dict[str, Any]:
     """A file budget whose state file is removed under load while a second process joins."""
-    from korea_investment_stock.limits import FileRateLimiter
-    from korea_investment_stock.limits.budget import bucket_id
-
     with tempfile.TemporaryDirectory() as workdir:
-        directory = Path(workdir) / "kis"
-        common = ("--directory", str(directory), "--rate", str(RATE), "--threads", "2")
-        workers = [limiter_worker.start(*common, "--seconds", "3.5")]
-        try:
-            FileRateLimiter(directory).state_path(bucket_id("app-key", "real")).unlink()
-            workers.append(limiter_worker.start(*common, "--seconds", "3.0"))
-            reports = [limiter_worker.finish(worker) for worker in workers]
-        finally:
-            for worker in workers:
-                worker.kill()
-                worker.wait(30)
+        reports = limiter_worker.state_file_pulled_under_load(Path(workdir) / "kis", RATE, Path.unlink)
     return _row(
         "file removed",
         [go_at for report in reports for go_at in report["granted"]],

@@ -103,18 +103,7 @@ def test_a_removed_state_file_does_not_split_the_budget(tmp_path: Path, fault: s
     The first process kept the descriptor of the file it opened, the second
     opened the new one: each counted alone, and a second held twice the rate.
     """
-    directory = tmp_path / "kis"
-    state = FileRateLimiter(directory).state_path(bucket_id("app-key", "real"))
-    common = ("--directory", str(directory), "--rate", str(RATE), "--threads", "2")
-    workers = [limiter_worker.start(*common, "--seconds", "3.5")]
-    try:
-        _remove(state, fault)
-        workers.append(limiter_worker.start(*common, "--seconds", "3.0"))
-        reports = [limiter_worker.finish(worker) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-            worker.wait(30)
+    reports = limiter_worker.state_file_pulled_under_load(tmp_path / "kis", RATE, lambda state: _remove(state, fault))
     assert all(r["errors"] == [] and r["timeouts"] == 0 and not r["falling_back"] for r in reports), reports
     granted = [go_at for report in reports for go_at in report["granted"]]
     departed = [stamp for report in reports for stamp in report["departed"]]

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -104,6 +104,24 @@ def finish(worker: subprocess.Popen[str]) -> dict[str, Any]:
         raise
     report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return report
+
+
+def state_file_pulled_under_load(directory: Path, rate: float, pull: Callable[[Path], None]) -> list[dict[str, Any]]:
+    """Two workers' reports: one floods the budget in ``directory``, ``pull`` removes or replaces
+    its state file, then a second worker joins (the scenario behind issue 16, point 2)."""
+    from korea_investment_stock.limits import FileRateLimiter
+    from korea_investment_stock.limits.budget import bucket_id
+
+    common = ("--directory", str(directory), "--rate", str(rate), "--threads", "2")
+    workers = [start(*common, "--seconds", "3.5")]
+    try:
+        pull(FileRateLimiter(directory).state_path(bucket_id("app-key", "real")))
+        workers.append(start(*common, "--seconds", "3.0"))
+        return [finish(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait(30)
 
 
 if __name__ == "__main__":
