@@ -24,13 +24,23 @@ from .constants import (
     MARKET_TYPE_MAP,
 )
 from .errors import (
+    AccountMismatchError,
+    AmbiguousOrderError,
     ConfigurationError,
+    InsufficientCashError,
+    InsufficientQuantityError,
     InvalidCredentialsError,
     KISAPIError,
     KISConnectionError,
     KoreaInvestmentError,
+    MalformedResponseError,
+    MarketClosedError,
     MasterFileError,
+    NothingToReviseError,
     NoTokenError,
+    OrderRejectedError,
+    OrderStatusUnknown,
+    PagingError,
     RateLimitExceededError,
     RateLimitWaitTimeout,
     StorageError,
@@ -41,6 +51,9 @@ from .errors import (
     TokenIssueError,
     TokenRateLimitedError,
     TokenWaitTimeout,
+    TradingUnsupportedError,
+    UnknownSymbolError,
+    WrongEnvironmentError,
 )
 from .limits import FileRateLimiter, NoRateLimit, ProcessRateLimiter
 from .limits import RateLimiter as AppKeyRateLimiter
@@ -49,6 +62,8 @@ from .token.file import FileTokenStorage
 from .token.record import TokenRecord
 from .token.status import StorageDescription, StorageHealth, TokenState, TokenStatus
 from .token.storage import TokenStorage
+from .trading import Balance, Bar, Buyable, Order, OrderIntent, OrderRecord, Position
+from .transport import KISResponse
 
 if TYPE_CHECKING:
     from .compat.cache import CachedKoreaInvestment, CacheEntry, CacheManager
@@ -95,22 +110,40 @@ __all__ = [
     "MARKET_CODE_MAP",
     "MARKET_TYPE",
     "MARKET_TYPE_MAP",
+    "AccountMismatchError",
+    "AmbiguousOrderError",
     "AppKeyRateLimiter",
+    "Balance",
+    "Bar",
+    "Buyable",
     "CacheEntry",
     "CacheManager",
     "CachedKoreaInvestment",
     "ConfigurationError",
     "FileRateLimiter",
     "FileTokenStorage",
+    "InsufficientCashError",
+    "InsufficientQuantityError",
     "InvalidCredentialsError",
     "KISAPIError",
     "KISConnectionError",
+    "KISResponse",
     "KoreaInvestment",
     "KoreaInvestmentError",
     "LockingRedisTokenStorage",
+    "MalformedResponseError",
+    "MarketClosedError",
     "MasterFileError",
     "NoRateLimit",
     "NoTokenError",
+    "NothingToReviseError",
+    "Order",
+    "OrderIntent",
+    "OrderRecord",
+    "OrderRejectedError",
+    "OrderStatusUnknown",
+    "PagingError",
+    "Position",
     "ProcessRateLimiter",
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
@@ -132,6 +165,9 @@ __all__ = [
     "TokenStatus",
     "TokenStorage",
     "TokenWaitTimeout",
+    "TradingUnsupportedError",
+    "UnknownSymbolError",
+    "WrongEnvironmentError",
     "__version__",
     "storage_from_env",
 ]

@@ -15,10 +15,13 @@ import random
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -27,6 +30,7 @@ from .errors import (
     ConfigurationError,
     KISAPIError,
     KISConnectionError,
+    MalformedResponseError,
     NoTokenError,
     RateLimitExceededError,
     SymbolNotFoundError,
@@ -38,18 +42,25 @@ from .token.factory import storage_from_env
 from .token.issuer import TokenIssuer
 from .token.record import TokenRecord, mask_token
 from .token.storage import LAST_RESORT_MARGIN, TokenStorage
+from .trading.orders import DEFAULT_SETTLE_SECONDS
 from .transport import (
     DEAD_TOKEN_CODES,
     DEFAULT_POOL_SIZE,
     DEFAULT_TIMEOUT,
     PER_SECOND_LIMIT_CODE,
     CredentialHeaders,
+    KISResponse,
+    exchange_json,
     json_headers,
     kis_code,
     new_session,
     request_json,
 )
 from .validation import TimeoutSetting, check_count, check_seconds, check_timeout
+
+if TYPE_CHECKING:
+    from .errors import OrderStatusUnknown
+    from .trading import Balance, Bar, Buyable, Order, OrderRecord, Trading
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +141,8 @@ class KoreaInvestment:
             KIS's download host), e.g. the fake server.
         master_cache_dir: where the daily master-file cache lives
             (``KOREA_INVESTMENT_MASTER_CACHE_DIR``; default ``masters/`` beside the token file).
+        use_hashkey: send a ``hashkey`` header (one ``/uapi/hashkey`` call) with every order;
+            KIS no longer requires it, so it is off by default.
 
     Construction obtains a token: from the store when a valid one is there (no
     HTTP call), else through :meth:`issue_access_token`, which runs the store's
@@ -155,6 +168,7 @@ class KoreaInvestment:
         rate_limiter: RateLimiter | None = None,
         rate_limit_wait: float = DEFAULT_ACQUIRE_TIMEOUT,
         rate_limit_token_calls: bool = False,
+        use_hashkey: bool = False,
     ) -> None:
         mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
@@ -180,7 +194,14 @@ class KoreaInvestment:
         self.rate_limiter = rate_limiter if rate_limiter is not None else limiter_for(self.token_storage)
         self.rate_limit_wait = check_seconds("rate_limit_wait", rate_limit_wait)
         self.rate_limit_token_calls = rate_limit_token_calls
+        if not isinstance(use_hashkey, bool):
+            raise ConfigurationError(f"use_hashkey must be True or False, got {use_hashkey!r}")
+        self.use_hashkey = use_hashkey
+        self._own_session = session is None
         self._session = session if session is not None else new_session(pool_size)
+        #: Orders go out on connections of their own, never a kept-alive one (see :mod:`.trading.orders`).
+        self._order_session: requests.Session | None = None
+        self._trading: Trading | None = None
         self._issuer = self._new_issuer()
         self._token_lock = threading.Lock()
         #: While the store does not answer, when to ask it again (``time.monotonic()``).
@@ -221,6 +242,8 @@ class KoreaInvestment:
         A limiter other clients share opens its files again when they next use it.
         """
         self._session.close()
+        if self._order_session is not None:
+            self._order_session.close()
         self.rate_limiter.close()
 
     def set_base_url(self, mock: bool = True) -> None:
@@ -382,21 +405,47 @@ class KoreaInvestment:
         body: dict[str, Any] | None = None,
         tr_cont: str = "",
     ) -> dict[str, Any]:
-        """Call a KIS REST endpoint and return the decoded body.
+        """Call any KIS REST endpoint and return the decoded body (see :meth:`call` for the path it takes).
 
-        Each try first waits for its slot in the per-second budget
-        (``rate_limiter``).  A dead token (``EGW00121``/``EGW00123``) is replaced
-        once and the call retried once; ``EGW00201`` (someone outside the limiter
-        spent the budget) pauses the whole limiter briefly and is retried up to
-        ``rate_limit_retries`` times.  Any other answer, including ``rt_cd != "0"``,
-        is returned as the dict for the caller to inspect.
+        Any answer, including ``rt_cd != "0"``, is returned as the dict for the
+        caller to inspect; use :meth:`call` to see the HTTP status and headers
+        (``tr_cont`` for paging).
+        """
+        return self.call(method, path, tr_id, params=params, body=body, tr_cont=tr_cont).body
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        tr_id: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        tr_cont: str = "",
+        fresh_connection: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> KISResponse:
+        """Call a KIS REST endpoint through the shared path; the answer with its status and headers.
+
+        Each try first gets the token (the store's single flight) and waits for
+        its slot in the app key's per-second budget (``rate_limiter``).  A dead
+        token (``EGW00121``/``EGW00123``) is replaced once and the call retried
+        once; ``EGW00201`` (someone outside the limiter spent the budget) pauses
+        the whole limiter briefly and is retried up to ``rate_limit_retries``
+        times.  KIS acted on neither, so both retries are safe for orders too.
+        A transport failure raises :class:`~.errors.KISConnectionError` (its
+        ``request_sent`` says whether KIS may have the request) and is never
+        retried here.  ``fresh_connection`` sends on a new connection that is
+        closed afterwards; ``headers`` adds headers (``hashkey``, ``Connection``).
         """
         replaced_dead_token = False
         rate_limited = 0
         while True:
             token = self._current_token()
             self._acquire_slot()
-            status, answer = self._send(method, path, tr_id, token, params, body, tr_cont)
+            response = self._send(method, path, tr_id, token, params, body, tr_cont, fresh_connection, headers)
+            answer = response.body
+            status = response.status
             code = kis_code(answer)
             if code in DEAD_TOKEN_CODES:
                 if replaced_dead_token:
@@ -423,7 +472,7 @@ class KoreaInvestment:
                     time.sleep(RATE_LIMIT_BACKOFF * (2**rate_limited) * random.uniform(0.5, 1.5))
                 rate_limited += 1
                 continue
-            return answer
+            return response
 
     def _send(
         self,
@@ -434,10 +483,38 @@ class KoreaInvestment:
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         tr_cont: str,
-    ) -> tuple[int, dict[str, Any]]:
-        headers = json_headers(tr_id=tr_id, custtype="P", tr_cont=tr_cont)
+        fresh_connection: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> KISResponse:
+        headers = json_headers(tr_id=tr_id, custtype="P", tr_cont=tr_cont, **(extra or {}))
         auth = CredentialHeaders(self.credentials, token.authorization)
-        return self._call(method, path, headers=headers, params=params, json=body, auth=auth)
+        if fresh_connection:
+            headers["Connection"] = "close"  # the answer closes it: the pool never keeps one to reuse
+        return exchange_json(
+            self._orders_session() if fresh_connection else self._session,
+            method,
+            self.base_url,
+            path,
+            name=path,
+            timeout=self.timeout,
+            unreachable=KISConnectionError,
+            failed=MalformedResponseError,
+            headers=headers,
+            params=params,
+            json=body,
+            auth=auth,
+        )
+
+    def _orders_session(self) -> requests.Session:
+        """The session for requests that must not ride a kept-alive connection (orders).
+
+        A session the caller passed in is used as it is (its proxies, certificates).
+        """
+        if not self._own_session:
+            return self._session
+        if self._order_session is None:
+            self._order_session = new_session()
+        return self._order_session
 
     def _call(self, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One HTTP call to KIS with this client's session and timeout, errors mapped for REST."""
@@ -463,6 +540,124 @@ class KoreaInvestment:
         if not isinstance(hash_value, str):
             raise KISAPIError(f"hashkey answered HTTP {status} without a HASH", status=status)
         return hash_value
+
+    # ------------------------------------------------------------------- trading
+    def _trading_desk(self) -> Trading:
+        """This client's trading room, made on first use (the account and host are fixed by then)."""
+        if self._trading is None or self._trading.context.mock != self.mock:
+            from .trading import Trading, TradingContext
+
+            self._trading = Trading(
+                TradingContext(
+                    call=self.call,
+                    account_prefix=self.acc_no_prefix,
+                    account_suffix=self.acc_no_postfix,
+                    mock=self.mock,
+                    hashkey=self.issue_hashkey if self.use_hashkey else None,
+                )
+            )
+        return self._trading
+
+    def place_order(
+        self,
+        symbol: str,
+        side: str,
+        quantity: int,
+        price: int | str | Decimal | None = None,
+        *,
+        market: str = "KR",
+        order_type: str | None = None,
+    ) -> Order:
+        """Place an order; never sent twice.
+
+        Args:
+            symbol: ``005930``, or an overseas ticker such as ``AAPL``.
+            side: ``"buy"`` or ``"sell"``.
+            quantity: whole shares, at least 1.
+            price: the limit price; ``None`` is a market order where the market has
+                one (Korea), and an error overseas, where KIS has none.
+            market: ``KR``; ``US`` (the exchange is looked up once per symbol) or an
+                exchange code (``NASD``, ``NYSE``, ``AMEX``, ``SEHK``, ``TKSE`` ...).
+            order_type: KIS's ``ORD_DVSN`` code when neither limit (``00``) nor
+                market (``01``) is meant, e.g. ``"03"`` best price.
+
+        Returns the :class:`~.trading.Order` KIS accepted.  A refusal raises an
+        :class:`~.errors.OrderRejectedError` subclass; a failure that leaves the
+        order possibly live raises :class:`~.errors.OrderStatusUnknown` (pass it to
+        :meth:`reconcile_order`); a request that provably never left raises
+        :class:`~.errors.KISConnectionError` with ``request_sent=False``.
+        """
+        return self._trading_desk().orders.place(symbol, side, quantity, price, market, order_type)
+
+    def revise_order(
+        self, order: Order, *, quantity: int | None = None, price: int | str | Decimal | None = None
+    ) -> Order:
+        """Change the price and/or quantity of what remains of ``order``; the answer is a new order number.
+
+        ``quantity=None`` revises all that remains.  Later revises and cancels
+        must use the returned :class:`~.trading.Order`.  Errors as :meth:`place_order`.
+        """
+        return self._trading_desk().orders.revise(order, quantity, price, cancel=False)
+
+    def cancel_order(self, order: Order, quantity: int | None = None) -> Order:
+        """Cancel ``quantity`` of what remains of ``order`` (``None``: all of it).  Errors as :meth:`place_order`."""
+        return self._trading_desk().orders.revise(order, quantity, None, cancel=True)
+
+    def reconcile_order(self, error: OrderStatusUnknown, *, settle: float = DEFAULT_SETTLE_SECONDS) -> Order | None:
+        """Settle an :class:`~.errors.OrderStatusUnknown`: the :class:`~.trading.Order` KIS has, or ``None``.
+
+        Waits until ``settle`` seconds after the failed attempt (so KIS has
+        finished with the request), then reads today's orders (every page) and
+        looks for the one asked for: same symbol, side, quantity, price (and for a
+        revise or cancel, the same original order), placed within the attempt's
+        time span.  ``None`` means it is not among them: it was not placed, and
+        placing it again is safe.  Orders this process already knows are never
+        matched twice; several candidates raise :class:`~.errors.AmbiguousOrderError`.
+        """
+        return self._trading_desk().reconcile(error, settle)
+
+    def fetch_balance(self, market: str = "KR") -> Balance:
+        """The account's :class:`~.trading.Balance` in ``market`` (``KR``, ``US`` or an exchange code).
+
+        Every page is read (KIS answers 50 holdings a page, 20 on mock); the
+        query starts over if KIS says the data changed meanwhile (``SYDB0050``).
+        """
+        return self._trading_desk().balance(market)
+
+    def fetch_orders(
+        self,
+        start: date | datetime | str | None = None,
+        end: date | datetime | str | None = None,
+        *,
+        market: str = "KR",
+    ) -> list[OrderRecord]:
+        """Orders and their fills from ``start`` to ``end`` (default today, KST), every page followed.
+
+        Dates are ``date``, ``datetime`` or ``YYYYMMDD``.  Korean orders older
+        than three months come from KIS's archive query.
+        """
+        return self._trading_desk().order_records(start, end, market)
+
+    def fetch_buyable(self, symbol: str, price: int | str | Decimal | None = None, *, market: str = "KR") -> Buyable:
+        """How much of ``symbol`` the account can buy at ``price`` (``None``: a market order in Korea)."""
+        return self._trading_desk().buyable(symbol, price, market)
+
+    def fetch_daily_prices(
+        self,
+        symbol: str,
+        start: date | datetime | str,
+        end: date | datetime | str | None = None,
+        *,
+        period: str = "D",
+        adjusted: bool = True,
+        market: str = "KR",
+    ) -> list[Bar]:
+        """OHLCV :class:`~.trading.Bar` s from ``start`` to ``end`` (default today), oldest first.
+
+        ``period`` is ``D``, ``W``, ``M`` or ``Y`` (``Y`` in Korea only); KIS
+        answers 100 bars a request, so a long range takes several requests.
+        """
+        return self._trading_desk().daily_prices(symbol, start, end, period=period, adjusted=adjusted, market=market)
 
     # --------------------------------------------------------------- quotations
     def fetch_domestic_price(self, market_code: str, symbol: str) -> dict[str, Any]:

@@ -34,13 +34,17 @@ __all__ = ["CallDeadline", "bounded", "pool_classes"]
 class CallDeadline:
     """One HTTP call's deadline and the sockets it used; :attr:`expired` once the watchdog cut them."""
 
-    __slots__ = ("_lock", "_sockets", "at", "expired", "finished")
+    __slots__ = ("_lock", "_sockets", "at", "expired", "finished", "sent", "tracked")
 
     def __init__(self, at: float) -> None:
         #: When the call must be over (``time.monotonic()``).
         self.at = at
         self.expired = False
         self.finished = False
+        #: A connection of ours served the call, so :attr:`sent` is known (a foreign session's is not).
+        self.tracked = False
+        #: Some byte of a request was handed to a connected socket: the host may have it.
+        self.sent = False
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
 
@@ -145,10 +149,37 @@ def _report(sock: Any) -> None:
     """Hand a connection's socket to the call running on this thread, if it has a deadline."""
     call = getattr(_current, "call", None)
     if call is not None and isinstance(sock, socket.socket):
+        call.tracked = True
         call.attach(sock)
 
 
-class _DeadlineHTTPConnection(HTTPConnection):
+def _sending() -> None:
+    """Record that the call on this thread is about to write request bytes to a connected socket."""
+    call = getattr(_current, "call", None)
+    if call is not None:
+        call.tracked = True
+        call.sent = True
+
+
+class _SendTracking:
+    """Marks the current call as sent just before the first byte goes out (after any connect).
+
+    Why: whether a failed request could have reached the host decides whether
+    an order may be sent again.  Only a request whose bytes never met a
+    connected socket provably did not.
+    """
+
+    sock: Any
+    auto_open: int
+
+    def send(self, data: Any) -> None:
+        if self.sock is None and self.auto_open:
+            self.connect()  # type: ignore[attr-defined]  # http.client would connect here; a failure is unsent
+        _sending()
+        super().send(data)  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_SendTracking, HTTPConnection):
     """An urllib3 connection that reports its socket to the current call (new or reused)."""
 
     def _new_conn(self) -> socket.socket:
@@ -162,7 +193,7 @@ class _DeadlineHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _DeadlineHTTPSConnection(HTTPSConnection):
+class _DeadlineHTTPSConnection(_SendTracking, HTTPSConnection):
     """:class:`_DeadlineHTTPConnection` for https."""
 
     def _new_conn(self) -> socket.socket:

@@ -27,8 +27,22 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
     ├── KISAPIError                          a REST call failed (.msg_cd, .msg1, .status)
     │   ├── RateLimitExceededError           EGW00201 after bounded retries
     │   │   └── RateLimitWaitTimeout [TimeoutError]   no slot in the budget within the wait: nothing sent
-    │   ├── KISConnectionError               no connection or no answer within the timeout
-    │   └── SymbolNotFoundError [ValueError] KIS answered with no data for the symbol
+    │   ├── KISConnectionError               no connection or no answer within the timeout (.cause,
+    │   │                                    .request_sent: False only when it provably never left)
+    │   ├── MalformedResponseError           KIS's answer was not a JSON object
+    │   ├── SymbolNotFoundError [ValueError] KIS answered with no data for the symbol
+    │   ├── OrderRejectedError               KIS refused an order or account request (.msg_cd, .msg1)
+    │   │   ├── InsufficientCashError        not enough orderable cash (APBK0919)
+    │   │   ├── InsufficientQuantityError    not enough sellable quantity (APBK1234)
+    │   │   ├── MarketClosedError            outside the market's hours
+    │   │   ├── UnknownSymbolError           no such product to order
+    │   │   ├── NothingToReviseError         nothing left to revise or cancel
+    │   │   ├── AccountMismatchError         the key is bound to another account (IGW00002)
+    │   │   └── WrongEnvironmentError        a real key/id on mock or the reverse (EGW00213, EGW02004)
+    │   └── PagingError                      a paged query did not end within its page or time bound
+    ├── OrderStatusUnknown                   an order may or may not be live: reconcile_order() settles it
+    │   └── AmbiguousOrderError              reconciliation found several orders that could be this one
+    ├── TradingUnsupportedError [ValueError] no such operation for this market or environment
     ├── MasterFileError [ValueError]         a master file download or archive was refused
     │   └── MasterCacheUnavailable (internal)   no cache directory: download into memory instead
     └── UnsafePathError (internal)           a path we would use is not safe to use
@@ -179,11 +193,129 @@ class RateLimitWaitTimeout(RateLimitExceededError, TimeoutError):
 
 
 class KISConnectionError(KISAPIError):
-    """The KIS host could not be reached, or did not answer within the timeout."""
+    """The KIS host could not be reached, or did not answer within the timeout.
+
+    ``cause`` names the failure (``dns``, ``refused``, ``no route``, ``connect timeout``, ``tls``,
+    ``read timeout``, ``reset``, ``deadline``, ``other``).  ``request_sent`` is
+    ``False`` only when the request provably never left this machine (no
+    connection was made, or no byte of the request was written); otherwise KIS
+    may have received it, which matters for orders.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        msg_cd: str | None = None,
+        msg1: str | None = None,
+        status: int | None = None,
+        cause: str = "other",
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message, msg_cd=msg_cd, msg1=msg1, status=status)
+        self.cause = cause
+        self.request_sent = request_sent
 
 
 class SymbolNotFoundError(KISAPIError, ValueError):
     """KIS answered, but with no data for the symbol (a ``ValueError``, as 0.6.1 raised)."""
+
+
+class MalformedResponseError(KISAPIError):
+    """KIS (or something in between) answered with a body that is not a JSON object.
+
+    For an order this means the order may be live: see :class:`OrderStatusUnknown`.
+    """
+
+
+# --------------------------------------------------------------------------------------- trading
+class OrderRejectedError(KISAPIError):
+    """KIS answered an order or account request with a refusal (``rt_cd`` not ``"0"``).
+
+    KIS did process the request and said no, so nothing is live and retrying
+    the same request gets the same answer until the cause is fixed.  The
+    subclasses name the causes a program can act on; ``msg_cd``/``msg1`` are
+    KIS's own code and text.
+    """
+
+
+class InsufficientCashError(OrderRejectedError):
+    """Not enough orderable cash for the buy (``APBK0919``): check :meth:`fetch_buyable` first."""
+
+
+class InsufficientQuantityError(OrderRejectedError):
+    """Not enough sellable quantity for the sell (``APBK1234``): check :meth:`fetch_balance`."""
+
+
+class MarketClosedError(OrderRejectedError):
+    """The market does not take this order now (outside its hours)."""
+
+
+class UnknownSymbolError(OrderRejectedError, ValueError):
+    """KIS knows no product by this symbol on this market."""
+
+
+class NothingToReviseError(OrderRejectedError):
+    """The order has nothing left to revise or cancel (filled, cancelled, or already revised)."""
+
+
+class AccountMismatchError(OrderRejectedError):
+    """The app key is bound to another account (``IGW00002``): one app key and token per account."""
+
+
+class WrongEnvironmentError(OrderRejectedError):
+    """A real key or tr_id on the mock host, or the reverse (``EGW00213``, ``EGW02004``)."""
+
+
+class PagingError(KISAPIError):
+    """A paged query did not reach its last page within its page bound or its time bound."""
+
+
+class OrderStatusUnknown(KoreaInvestmentError):
+    """An order request failed in a way that leaves it unknown whether KIS took it.
+
+    The request may have reached KIS: the answer timed out, the connection
+    broke after sending, or the answer was a 5xx or a body without KIS's
+    envelope.  It is never sent again automatically.  Pass this error to
+    :meth:`KoreaInvestment.reconcile_order`, which looks the order up among
+    today's orders: it returns the :class:`~.trading.Order` when KIS has it,
+    and ``None`` when it was not placed.
+
+    ``intent`` is what was asked (a :class:`~.trading.OrderIntent`), ``cause``
+    the failure in words, and ``started_at``/``ended_at`` (epoch seconds) the
+    attempt's span, which reconciliation matches order times against.
+    """
+
+    def __init__(self, message: str, *, intent: object, cause: str, started_at: float, ended_at: float) -> None:
+        super().__init__(message)
+        self.intent = intent
+        self.cause = cause
+        self.started_at = started_at
+        self.ended_at = ended_at
+
+
+class AmbiguousOrderError(OrderStatusUnknown):
+    """Reconciliation found more than one of today's orders that could be this one.
+
+    Two identical orders (symbol, side, quantity, price) placed in the same
+    seconds cannot be told apart: KIS has no client order id.  ``candidates``
+    holds the matching orders; give concurrent orders distinct quantities or
+    prices, or reconcile them together.
+    """
+
+    def __init__(self, message: str, *, unknown: OrderStatusUnknown, candidates: list[object]) -> None:
+        super().__init__(
+            message,
+            intent=unknown.intent,
+            cause=unknown.cause,
+            started_at=unknown.started_at,
+            ended_at=unknown.ended_at,
+        )
+        self.candidates = candidates
+
+
+class TradingUnsupportedError(KoreaInvestmentError, ValueError):
+    """KIS offers no such operation for this market or environment (e.g. a market order overseas)."""
 
 
 # ---------------------------------------------------------------------------------- master files
@@ -222,7 +354,11 @@ class LockFileUnavailable(UnsafePathError):
 
 
 __all__ = [
+    "AccountMismatchError",
+    "AmbiguousOrderError",
     "ConfigurationError",
+    "InsufficientCashError",
+    "InsufficientQuantityError",
     "InvalidCredentialsError",
     "KISAPIError",
     "KISConnectionError",
@@ -230,9 +366,15 @@ __all__ = [
     "LeaseLost",
     "LimiterStoreUnavailable",
     "LockFileUnavailable",
+    "MalformedResponseError",
+    "MarketClosedError",
     "MasterCacheUnavailable",
     "MasterFileError",
     "NoTokenError",
+    "NothingToReviseError",
+    "OrderRejectedError",
+    "OrderStatusUnknown",
+    "PagingError",
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
     "StorageError",
@@ -243,10 +385,13 @@ __all__ = [
     "TokenIssueError",
     "TokenRateLimitedError",
     "TokenWaitTimeout",
+    "TradingUnsupportedError",
     "Uncoordinated",
+    "UnknownSymbolError",
     "UnreadableKeyError",
     "UnsafeDirectory",
     "UnsafeLockFile",
     "UnsafePathError",
     "UsageError",
+    "WrongEnvironmentError",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, cast
 
@@ -18,6 +18,7 @@ import requests
 import requests.adapters
 import requests.api
 import requests.auth
+import urllib3.exceptions
 from urllib3.util.retry import Retry
 
 from . import deadline
@@ -152,6 +153,131 @@ def _sender(session: requests.Session, method: str) -> Callable[..., Any]:
     return functools.partial(session.request, method)
 
 
+@dataclass(frozen=True)
+class KISResponse:
+    """One KIS answer: HTTP status, the decoded JSON object, and the response headers.
+
+    ``tr_cont`` is the paging header (``F``/``M``: more pages, ``D``/``E``: the last).
+    """
+
+    status: int
+    body: dict[str, Any]
+    headers: Mapping[str, str]
+
+    @property
+    def tr_cont(self) -> str:
+        """The response's ``tr_cont`` header, blank when absent."""
+        return str(self.headers.get("tr_cont", "") or "").strip()
+
+
+#: Failures where the request provably never reached the host (no connection was made).
+_UNSENT_CAUSES = frozenset({"dns", "refused", "no route", "connect timeout"})
+
+
+def failure_cause(exc: requests.RequestException) -> str:
+    """Name what went wrong in a failed call.
+
+    One of ``dns``, ``refused``, ``no route``, ``connect timeout``, ``tls``,
+    ``read timeout``, ``reset`` or ``other``.
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.ReadTimeout | requests.Timeout):
+        return "read timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"
+    reason: object = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "dns"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError subclass: first
+        text = str(reason).lower()
+        return "refused" if "refused" in text else "connect timeout" if "timed out" in text else "no route"
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+        return "connect timeout"
+    if isinstance(reason, urllib3.exceptions.ProtocolError | ConnectionError):
+        return "reset"
+    return "other"
+
+
+def _was_sent(call: deadline.CallDeadline, cause: str) -> bool:
+    """Could the request have reached the host?  Exact through our connections, by cause otherwise."""
+    if call.tracked:
+        return call.sent
+    return cause not in _UNSENT_CAUSES
+
+
+def _unreachable(cls: ErrorClass, message: str, cause: str, sent: bool) -> Exception:
+    error: Exception = cls(message)
+    error.cause = cause  # type: ignore[attr-defined]  # KISConnectionError documents both
+    error.request_sent = sent  # type: ignore[attr-defined]
+    return error
+
+
+def exchange_json(
+    session: requests.Session,
+    method: str,
+    base_url: str,
+    path: str,
+    *,
+    name: str,
+    timeout: tuple[float, float],
+    unreachable: ErrorClass,
+    failed: ErrorClass,
+    **kwargs: Any,
+) -> KISResponse:
+    """One KIS HTTP call: its status, decoded JSON object and headers, whatever the status.
+
+    The call ends within :func:`call_seconds` of ``timeout`` in all.  No answer,
+    no connection or a call past that deadline raises ``unreachable`` with
+    ``cause`` and ``request_sent`` set (see :class:`~.errors.KISConnectionError`);
+    an answer that is not a JSON object raises ``failed``.  Exceptions are not
+    chained, so no header or body (secrets) reaches a traceback.
+    """
+    total = call_seconds(timeout)
+    with deadline.bounded(total) as call:
+        try:
+            response = _sender(session, method)(base_url + path, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            cause = "deadline" if call.expired else failure_cause(exc)
+            sent = _was_sent(call, cause)
+            if call.expired:
+                message = (
+                    f"{name} at {base_url} did not finish within {total:g}s (its whole answer must arrive "
+                    f"within the read timeout of {timeout[1]:g}s)"
+                )
+            elif cause == "read timeout":
+                message = f"{name} at {base_url} did not answer within {timeout[1]:g}s"
+            else:
+                message = f"cannot reach {name} at {base_url}: {_CAUSE_WORDS.get(cause, type(exc).__name__)}"
+            raise _unreachable(unreachable, message, cause, sent) from None
+    if call.expired:  # cut mid-headers, http.client may take what came as a short but whole answer
+        raise _unreachable(
+            unreachable, f"{name} at {base_url} did not finish within {total:g}s", "deadline", True
+        ) from None
+    # A stand-in answer from a replaced requests.get/post may have no status: it reads as 200.
+    status = response.status_code if isinstance(getattr(response, "status_code", None), int) else 200
+    try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
+        answer = response.json()
+    except ValueError:
+        raise failed(f"{name} answered HTTP {status} with a body that is not JSON", status=status) from None
+    if not isinstance(answer, dict):
+        raise failed(f"{name} answered HTTP {status} with JSON that is not an object", status=status)
+    headers = getattr(response, "headers", None)
+    return KISResponse(status, answer, headers if isinstance(headers, Mapping) else {})
+
+
+#: How each cause reads in an error message.
+_CAUSE_WORDS = {
+    "dns": "the host name does not resolve (DNS)",
+    "refused": "the connection was refused (nothing listens there)",
+    "no route": "no connection could be made (network or host unreachable)",
+    "connect timeout": "the connection attempt timed out",
+    "tls": "the TLS handshake failed (a plain-HTTP host behind https://, or a certificate problem)",
+    "reset": "the connection was closed or reset before an answer came",
+}
+
+
 def request_json(
     session: requests.Session,
     method: str,
@@ -164,37 +290,11 @@ def request_json(
     failed: ErrorClass,
     **kwargs: Any,
 ) -> tuple[int, dict[str, Any]]:
-    """One KIS HTTP call: ``(status, decoded JSON object)``, whatever the status.
-
-    The call ends within :func:`call_seconds` of ``timeout`` in all.  No answer,
-    no connection or a call past that deadline raises ``unreachable``; an answer
-    that is not a JSON object raises ``failed``.  Exceptions are not chained, so
-    no header or body (secrets) reaches a traceback.
-    """
-    total = call_seconds(timeout)
-    with deadline.bounded(total) as call:
-        try:
-            response = _sender(session, method)(base_url + path, timeout=timeout, **kwargs)
-        except requests.RequestException as exc:
-            if call.expired:
-                raise unreachable(
-                    f"{name} at {base_url} did not finish within {total:g}s (its whole answer must arrive "
-                    f"within the read timeout of {timeout[1]:g}s)"
-                ) from None
-            if isinstance(exc, requests.Timeout):
-                raise unreachable(f"{name} at {base_url} did not answer within {timeout[1]:g}s") from None
-            raise unreachable(f"cannot reach {name} at {base_url}: {type(exc).__name__}") from None
-    if call.expired:  # cut mid-headers, http.client may take what came as a short but whole answer
-        raise unreachable(f"{name} at {base_url} did not finish within {total:g}s") from None
-    # A stand-in answer from a replaced requests.get/post may have no status: it reads as 200.
-    status = response.status_code if isinstance(getattr(response, "status_code", None), int) else 200
-    try:  # apart: requests' JSONDecodeError is a RequestException too, but the host did answer
-        answer = response.json()
-    except ValueError:
-        raise failed(f"{name} answered HTTP {status} with a body that is not JSON", status=status) from None
-    if not isinstance(answer, dict):
-        raise failed(f"{name} answered HTTP {status} with JSON that is not an object", status=status)
-    return status, answer
+    """:func:`exchange_json` as ``(status, decoded JSON object)``."""
+    response = exchange_json(
+        session, method, base_url, path, name=name, timeout=timeout, unreachable=unreachable, failed=failed, **kwargs
+    )
+    return response.status, response.body
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,401 @@
+"""Placing, revising and cancelling orders so that no order is ever sent twice.
+
+The rule, exactly:
+
+* An order request is sent again only when KIS provably did not act on it:
+  no connection was made and no byte of the request was written (DNS failure,
+  refused connection, connect timeout), or KIS answered ``EGW00201`` (the
+  per-second limit), or KIS answered that the token is dead (``EGW00121`` /
+  ``EGW00123``, replaced once through the store).  The last two are retried by
+  the client's REST path, the first here, at most :data:`UNSENT_RETRIES` times.
+* Every other failure may have left the order live: a read timeout, a
+  connection closed or reset after sending, the call's total deadline, an
+  HTTP 5xx (or any answer) without KIS's ``rt_cd`` envelope, a body that is
+  not JSON, or a success without an order number.  Then nothing is resent:
+  :class:`~.errors.OrderStatusUnknown` is raised, and
+  :func:`reconcile` settles it from today's orders.
+* A KIS refusal (``rt_cd`` not ``"0"``, with ``msg_cd``) means KIS processed the
+  request and said no: a :class:`~.errors.OrderRejectedError` subclass.
+
+Each order goes out on a fresh connection (``Connection: close``): a kept-alive
+connection the host already closed would otherwise turn an order that never
+arrived into an unknown one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ..errors import (
+    AmbiguousOrderError,
+    ConfigurationError,
+    KISConnectionError,
+    MalformedResponseError,
+    OrderStatusUnknown,
+    TradingUnsupportedError,
+)
+from ..transport import KISResponse
+from .context import TradingContext
+from .models import Order, OrderIntent, OrderRecord, Side
+from .rejections import rejection
+from .trids import Exchange, exchange_for, id_for, tr_id
+from .values import kst_datetime, kst_today, text, ymd
+
+#: Extra tries of an order whose request provably never left (after the session's own connect retry).
+UNSENT_RETRIES = 2
+#: Pause before each of those tries, in seconds.
+UNSENT_BACKOFF = 0.2
+#: Seconds after a failed attempt before reconciliation trusts "not in today's orders".
+DEFAULT_SETTLE_SECONDS = 1.0
+#: Seconds of clock difference allowed between this machine and KIS when matching order times.
+CLOCK_SLACK_SECONDS = 30.0
+
+#: KR ``ORD_DVSN``: ``00`` limit, ``01`` market (others up to ``24`` pass through ``order_type``).
+KR_LIMIT, KR_MARKET = "00", "01"
+#: Overseas ``ORD_DVSN`` ``00``: limit (KIS has no plain market order overseas).
+OVERSEAS_LIMIT = "00"
+
+
+class KnownOrders:
+    """The order numbers this process has been told about, so reconciliation never claims one twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: set[tuple[str, str]] = set()
+
+    def add(self, account: str, order_no: str) -> None:
+        with self._lock:
+            self._known.add((account, order_no))
+
+    def claim(self, account: str, order_no: str) -> bool:
+        """Mark ``order_no`` known; False if it already was."""
+        with self._lock:
+            if (account, order_no) in self._known:
+                return False
+            self._known.add((account, order_no))
+            return True
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        with self._lock:
+            return item in self._known
+
+
+#: One registry per process: every client of this process shares what it was told.
+KNOWN_ORDERS = KnownOrders()
+
+
+def check_side(side: object) -> Side:
+    """``"buy"`` or ``"sell"`` (any case), else a clear error."""
+    if isinstance(side, str) and side.strip().lower() in ("buy", "sell"):
+        return "buy" if side.strip().lower() == "buy" else "sell"
+    raise ConfigurationError(f"side must be 'buy' or 'sell', got {side!r}")
+
+
+def check_quantity(name: str, value: object, *, allow_zero: bool = False) -> int:
+    """A whole number of shares, at least 1 (or 0 when allowed)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        low = "0" if allow_zero else "1"
+        raise ConfigurationError(f"{name} must be a whole number of shares >= {low}, got {value!r}")
+    return value
+
+
+def check_price(value: object) -> Decimal | None:
+    """A positive price as ``Decimal`` (int, str or Decimal; no float rounding surprises), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigurationError(f"price must be a positive number, got {value!r}")
+    try:
+        price = Decimal(str(value)) if isinstance(value, int | float | str | Decimal) else None
+    except ArithmeticError:
+        price = None
+    if price is None or not price.is_finite() or price <= 0:
+        raise ConfigurationError(f"price must be a positive number, got {value!r}")
+    return price
+
+
+def _price_text(price: Decimal | None) -> str:
+    if price is None:
+        return "0"
+    return format(price.normalize(), "f") if price == price.to_integral() else format(price, "f")
+
+
+class OrderDesk:
+    """Order requests for one client; see the module docstring for the rule it keeps."""
+
+    def __init__(self, context: TradingContext, exchange_of: Callable[[str, str], Exchange | None]) -> None:
+        self._context = context
+        #: (symbol, market) -> the overseas exchange, or None for KR (``US`` looked up).
+        self._exchange = exchange_of
+
+    # ------------------------------------------------------------------ requests
+    def place(
+        self, symbol: str, side: object, quantity: object, price: object, market: str, order_type: str | None
+    ) -> Order:
+        """A new order; see :meth:`KoreaInvestment.place_order`."""
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise ConfigurationError(f"symbol must be a non-empty string, got {symbol!r}")
+        symbol = symbol.strip().upper()
+        checked_side = check_side(side)
+        count = check_quantity("quantity", quantity)
+        limit = check_price(price)
+        exchange = self._exchange(symbol, market)
+        if exchange is None:
+            kind_code = order_type or (KR_MARKET if limit is None else KR_LIMIT)
+            if kind_code != KR_MARKET and limit is None:
+                raise ConfigurationError(f"order_type {kind_code!r} needs a price")
+            if kind_code == KR_MARKET and limit is not None:
+                raise ConfigurationError("a market order (order_type '01') takes no price; pass price=None")
+        else:
+            if limit is None:
+                raise TradingUnsupportedError(
+                    f"KIS has no market order on {exchange.order_code}: pass a limit price (price=...)"
+                )
+            kind_code = order_type or OVERSEAS_LIMIT
+        intent = OrderIntent(
+            kind="new",
+            symbol=symbol,
+            side=checked_side,
+            quantity=count,
+            price=limit,
+            market="KR" if exchange is None else exchange.order_code,
+            order_type=kind_code,
+            account=self._context.account,
+            mock=self._context.mock,
+        )
+        region = "KR" if exchange is None else exchange.region
+        entry = tr_id(region, checked_side, mock=self._context.mock)
+        if exchange is None:
+            body = {
+                **self._context.account_fields(),
+                "PDNO": symbol,
+                "ORD_DVSN": kind_code,
+                "ORD_QTY": str(count),
+                "ORD_UNPR": _price_text(limit),
+            }
+            if checked_side == "sell":
+                body["SLL_TYPE"] = "01"
+        else:
+            body = {
+                **self._context.account_fields(),
+                "OVRS_EXCG_CD": exchange.order_code,
+                "PDNO": symbol,
+                "ORD_QTY": str(count),
+                "OVRS_ORD_UNPR": _price_text(limit),
+                "ORD_SVR_DVSN_CD": "0",
+                "SLL_TYPE": "00" if checked_side == "sell" else "",
+                "ORD_DVSN": kind_code,
+            }
+        return self._send(intent, entry.path, id_for(entry, mock=self._context.mock), body)
+
+    def revise(self, order: Order, quantity: object, price: object, *, cancel: bool) -> Order:
+        """A revise (``cancel=False``) or cancel of ``order``; ``quantity=None``: all that remains."""
+        if not isinstance(order, Order):
+            raise ConfigurationError(f"order must be an Order (from place_order or fetch_orders), got {order!r}")
+        count = None if quantity is None else check_quantity("quantity", quantity)
+        new_price = check_price(price)
+        if not cancel and count is None and new_price is None:
+            raise ConfigurationError("revise_order needs a new quantity, a new price, or both")
+        exchange = None if order.market == "KR" else exchange_for(order.market)
+        region = "KR" if exchange is None else exchange.region
+        entry = tr_id(region, "revise", mock=self._context.mock)
+        price_after = order.price if new_price is None else new_price
+        if exchange is None and not cancel and order.order_type == KR_MARKET and new_price is not None:
+            order_type = KR_LIMIT  # a price turns a resting market order into a limit order
+        else:
+            order_type = order.order_type
+        intent = OrderIntent(
+            kind="cancel" if cancel else "revise",
+            symbol=order.symbol,
+            side=order.side,
+            quantity=count if count is not None else 0,
+            price=price_after,
+            market=order.market,
+            order_type=order_type,
+            account=self._context.account,
+            mock=self._context.mock,
+            original=order,
+            all_remaining=count is None,
+        )
+        if exchange is None:
+            body = {
+                **self._context.account_fields(),
+                "KRX_FWDG_ORD_ORGNO": order.branch,
+                "ORGN_ODNO": order.order_no,
+                "ORD_DVSN": order_type,
+                "RVSE_CNCL_DVSN_CD": "02" if cancel else "01",
+                "ORD_QTY": str(count or 0),
+                "ORD_UNPR": "0" if cancel or order_type == KR_MARKET else _price_text(price_after),
+                "QTY_ALL_ORD_YN": "Y" if count is None else "N",
+            }
+        else:
+            if count is None:
+                # Overseas revise/cancel has no "all remaining" flag: read what remains.
+                count = self._remaining(order)
+                intent = replace(intent, quantity=count)
+            body = {
+                **self._context.account_fields(),
+                "OVRS_EXCG_CD": exchange.order_code,
+                "PDNO": order.symbol,
+                "ORGN_ODNO": order.order_no,
+                "RVSE_CNCL_DVSN_CD": "02" if cancel else "01",
+                "ORD_QTY": str(count),
+                "OVRS_ORD_UNPR": "0" if cancel else _price_text(price_after),
+                "ORD_SVR_DVSN_CD": "0",
+            }
+        return self._send(intent, entry.path, id_for(entry, mock=self._context.mock), body)
+
+    # ------------------------------------------------------------------ the rule
+    def _send(self, intent: OrderIntent, path: str, tr_id_value: str, body: dict[str, Any]) -> Order:
+        what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
+        headers = {"Connection": "close"}
+        if self._context.hashkey is not None:
+            headers["hashkey"] = self._context.hashkey(body)  # a failure here sends nothing
+        started = time.time()
+        unsent_tries = 0
+        while True:
+            try:
+                response = self._context.call(
+                    "POST", path, tr_id_value, body=body, fresh_connection=True, headers=headers
+                )
+                break
+            except KISConnectionError as exc:
+                if exc.request_sent:
+                    raise self._unknown(intent, f"{exc} ({exc.cause})", started) from None
+                if unsent_tries >= UNSENT_RETRIES:
+                    raise KISConnectionError(
+                        f"the {what} was not sent (no connection to KIS, tried {unsent_tries + 1} times): {exc}",
+                        cause=exc.cause,
+                        request_sent=False,
+                    ) from None
+                unsent_tries += 1
+                time.sleep(UNSENT_BACKOFF * unsent_tries)
+            except MalformedResponseError as exc:
+                raise self._unknown(intent, str(exc), started) from None
+        return self._accepted(intent, response, started, what)
+
+    def _accepted(self, intent: OrderIntent, response: KISResponse, started: float, what: str) -> Order:
+        answer = response.body
+        rt_cd = answer.get("rt_cd")
+        if rt_cd == "0":
+            output = answer.get("output")
+            row = output if isinstance(output, dict) else {}
+            order_no = text(row, "ODNO")
+            if not order_no:
+                raise self._unknown(intent, f"KIS answered the {what} as done but without an order number", started)
+            order = Order(
+                order_no=order_no,
+                branch=text(row, "KRX_FWDG_ORD_ORGNO") or (intent.original.branch if intent.original else ""),
+                symbol=intent.symbol,
+                side=intent.side,
+                quantity=intent.quantity,
+                price=intent.price,
+                market=intent.market,
+                order_type=intent.order_type,
+                ordered_at=_today_at(text(row, "ORD_TMD")),
+                kind=intent.kind,
+                original_order_no=intent.original.order_no if intent.original else None,
+                raw=answer,
+            )
+            KNOWN_ORDERS.add(intent.account, order_no)
+            return order
+        if isinstance(rt_cd, str) and rt_cd.strip() and answer.get("msg_cd"):
+            raise rejection(answer, response.status, what)
+        raise self._unknown(
+            intent, f"KIS answered the {what} with HTTP {response.status} but without its rt_cd envelope", started
+        )
+
+    @staticmethod
+    def _unknown(intent: OrderIntent, cause: str, started: float) -> OrderStatusUnknown:
+        what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
+        return OrderStatusUnknown(
+            f"the {what} of {intent.quantity or 'all'} {intent.symbol} ({intent.side}) may or may not be live: "
+            f"{cause}. It was not sent again; call reconcile_order(error) to find out",
+            intent=intent,
+            cause=cause,
+            started_at=started,
+            ended_at=time.time(),
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _remaining(self, order: Order) -> int:
+        from .account import find_order  # the account room reads today's orders
+
+        record = find_order(self._context, order)
+        if record is None or record.remaining_quantity <= 0:
+            return 0
+        return record.remaining_quantity
+
+
+def _today_at(clock: str) -> datetime | None:
+    return kst_datetime(ymd(kst_today()), clock)
+
+
+def matches(intent: OrderIntent, record: OrderRecord, started_at: float, ended_at: float) -> bool:
+    """Could ``record`` be the order ``intent`` asked for, sent between ``started_at`` and ``ended_at``?"""
+    if record.symbol != intent.symbol or record.side != intent.side:
+        return False
+    if record.ordered_at is not None:
+        when = record.ordered_at.timestamp()
+        if not started_at - CLOCK_SLACK_SECONDS <= when <= ended_at + CLOCK_SLACK_SECONDS:
+            return False
+    if intent.kind != "new":
+        original = intent.original
+        return (
+            original is not None
+            and record.original_order_no == original.order_no
+            and record.kind == intent.kind
+            and (intent.all_remaining or record.quantity == intent.quantity)
+        )
+    if record.kind != "new" or record.quantity != intent.quantity:
+        return False
+    if intent.price is None:  # a market order: KIS records price 0 or the fill price
+        return record.order_type in ("", intent.order_type)
+    return record.price is not None and record.price == intent.price
+
+
+def reconcile(
+    unknown: OrderStatusUnknown,
+    records: list[OrderRecord],
+    *,
+    now: float,
+) -> Order | None:
+    """The order ``unknown`` was about, from ``records`` (today's orders), or ``None`` if it is not there.
+
+    Orders this process already knows (told to a caller, or claimed by an
+    earlier reconciliation) are skipped.  More than one candidate raises
+    :class:`AmbiguousOrderError`.
+    """
+    intent = unknown.intent
+    if not isinstance(intent, OrderIntent):
+        raise ConfigurationError("reconcile_order needs the OrderStatusUnknown an order method raised")
+    candidates = [
+        record
+        for record in records
+        if (intent.account, record.order_no) not in KNOWN_ORDERS
+        and matches(intent, record, unknown.started_at, max(unknown.ended_at, now))
+    ]
+    if not candidates:
+        return None
+    if len(candidates) > 1:
+        raise AmbiguousOrderError(
+            f"{len(candidates)} of today's orders match the unknown {intent.kind} of {intent.quantity} "
+            f"{intent.symbol}; KIS has no client order id to tell them apart",
+            unknown=unknown,
+            candidates=[record.to_order() for record in candidates],
+        )
+    found = candidates[0]
+    if not KNOWN_ORDERS.claim(intent.account, found.order_no):  # another thread claimed it meanwhile
+        raise AmbiguousOrderError(
+            f"order {found.order_no} matches the unknown {intent.kind} of {intent.quantity} {intent.symbol}, "
+            "but another reconciliation in this process claimed it first",
+            unknown=unknown,
+            candidates=[found.to_order()],
+        )
+    return found.to_order()
