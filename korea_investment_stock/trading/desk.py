@@ -9,14 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from ..errors import ConfigurationError, OrderStatusUnknown, UnknownSymbolError
+from ..transport import KISResponse
 from . import account, history
 from .context import TradingContext
 from .models import Balance, Bar, Buyable, Order, OrderIntent, OrderRecord
 from .orders import DEFAULT_SETTLE_SECONDS, OrderDesk, check_price, reconcile
 from .trids import OVERSEAS_EXCHANGES, US_EXCHANGES, Exchange, exchange_for
-from .values import as_date, kst_today
+from .values import KST, as_date, decimal, kst_today
 
 _PRICE_DETAIL = "/uapi/overseas-price/v1/quotations/price-detail"
 _PRICE_DETAIL_ID = "HHDFS76200200"
@@ -40,12 +42,7 @@ class Trading:
             return known
         for code in US_EXCHANGES:
             exchange = OVERSEAS_EXCHANGES[code]
-            response = self.context.call(
-                "GET",
-                _PRICE_DETAIL,
-                _PRICE_DETAIL_ID,
-                params={"AUTH": "", "EXCD": exchange.quote_code, "SYMB": symbol},
-            )
+            response = self._price_detail(symbol, exchange)
             output = response.body.get("output")
             if response.body.get("rt_cd") == "0" and isinstance(output, dict) and any(output.values()):
                 with self._lock:
@@ -77,7 +74,24 @@ class Trading:
 
     def buyable(self, symbol: str, price: object, market: str) -> Buyable:
         symbol = _symbol(symbol)
-        return account.fetch_buyable(self.context, symbol, check_price(price), self.exchange_of(symbol, market))
+        exchange = self.exchange_of(symbol, market)
+        limit = check_price(price)
+        if limit is None and exchange is not None:  # overseas KIS sizes a limit order only: use the last price
+            limit = self._last_price(symbol, exchange)
+        return account.fetch_buyable(self.context, symbol, limit, exchange)
+
+    def _last_price(self, symbol: str, exchange: Exchange) -> Decimal:
+        response = self._price_detail(symbol, exchange)
+        output = response.body.get("output")
+        last = decimal(output, "last") if isinstance(output, dict) else Decimal(0)
+        if last <= 0:
+            raise UnknownSymbolError(f"no last price for {symbol!r} on {exchange.order_code}; pass price=")
+        return last
+
+    def _price_detail(self, symbol: str, exchange: Exchange) -> KISResponse:
+        return self.context.call(
+            "GET", _PRICE_DETAIL, _PRICE_DETAIL_ID, params={"AUTH": "", "EXCD": exchange.quote_code, "SYMB": symbol}
+        )
 
     def daily_prices(
         self,
@@ -114,7 +128,7 @@ class Trading:
         wait = error.ended_at + settle - time.time()
         if wait > 0:
             time.sleep(wait)  # let KIS finish what it may have been doing with the request
-        started = datetime.fromtimestamp(error.started_at).date()
+        started = datetime.fromtimestamp(error.started_at, KST).date()
         first = min(started, kst_today()) - timedelta(days=1)
         records = account.fetch_orders(self.context, first, kst_today(), error.intent.market)
         return reconcile(error, records, now=time.time())
