@@ -339,12 +339,17 @@ def _today_at(clock: str) -> datetime | None:
 
 def matches(intent: OrderIntent, record: OrderRecord, started_at: float, ended_at: float) -> bool:
     """Could ``record`` be the order ``intent`` asked for, sent between ``started_at`` and ``ended_at``?"""
-    if record.symbol != intent.symbol or record.side != intent.side:
-        return False
     if record.ordered_at is not None:
         when = record.ordered_at.timestamp()
         if not started_at - CLOCK_SLACK_SECONDS <= when <= ended_at + CLOCK_SLACK_SECONDS:
             return False
+    return _same_request(intent, record)
+
+
+def _same_request(intent: OrderIntent, record: OrderRecord) -> bool:
+    """Does ``record`` carry what ``intent`` asked for, whenever it was placed?"""
+    if record.symbol != intent.symbol or record.side != intent.side:
+        return False
     if intent.kind != "new":
         original = intent.original
         return (
@@ -370,7 +375,8 @@ def reconcile(
 
     Orders this process already knows (told to a caller, or claimed by an
     earlier reconciliation) are skipped.  More than one candidate raises
-    :class:`AmbiguousOrderError`.
+    :class:`AmbiguousOrderError`, and so does a match stamped later than the
+    lookup itself (the host's clock is off, so an absence proves nothing).
     """
     intent = unknown.intent
     if not isinstance(intent, OrderIntent):
@@ -382,6 +388,23 @@ def reconcile(
         and matches(intent, record, unknown.started_at, max(unknown.ended_at, now))
     ]
     if not candidates:
+        latest = max(unknown.ended_at, now) + CLOCK_SLACK_SECONDS
+        ahead = [
+            record
+            for record in records
+            if (intent.account, record.order_no) not in KNOWN_ORDERS
+            and record.ordered_at is not None
+            and record.ordered_at.timestamp() > latest
+            and _same_request(intent, record)
+        ]
+        if ahead:  # an order stamped after the lookup: the host's clock disagrees, so "not placed" is a guess
+            raise AmbiguousOrderError(
+                f"{len(ahead)} of today's orders match the unknown {intent.kind} of {intent.quantity} "
+                f"{intent.symbol} but are stamped after this lookup: KIS's clock and this machine's disagree, "
+                "so whether one of them is this order cannot be told",
+                unknown=unknown,
+                candidates=[record.to_order() for record in ahead],
+            )
         return None
     if len(candidates) > 1:
         raise AmbiguousOrderError(
