@@ -606,13 +606,15 @@ class KoreaInvestment:
     def reconcile_order(self, error: OrderStatusUnknown, *, settle: float = DEFAULT_SETTLE_SECONDS) -> Order | None:
         """Settle an :class:`~.errors.OrderStatusUnknown`: the :class:`~.trading.Order` KIS has, or ``None``.
 
-        Waits until ``settle`` seconds after the failed attempt (so KIS has
-        finished with the request), then reads today's orders (every page) and
-        looks for the one asked for: same symbol, side, quantity, price (and for a
-        revise or cancel, the same original order), placed within the attempt's
-        time span.  ``None`` means it is not among them: it was not placed, and
-        placing it again is safe.  Orders this process already knows are never
-        matched twice; several candidates raise :class:`~.errors.AmbiguousOrderError`.
+        Reads today's orders (every page) and looks for the one asked for: same
+        symbol, side, quantity, price (and for a revise or cancel, the same
+        original order), placed within the attempt's time span.  Found: that
+        order, at once.  Not found: it looks once more when ``settle`` seconds
+        have passed since the failed attempt (KIS may still have been acting on
+        it), and only then answers ``None``: it was not placed, and placing it
+        again is safe.  Orders this process already knows are never matched
+        twice; several candidates, or a match stamped later than the lookup (the
+        host's clock is off), raise :class:`~.errors.AmbiguousOrderError`.
         """
         return self._trading_desk().reconcile(error, settle)
 

@@ -403,3 +403,62 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
+
+
+# ----------------------------------------------------------------------- order storm
+def order_storm_process(
+    spec: dict[str, Any], threads: int, first_caller: int, orders_each: int, barrier: Any, queue: Any
+) -> None:
+    """``threads`` callers, each placing ``orders_each`` market buys and reconciling every unknown outcome.
+
+    Caller ``c``'s ``k``-th order buys ``1 + c * orders_each + k`` shares, so every
+    order of the storm has its own quantity: a reconciliation can only ever find
+    the caller's own order.  Each caller reports the order numbers it was told,
+    directly or by reconciliation, and how it learnt them.
+    """
+    from korea_investment_stock import AmbiguousOrderError, OrderStatusUnknown
+
+    storages = [make_storage(spec) for _ in range(threads)]
+
+    def body(i: int) -> dict[str, Any]:
+        caller = first_caller + i
+        client = new_client(spec, storages[i])
+        started = time.perf_counter()
+        known: list[str] = []
+        unknowns = reconciled = not_placed = ambiguous = 0
+        try:
+            barrier.wait(WORKER_TIMEOUT)
+            for k in range(orders_each):
+                quantity = 1 + caller * orders_each + k
+                for _attempt in range(3):  # a reconciled "not placed" may be placed again: that is the point
+                    try:
+                        known.append(client.place_order(SYMBOL, "buy", quantity).order_no)
+                        break
+                    except AmbiguousOrderError:
+                        ambiguous += 1
+                        break
+                    except OrderStatusUnknown as unknown:
+                        unknowns += 1
+                        try:
+                            found = client.reconcile_order(unknown, settle=0.3)
+                        except AmbiguousOrderError:
+                            ambiguous += 1
+                            break
+                        if found is not None:
+                            reconciled += 1
+                            known.append(found.order_no)
+                            break
+                        not_placed += 1
+            return ok(
+                client.access_token or "",
+                started,
+                known=known,
+                unknowns=unknowns,
+                reconciled=reconciled,
+                not_placed=not_placed,
+                ambiguous=ambiguous,
+            )
+        finally:
+            client.shutdown()
+
+    queue.put(run_callers(threads, body))

@@ -125,9 +125,17 @@ class Trading:
             raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
         if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 60:
             raise ConfigurationError(f"settle must be seconds between 0 and 60, got {settle!r}")
+        found = self._look_up(error)  # found at once in the common case: no wait at all
+        if found is not None:
+            return found
         wait = error.ended_at + settle - time.time()
-        if wait > 0:
-            time.sleep(wait)  # let KIS finish what it may have been doing with the request
+        if wait <= 0:
+            return None
+        time.sleep(wait)  # absence counts only once KIS has had time to finish with the request
+        return self._look_up(error)
+
+    def _look_up(self, error: OrderStatusUnknown) -> Order | None:
+        assert isinstance(error.intent, OrderIntent)  # reconcile() checked it
         started = datetime.fromtimestamp(error.started_at, KST).date()
         first = min(started, kst_today()) - timedelta(days=1)
         records = account.fetch_orders(self.context, first, kst_today(), error.intent.market)

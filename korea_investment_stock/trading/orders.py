@@ -51,8 +51,9 @@ from .values import kst_datetime, kst_today, text, ymd
 UNSENT_RETRIES = 2
 #: Pause before each of those tries, in seconds.
 UNSENT_BACKOFF = 0.2
-#: Seconds after a failed attempt before reconciliation trusts "not in today's orders".
-DEFAULT_SETTLE_SECONDS = 1.0
+#: Seconds after a failed attempt before reconciliation trusts "not in today's orders": a host may
+#: still be acting on a request whose answer was lost (a gateway timing out before its backend).
+DEFAULT_SETTLE_SECONDS = 3.0
 #: Seconds of clock difference allowed between this machine and KIS when matching order times.
 CLOCK_SLACK_SECONDS = 30.0
 
