@@ -146,11 +146,17 @@ class OrderDesk:
         checked_side = check_side(side)
         count = check_quantity("quantity", quantity)
         limit = check_price(price)
+        if order_type is not None and not (
+            isinstance(order_type, str) and len(order_type) == 2 and order_type.isdigit()
+        ):
+            raise ConfigurationError(
+                f"order_type must be KIS's two-digit ORD_DVSN code such as '03', got {order_type!r}"
+            )
         exchange = self._exchange(symbol, market)
         if exchange is None:
             kind_code = order_type or (KR_MARKET if limit is None else KR_LIMIT)
-            if kind_code != KR_MARKET and limit is None:
-                raise ConfigurationError(f"order_type {kind_code!r} needs a price")
+            if kind_code == KR_LIMIT and limit is None:
+                raise ConfigurationError("a limit order (order_type '00') needs a price")
             if kind_code == KR_MARKET and limit is not None:
                 raise ConfigurationError("a market order (order_type '01') takes no price; pass price=None")
         else:
