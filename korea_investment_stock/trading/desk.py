@@ -135,10 +135,12 @@ class Trading:
         return self._look_up(error)
 
     def _look_up(self, error: OrderStatusUnknown) -> Order | None:
-        assert isinstance(error.intent, OrderIntent)  # reconcile() checked it
+        intent = error.intent
+        if not isinstance(intent, OrderIntent):  # pragma: no cover - reconcile() checked it
+            raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
         started = datetime.fromtimestamp(error.started_at, KST).date()
         first = min(started, kst_today()) - timedelta(days=1)
-        records = account.fetch_orders(self.context, first, kst_today(), error.intent.market)
+        records = account.fetch_orders(self.context, first, kst_today(), intent.market)
         return reconcile(error, records, now=time.time())
 
 
