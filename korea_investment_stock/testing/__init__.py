@@ -31,8 +31,9 @@ through ``GET /__fake__/stats`` and ``POST /__fake__/control``.
 This package uses the standard library only (pytest only in the plugin).
 """
 
+from .account import OrderFault
 from .server import FakeKIS
 from .state import KST, FakeKISStats, TokenFault
 from .stats import percentile
 
-__all__ = ["KST", "FakeKIS", "FakeKISStats", "TokenFault", "percentile"]
+__all__ = ["KST", "FakeKIS", "FakeKISStats", "OrderFault", "TokenFault", "percentile"]

@@ -14,17 +14,21 @@ import json
 import logging
 import socket
 import socketserver
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import market
+from . import account as trading
 from . import masters as master_files
+from .account import FaultPlan, OrderFault
 from .state import (
+    QUOTE_ENDPOINTS,
     FakeKISStats,
     KISState,
     Reply,
@@ -187,6 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
         """End the connection without answering (a simulated timeout)."""
         self.close_connection = True
 
+    def _reset(self) -> None:
+        """Reset the connection: SO_LINGER 0, then close, so the peer reads ECONNRESET (not EOF)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.rfile.close()  # makefile() holds a reference: the socket closes only when both go
+            self.connection.close()
+
     # -- routing ------------------------------------------------------------------
 
     def _dispatch(self) -> None:
@@ -210,10 +223,20 @@ class _Handler(BaseHTTPRequestHandler):
         get_routes: dict[str, Callable[[], None]] = {
             "/__fake__/stats": lambda: self._send_json(200, self.server.owner.stats.to_dict()),
             "/__fake__/tokens": lambda: self._send_json(200, {"tokens": self.server.owner.issued_tokens()}),
+            "/__fake__/orders": lambda: self._send_json(200, {"orders": _jsonable(self.server.owner.orders())}),
         }
         for master_path, master_market in master_files.ROUTES.items():
             get_routes[master_path] = functools.partial(self._master, master_market)
-        if path in market.ENDPOINTS:
+        if path in trading.PATHS:
+            expected = trading.PATHS[path][0]
+            if method != expected:
+                self._send_json(405, _not_found(path, method))
+                return
+            query = {key.upper(): value for key, value in parse_qsl(query_string, keep_blank_values=True)}
+            reply, plan = state.trading(path, headers, query if method == "GET" else {}, raw)
+            self._trading_answer(reply, plan)
+            return
+        if path in QUOTE_ENDPOINTS:
             if method != "GET":
                 self._send_json(405, _not_found(path, method))
                 return
@@ -227,6 +250,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(405 if known else 404, _not_found(path, method))
             return
         handler()
+
+    def _trading_answer(self, reply: Reply | None, plan: FaultPlan | None) -> None:
+        """Send a trading answer, or what the order fault says instead."""
+        if plan is None:
+            if reply is not None:
+                self._reply(reply)
+            return
+        kind = plan.kind
+        if reply is None or kind in (OrderFault.DROP_BEFORE, OrderFault.DROP_AFTER):
+            self._drop()
+        elif kind is OrderFault.SLOW_AFTER:
+            if self._hold(plan.delay):
+                self._reply(reply)
+            else:
+                self._drop()
+        elif kind is OrderFault.HTTP500_EMPTY:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind is OrderFault.RESET_AFTER:
+            self._reset()
+        else:  # pragma: no cover - every kind is handled above
+            self._reply(reply)
 
     def _tokenp(self, raw: bytes) -> None:
         state = self.server.state
@@ -268,6 +314,37 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send(status, body, headers.pop("Content-Type"), headers)
 
+    def _account_control(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The account-book control actions; ``fill_order`` returns the filled row."""
+        owner = self.server.owner
+        if action == "open_account":
+            positions = payload.get("positions")
+            owner.open_account(
+                str(payload["acc_no"]),
+                cash_krw=payload.get("cash_krw"),
+                cash_usd=payload.get("cash_usd"),
+                positions=None if positions is None else {str(k): tuple(v) for k, v in dict(positions).items()},
+            )
+        elif action == "set_price":
+            owner.set_price(str(payload["symbol"]), str(payload["price"]))
+        elif action == "fill_order":
+            return _jsonable([owner.fill_order(str(payload["odno"]), payload.get("quantity"))])[0]
+        elif action == "set_order_fault":
+            delay = payload.get("delay")
+            probability = payload.get("probability")
+            owner.set_order_fault(
+                str(payload["kind"]),
+                times=payload.get("times", 1),
+                delay=None if delay is None else float(delay),
+                probability=None if probability is None else float(probability),
+                seed=payload.get("seed"),
+            )
+        elif action == "clear_order_faults":
+            owner.clear_order_faults()
+        elif action == "set_paging_restart":
+            owner.set_paging_restart(int(payload["times"]))
+        return None
+
     def _control(self, payload: object) -> None:
         owner = self.server.owner
         try:
@@ -308,12 +385,27 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.configure(**{str(payload["field"]): payload["value"]})
             elif action == "add_app":
                 owner.add_app(str(payload["app_key"]), str(payload["app_secret"]))
+            elif action in _ACCOUNT_ACTIONS:
+                result = self._account_control(str(action), payload)
+                if result is not None:
+                    self._send_json(200, {"ok": True, "now": owner.now(), "order": result})
+                    return
             else:
                 raise ValueError(f"unknown action {action!r}")
         except (KeyError, TypeError, ValueError) as exc:
             self._send_json(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             return
         self._send_json(200, {"ok": True, "now": owner.now()})
+
+
+_ACCOUNT_ACTIONS = frozenset(
+    {"open_account", "set_price", "fill_order", "set_order_fault", "clear_order_faults", "set_paging_restart"}
+)
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order rows for JSON: Decimals as strings."""
+    return [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
 
 
 def _not_found(path: str, method: str) -> dict[str, object]:
@@ -385,6 +477,14 @@ class FakeKIS:
         environment: str = "real",
         clock: Callable[[], float] | None = None,
         master_encoding: str | None = None,
+        account_cash_krw: int | float = 100_000_000,
+        account_cash_usd: int | float = 100_000,
+        market_open: bool = True,
+        bind_account: str | None = None,
+        rejection_status: int = 200,
+        balance_page_size: int | None = None,
+        orders_page_size: int | None = None,
+        paging_restart: int = 0,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
         self.app_secret: str = app_secret or new_app_secret()
@@ -398,6 +498,14 @@ class FakeKIS:
             rest_rate_limit=rest_rate_limit,
             token_delay=token_delay,
             environment=environment,
+            account_cash_krw=account_cash_krw,
+            account_cash_usd=account_cash_usd,
+            market_open=market_open,
+            bind_account=bind_account,
+            rejection_status=rejection_status,
+            balance_page_size=balance_page_size,
+            orders_page_size=orders_page_size,
+            paging_restart=paging_restart,
         )
         self._state = KISState(settings, clock or time.time)
         self._state.add_app(self.app_key, self.app_secret)
@@ -523,6 +631,82 @@ class FakeKIS:
         if encoding is not None and encoding not in master_files.MASTER_ENCODINGS:
             raise ValueError(f"encoding must be one of {master_files.MASTER_ENCODINGS} or None, got {encoding!r}")
         self._master_encoding = encoding
+
+    # -- the account book ---------------------------------------------------------------
+
+    def open_account(
+        self,
+        acc_no: str,
+        *,
+        cash_krw: object = None,
+        cash_usd: object = None,
+        positions: Mapping[str, tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Open (or re-open, replacing cash and positions) the account ``"12345678-01"``.
+
+        ``cash_krw`` / ``cash_usd`` default to the ``account_cash_krw`` / ``account_cash_usd``
+        settings; ``positions`` is ``{symbol: (quantity, average_price)}`` (a third item
+        names the exchange of a non-US overseas symbol, e.g. ``(10, "150", "TKSE")``).
+        Orders still resting on the old book stop resting; past order rows stay listed.
+        """
+        self._state.open_account(acc_no, cash_krw, cash_usd, positions)
+
+    def set_price(self, symbol: str, price: object) -> None:
+        """Set the current price of ``symbol`` (int, str or Decimal): fills and quotes both use it.
+
+        Resting limit orders that become marketable do not fill by themselves: call
+        :meth:`fill_order`.  Unknown symbols raise ``ValueError``.
+        """
+        self._state.set_price(symbol, price)
+
+    def current_price(self, symbol: str) -> Decimal:
+        """The price a market order in ``symbol`` fills at now."""
+        return self._state.current_price(symbol)
+
+    def fill_order(self, odno: str, quantity: int | None = None) -> dict[str, Any]:
+        """Fill a resting order (all that remains, or ``quantity``) at its limit price; returns its row."""
+        return self._state.fill_order(odno, quantity)
+
+    def orders(self, acc_no: str | None = None) -> list[dict[str, Any]]:
+        """Every order row accepted (new, revise, cancel), oldest first; copies.
+
+        Keys: ``odno``, ``orgn_odno`` (None for new), ``acc_no``, ``symbol``, ``market`` (``"KR"``
+        or the exchange code), ``side``, ``kind``, ``order_type``, ``quantity``, ``price``
+        (``Decimal``, None for a market order), ``filled``, ``remaining``, ``cancelled``,
+        ``tr_id``, ``ordered_at`` (epoch), ``branch``, ``currency``, ``fill_amount``.
+        """
+        return self._state.orders(acc_no)
+
+    def account(self, acc_no: str) -> dict[str, Any]:
+        """``cash_krw``, ``cash_usd`` (Decimal), ``cash`` (every currency) and ``positions``
+        (``{symbol: {"quantity", "average_price", "market"}}``) of ``acc_no`` (opened if new)."""
+        return self._state.account(acc_no)
+
+    def set_order_fault(
+        self,
+        kind: str,
+        *,
+        times: int | None = 1,
+        delay: float | None = None,
+        probability: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Break the next ``times`` order POSTs (``None``: until cleared) as ``kind`` (:class:`OrderFault`).
+
+        With ``probability``, each order POST takes the fault with that chance (a
+        ``random.Random(seed)``), until ``times`` have taken it.  ``delay`` is the
+        ``slow_after`` wait (default 30 s; the wait ends early when the server stops).
+        Faults are queued; an order POST takes the first one that applies.
+        """
+        self._state.add_order_fault(kind, times, delay, probability, seed)
+
+    def clear_order_faults(self) -> None:
+        """Forget every order fault."""
+        self._state.clear_order_faults()
+
+    def set_paging_restart(self, times: int) -> None:
+        """The next ``times`` continuation requests answer ``SYDB0050`` (data changed: start over)."""
+        self._state.configure(paging_restart=times)
 
     # -- time and tokens --------------------------------------------------------------
 
