@@ -36,6 +36,8 @@ Rules (the fake's, where KIS does not say):
   original's remaining quantity drops by that much.  A cancel row
   (``cancelled=True``) releases what it cancels; the original is marked
   ``cancelled`` when a cancel took all it had left.
+* **Order numbers** (``ODNO``) are 10 digits, zero padded, increasing, from a random
+  base per server (so clients of several fakes in one process never see a number twice).
 * **Paging.** Opaque continuation keys, remembered by the fake; a key it did not
   issue (or issued for another query) is HTTP 500 ``OPSQ2002``.
 """
@@ -451,7 +453,9 @@ class Accounts:
         self._books: dict[str, _Book] = {}
         self._orders: list[OrderRow] = []
         self._by_odno: dict[str, OrderRow] = {}  # key: the number without leading zeros
-        self._next_odno = 1
+        # A random base per server: clients keep order numbers process-wide (to never claim one
+        # twice), so two fakes in one test process must not hand out the same numbers.
+        self._next_odno = secrets.randbelow(8_000_000) * 1000 + 1
         self._prices: dict[str, Decimal] = {}
         self._faults: list[_OrderFault] = []
         self._page_keys: OrderedDict[tuple[str, str], tuple[tuple[str, ...], int]] = OrderedDict()
