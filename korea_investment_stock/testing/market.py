@@ -12,6 +12,7 @@ Which symbols are "known":
   names (``KR_NAMES``); codes in ``KR_ETFS`` are ETFs (``prdt_clsf_name`` "ETF"),
   everything else is a stock ("주권"). Other codes get an ``output`` whose
   fields are all empty strings with ``rt_cd`` "0" (the fake's choice).
+  ``999999`` is never known (``UNKNOWN_SYMBOLS``): tests use it for "unknown symbol".
 * Overseas: only the ``(exchange, symbol)`` pairs in ``OVERSEAS`` are known. An
   unknown pair (including a real symbol on the wrong exchange) gets
   ``rt_cd`` "0" with every field an empty string, as KIS does.

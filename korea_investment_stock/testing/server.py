@@ -415,7 +415,8 @@ def _not_found(path: str, method: str) -> dict[str, object]:
 class FakeKIS:
     """A fake KIS Open API server on loopback, for testing KIS clients.
 
-    Mimics tokenP/revokeP/Approval/hashkey, five quotation endpoints and the IPO schedule, with
+    Mimics tokenP/revokeP/Approval/hashkey, five quotation endpoints, the IPO schedule, price
+    history and a trading account (orders, balance, orders list, buyable amount), with
     KIS's token rules (one issuance per window, same token within 6 h, 24 h
     lifetime), its error shapes and its per-second limit. Time is virtual:
     :meth:`advance` moves it, so expiry and windows are tested without waiting.
@@ -439,7 +440,20 @@ class FakeKIS:
       1 s; more get ``EGW00201`` (HTTP 500). ``None`` disables it.
     * ``token_delay`` (0): every tokenP waits this long before it is decided.
     * ``environment`` (``"real"``): ``"mock"`` plays the mock host, which refuses
-      real-only endpoints (the IPO schedule) with KIS's error envelope.
+      real-only endpoints (the IPO schedule) with KIS's error envelope, and takes only
+      the mock trading ids (real ones get HTTP 500 ``EGW00213`` ``모의투자 TR 이 아닙니다.``;
+      the real host refuses mock ids with ``실전투자 TR 이 아닙니다.``).
+    * ``account_cash_krw`` (100,000,000) / ``account_cash_usd`` (100,000): the cash an
+      account opens with on first use (other currencies: :data:`.account.OTHER_CASH`).
+    * ``market_open`` (True): False rejects every new order, revise and cancel
+      (``APBK0918`` real, ``40580000`` mock).
+    * ``bind_account`` (None): ``"12345678-01"`` makes every trading call for another
+      account answer ``IGW00002`` (the app key is bound to one account).
+    * ``rejection_status`` (200): HTTP status of business rejections (``rt_cd`` ``"1"``).
+    * ``balance_page_size`` / ``orders_page_size`` (None: KIS's sizes by host, KR balance
+      50 real / 20 mock, KR orders 100 / 15, overseas balance 100, overseas orders 20 / 15).
+    * ``paging_restart`` (0): the next that many continuation requests answer
+      ``SYDB0050`` (``rt_cd`` ``"7"``, data changed: start over); counts down.
     * ``clock``: epoch-seconds clock (default ``time.time``); :meth:`advance`
       adds to whatever it returns.
 
@@ -457,6 +471,42 @@ class FakeKIS:
     ``Content-Encoding`` to clients that accept it (requests asks for ``gzip, deflate``), as a
     host or proxy may; :meth:`set_master_encoding` changes it while running.
     The hashkey ``HASH`` is the SHA-256 of the raw request body.
+
+    **Trading** (KIS's paths and current tr_ids, real and mock; see :mod:`.account`
+    for every rule).  Checks after the REST gate above: the tr_id for this host
+    (``EGW00213`` / ``OPSQ0002``), then for order POSTs an injected fault, the
+    ``hashkey`` header if sent (SHA-256 of the raw body, else HTTP 500 ``EGW00131``),
+    string values only (else HTTP 500 ``OPSQ2002``), required fields (``OPSQ2001``),
+    ``CANO`` 8 digits + ``ACNT_PRDT_CD`` 2, ``bind_account``, field values, market
+    open, symbol known, cash or holdings.  Order POSTs count in the rate limit.
+
+    * Domestic: ``order-cash`` (``TTTC0012U`` buy / ``TTTC0011U`` sell), ``order-rvsecncl``
+      (``TTTC0013U``), ``inquire-balance`` (``TTTC8434R``), ``inquire-daily-ccld``
+      (``TTTC0081R``, ``CTSC9215R``), ``inquire-psbl-order`` (``TTTC8908R``); mock ids
+      ``VTTC…``/``VTSC9215R``.  Overseas: ``order`` (US ``TTTT1002U``/``TTTT1006U``, mock
+      ``VTTT1002U``/``VTTT1001U``; JP, HK, SH, SZ, VN ids too), ``order-rvsecncl`` (US, HK,
+      JP), ``inquire-balance`` (``TTTS3012R``), ``inquire-ccnl`` (``TTTS3035R``),
+      ``inquire-psamount`` (``TTTS3007R``).  Bars: ``FHKST03010100``, ``HHDFS76240000``.
+    * Accounts open on first use; :meth:`open_account` sets cash and positions.  A market
+      order fills at once at :meth:`current_price`; a marketable limit order fills at once
+      at the current price; any other limit order rests until revised, cancelled or
+      :meth:`fill_order`.  Revise and cancel get new order numbers and reduce the original.
+    * Unknown symbols: KR codes that are not 6 letters/digits, ``999999`` always; US
+      symbols not in :data:`.market.OVERSEAS` or on the wrong exchange, ``ZZZZZ`` always.
+    * Paged queries answer the response header ``tr_cont`` ``F`` (first page, more),
+      ``M`` (more), ``D`` (last) and the body's ``ctx_area_fk100``/``nk100``
+      (overseas ``…200``); the next page needs request header ``tr_cont: N`` and those keys
+      (keys without ``N``: the first page again; keys the fake did not issue: HTTP 500 ``OPSQ2002``).
+    * :meth:`set_order_fault` breaks order POSTs (:class:`OrderFault`: ``drop_after``,
+      ``slow_after``, ``http500_empty``, ``reset_after`` process the order first;
+      ``drop_before`` does not).  :meth:`orders` lists every row the fake accepted, the
+      ground truth for "was it placed?".
+    * Counters: ``orders_received`` (by tr_id too), ``orders_placed``, ``order_faults``,
+      ``rest_by_tr_id``, ``hashkeys_checked``.
+    * Control API (other processes): ``POST /__fake__/control`` actions ``open_account``,
+      ``set_price``, ``fill_order``, ``set_order_fault``, ``clear_order_faults``,
+      ``set_paging_restart`` (same arguments, prices as strings) and ``set`` for settings;
+      ``GET /__fake__/orders`` answers ``{"orders": [...]}`` (Decimals as strings).
     """
 
     def __init__(
