@@ -26,13 +26,26 @@ To run it as a separate process: ``python -m korea_investment_stock.testing``
 (prints one JSON line with ``url``, ``app_key``, ``app_secret``), then drive it
 through ``GET /__fake__/stats`` and ``POST /__fake__/control``.
 
+It also keeps a trading account per account number: orders (market, limit, revise,
+cancel) with KIS-like order numbers and fills, balance and orders lists in pages
+(``tr_cont`` and continuation keys, with a switch for KIS's "data changed, start over"),
+buyable amounts, price history, KIS's business rejections, and faults that break order
+answers after (or before) the order was processed::
+
+    kis.open_account("12345678-01", cash_krw=10_000_000, positions={"005930": (10, 70_000)})
+    kis.set_price("005930", 71_000)                       # quotes and fills agree
+    kis.set_order_fault(OrderFault.DROP_AFTER)            # the next order is live, unanswered
+    ...
+    assert [o["odno"] for o in kis.orders()] == [...]     # what the fake really accepted
+
 ``percentile`` is the one nearest-rank quantile the bench and stress figures use.
 
 This package uses the standard library only (pytest only in the plugin).
 """
 
+from .account import OrderFault
 from .server import FakeKIS
 from .state import KST, FakeKISStats, TokenFault
 from .stats import percentile
 
-__all__ = ["KST", "FakeKIS", "FakeKISStats", "TokenFault", "percentile"]
+__all__ = ["KST", "FakeKIS", "FakeKISStats", "OrderFault", "TokenFault", "percentile"]

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-token-status", type=int, default=500)
     p.add_argument("--token-delay", type=float, default=0.0, help="seconds every tokenP waits")
     p.add_argument("--rest-rate-limit", type=_rate_limit, default=20, help="per app key per second; 'none' = off")
+    p.add_argument("--environment", choices=("real", "mock"), default="real", help="which KIS host to play")
+    p.add_argument("--balance-page-size", type=int, default=None, help="default: KIS's size for the host")
+    p.add_argument("--orders-page-size", type=int, default=None, help="default: KIS's size for the host")
     return p
 
 
@@ -66,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         dead_token_status=args.dead_token_status,
         rest_rate_limit=args.rest_rate_limit,
         token_delay=args.token_delay,
+        environment=args.environment,
+        balance_page_size=args.balance_page_size,
+        orders_page_size=args.orders_page_size,
     )
     with fake:
         line = json.dumps({"url": fake.url, "app_key": fake.app_key, "app_secret": fake.app_secret})

@@ -12,6 +12,7 @@ Which symbols are "known":
   names (``KR_NAMES``); codes in ``KR_ETFS`` are ETFs (``prdt_clsf_name`` "ETF"),
   everything else is a stock ("주권"). Other codes get an ``output`` whose
   fields are all empty strings with ``rt_cd`` "0" (the fake's choice).
+  ``999999`` is never known (``UNKNOWN_SYMBOLS``): tests use it for "unknown symbol".
 * Overseas: only the ``(exchange, symbol)`` pairs in ``OVERSEAS`` are known. An
   unknown pair (including a real symbol on the wrong exchange) gets
   ``rt_cd`` "0" with every field an empty string, as KIS does.
@@ -37,14 +38,19 @@ __all__ = [
     "KR_NAMES",
     "OVERSEAS",
     "OVERSEAS_TYPE_TO_EXCD",
+    "UNKNOWN_SYMBOLS",
     "Endpoint",
     "IPOOffering",
     "domestic_price",
     "etf_price",
     "ipo_schedule",
+    "is_known_kr",
+    "kr_price",
     "overseas_price_detail",
     "search_info",
     "search_stock_info",
+    "us_exchange",
+    "with_price",
 ]
 
 Output = dict[str, str]
@@ -143,8 +149,57 @@ def _ceil_tick(price: float) -> int:
     return p if p >= price else p + _tick(p)
 
 
+#: Symbols that are never known, on any market: ``999999`` (KR) and ``ZZZZZ`` (overseas).
+#: Tests use them for KIS's "unknown symbol" answers.
+UNKNOWN_SYMBOLS: frozenset[str] = frozenset({"999999", "ZZZZZ"})
+
+
 def _is_kr_code(code: str) -> bool:
-    return len(code) == 6 and code.isascii() and code.isalnum()
+    return len(code) == 6 and code.isascii() and code.isalnum() and code.upper() not in UNKNOWN_SYMBOLS
+
+
+def is_known_kr(code: str) -> bool:
+    """A domestic code the fake knows: 6 ASCII letters or digits, except ``999999``."""
+    return _is_kr_code(code)
+
+
+def kr_price(code: str) -> int:
+    """The generated current price of a known domestic code (``stck_prpr``)."""
+    return _kr_quote(code).price
+
+
+def us_exchange(symbol: str) -> str | None:
+    """The KIS quotation exchange code (``NAS``/``NYS``/``AMS``) of a known US symbol, else ``None``."""
+    known = OVERSEAS.get(symbol.upper())
+    return None if known is None else known[0]
+
+
+def with_price(path: str, data: dict[str, object], price: str) -> dict[str, object]:
+    """``data`` of a quotation answer with the current price replaced (``FakeKIS.set_price``).
+
+    Domestic prices: ``stck_prpr`` and the change against the base price; overseas
+    price-detail: ``last`` and its change.  Blank (unknown-symbol) outputs are left alone.
+    """
+    output = data.get("output")
+    if not isinstance(output, dict):
+        return data
+    out = dict(output)
+    if path in ("/uapi/domestic-stock/v1/quotations/inquire-price", "/uapi/etfetn/v1/quotations/inquire-price"):
+        if not out.get("stck_prpr"):
+            return data
+        base = int(out.get("stck_sdpr") or out.get("stck_prdy_clpr") or price)
+        value = int(float(price))
+        diff = value - base
+        out.update(stck_prpr=str(value), prdy_vrss=str(diff), prdy_vrss_sign=_sign(diff), prdy_ctrt=_pct(diff, base))
+    elif path == "/uapi/overseas-price/v1/quotations/price-detail":
+        if not out.get("last"):
+            return data
+        base_f = float(str(out["base"]))
+        last = float(price)
+        out.update(last=f"{last:.4f}", t_xrat=_pct(last - base_f, base_f), t_xsgn=_sign(last - base_f))
+    else:
+        return data
+    return {**data, "output": out}
 
 
 def _isin(code: str) -> str:

@@ -14,17 +14,21 @@ import json
 import logging
 import socket
 import socketserver
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-from . import market
+from . import account as trading
 from . import masters as master_files
+from .account import FaultPlan, OrderFault
 from .state import (
+    QUOTE_ENDPOINTS,
     FakeKISStats,
     KISState,
     Reply,
@@ -187,6 +191,15 @@ class _Handler(BaseHTTPRequestHandler):
         """End the connection without answering (a simulated timeout)."""
         self.close_connection = True
 
+    def _reset(self) -> None:
+        """Reset the connection: SO_LINGER 0, then close, so the peer reads ECONNRESET (not EOF)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.rfile.close()  # makefile() holds a reference: the socket closes only when both go
+            self.connection.close()
+
     # -- routing ------------------------------------------------------------------
 
     def _dispatch(self) -> None:
@@ -210,10 +223,20 @@ class _Handler(BaseHTTPRequestHandler):
         get_routes: dict[str, Callable[[], None]] = {
             "/__fake__/stats": lambda: self._send_json(200, self.server.owner.stats.to_dict()),
             "/__fake__/tokens": lambda: self._send_json(200, {"tokens": self.server.owner.issued_tokens()}),
+            "/__fake__/orders": lambda: self._send_json(200, {"orders": _jsonable(self.server.owner.orders())}),
         }
         for master_path, master_market in master_files.ROUTES.items():
             get_routes[master_path] = functools.partial(self._master, master_market)
-        if path in market.ENDPOINTS:
+        if path in trading.PATHS:
+            expected = trading.PATHS[path][0]
+            if method != expected:
+                self._send_json(405, _not_found(path, method))
+                return
+            query = {key.upper(): value for key, value in parse_qsl(query_string, keep_blank_values=True)}
+            reply, plan = state.trading(path, headers, query if method == "GET" else {}, raw)
+            self._trading_answer(reply, plan)
+            return
+        if path in QUOTE_ENDPOINTS:
             if method != "GET":
                 self._send_json(405, _not_found(path, method))
                 return
@@ -227,6 +250,29 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(405 if known else 404, _not_found(path, method))
             return
         handler()
+
+    def _trading_answer(self, reply: Reply | None, plan: FaultPlan | None) -> None:
+        """Send a trading answer, or what the order fault says instead."""
+        if plan is None:
+            if reply is not None:
+                self._reply(reply)
+            return
+        kind = plan.kind
+        if reply is None or kind in (OrderFault.DROP_BEFORE, OrderFault.DROP_AFTER):
+            self._drop()
+        elif kind is OrderFault.SLOW_AFTER:
+            if self._hold(plan.delay):
+                self._reply(reply)
+            else:
+                self._drop()
+        elif kind is OrderFault.HTTP500_EMPTY:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif kind is OrderFault.RESET_AFTER:
+            self._reset()
+        else:  # pragma: no cover - every kind is handled above
+            self._reply(reply)
 
     def _tokenp(self, raw: bytes) -> None:
         state = self.server.state
@@ -268,6 +314,37 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._send(status, body, headers.pop("Content-Type"), headers)
 
+    def _account_control(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """The account-book control actions; ``fill_order`` returns the filled row."""
+        owner = self.server.owner
+        if action == "open_account":
+            positions = payload.get("positions")
+            owner.open_account(
+                str(payload["acc_no"]),
+                cash_krw=payload.get("cash_krw"),
+                cash_usd=payload.get("cash_usd"),
+                positions=None if positions is None else {str(k): tuple(v) for k, v in dict(positions).items()},
+            )
+        elif action == "set_price":
+            owner.set_price(str(payload["symbol"]), str(payload["price"]))
+        elif action == "fill_order":
+            return _jsonable([owner.fill_order(str(payload["odno"]), payload.get("quantity"))])[0]
+        elif action == "set_order_fault":
+            delay = payload.get("delay")
+            probability = payload.get("probability")
+            owner.set_order_fault(
+                str(payload["kind"]),
+                times=payload.get("times", 1),
+                delay=None if delay is None else float(delay),
+                probability=None if probability is None else float(probability),
+                seed=payload.get("seed"),
+            )
+        elif action == "clear_order_faults":
+            owner.clear_order_faults()
+        elif action == "set_paging_restart":
+            owner.set_paging_restart(int(payload["times"]))
+        return None
+
     def _control(self, payload: object) -> None:
         owner = self.server.owner
         try:
@@ -308,12 +385,27 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.configure(**{str(payload["field"]): payload["value"]})
             elif action == "add_app":
                 owner.add_app(str(payload["app_key"]), str(payload["app_secret"]))
+            elif action in _ACCOUNT_ACTIONS:
+                result = self._account_control(str(action), payload)
+                if result is not None:
+                    self._send_json(200, {"ok": True, "now": owner.now(), "order": result})
+                    return
             else:
                 raise ValueError(f"unknown action {action!r}")
         except (KeyError, TypeError, ValueError) as exc:
             self._send_json(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
             return
         self._send_json(200, {"ok": True, "now": owner.now()})
+
+
+_ACCOUNT_ACTIONS = frozenset(
+    {"open_account", "set_price", "fill_order", "set_order_fault", "clear_order_faults", "set_paging_restart"}
+)
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Order rows for JSON: Decimals as strings."""
+    return [{k: str(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in rows]
 
 
 def _not_found(path: str, method: str) -> dict[str, object]:
@@ -323,7 +415,8 @@ def _not_found(path: str, method: str) -> dict[str, object]:
 class FakeKIS:
     """A fake KIS Open API server on loopback, for testing KIS clients.
 
-    Mimics tokenP/revokeP/Approval/hashkey, five quotation endpoints and the IPO schedule, with
+    Mimics tokenP/revokeP/Approval/hashkey, five quotation endpoints, the IPO schedule, price
+    history and a trading account (orders, balance, orders list, buyable amount), with
     KIS's token rules (one issuance per window, same token within 6 h, 24 h
     lifetime), its error shapes and its per-second limit. Time is virtual:
     :meth:`advance` moves it, so expiry and windows are tested without waiting.
@@ -347,7 +440,20 @@ class FakeKIS:
       1 s; more get ``EGW00201`` (HTTP 500). ``None`` disables it.
     * ``token_delay`` (0): every tokenP waits this long before it is decided.
     * ``environment`` (``"real"``): ``"mock"`` plays the mock host, which refuses
-      real-only endpoints (the IPO schedule) with KIS's error envelope.
+      real-only endpoints (the IPO schedule) with KIS's error envelope, and takes only
+      the mock trading ids (real ones get HTTP 500 ``EGW00213`` ``모의투자 TR 이 아닙니다.``;
+      the real host refuses mock ids with ``실전투자 TR 이 아닙니다.``).
+    * ``account_cash_krw`` (100,000,000) / ``account_cash_usd`` (100,000): the cash an
+      account opens with on first use (other currencies: :data:`.account.OTHER_CASH`).
+    * ``market_open`` (True): False rejects every new order, revise and cancel
+      (``APBK0918`` real, ``40580000`` mock).
+    * ``bind_account`` (None): ``"12345678-01"`` makes every trading call for another
+      account answer ``IGW00002`` (the app key is bound to one account).
+    * ``rejection_status`` (200): HTTP status of business rejections (``rt_cd`` ``"1"``).
+    * ``balance_page_size`` / ``orders_page_size`` (None: KIS's sizes by host, KR balance
+      50 real / 20 mock, KR orders 100 / 15, overseas balance 100, overseas orders 20 / 15).
+    * ``paging_restart`` (0): the next that many continuation requests answer
+      ``SYDB0050`` (``rt_cd`` ``"7"``, data changed: start over); counts down.
     * ``clock``: epoch-seconds clock (default ``time.time``); :meth:`advance`
       adds to whatever it returns.
 
@@ -365,6 +471,42 @@ class FakeKIS:
     ``Content-Encoding`` to clients that accept it (requests asks for ``gzip, deflate``), as a
     host or proxy may; :meth:`set_master_encoding` changes it while running.
     The hashkey ``HASH`` is the SHA-256 of the raw request body.
+
+    **Trading** (KIS's paths and current tr_ids, real and mock; see :mod:`.account`
+    for every rule).  Checks after the REST gate above: the tr_id for this host
+    (``EGW00213`` / ``OPSQ0002``), then for order POSTs an injected fault, the
+    ``hashkey`` header if sent (SHA-256 of the raw body, else HTTP 500 ``EGW00131``),
+    string values only (else HTTP 500 ``OPSQ2002``), required fields (``OPSQ2001``),
+    ``CANO`` 8 digits + ``ACNT_PRDT_CD`` 2, ``bind_account``, field values, market
+    open, symbol known, cash or holdings.  Order POSTs count in the rate limit.
+
+    * Domestic: ``order-cash`` (``TTTC0012U`` buy / ``TTTC0011U`` sell), ``order-rvsecncl``
+      (``TTTC0013U``), ``inquire-balance`` (``TTTC8434R``), ``inquire-daily-ccld``
+      (``TTTC0081R``, ``CTSC9215R``), ``inquire-psbl-order`` (``TTTC8908R``); mock ids
+      ``VTTC…``/``VTSC9215R``.  Overseas: ``order`` (US ``TTTT1002U``/``TTTT1006U``, mock
+      ``VTTT1002U``/``VTTT1001U``; JP, HK, SH, SZ, VN ids too), ``order-rvsecncl`` (US, HK,
+      JP), ``inquire-balance`` (``TTTS3012R``), ``inquire-ccnl`` (``TTTS3035R``),
+      ``inquire-psamount`` (``TTTS3007R``).  Bars: ``FHKST03010100``, ``HHDFS76240000``.
+    * Accounts open on first use; :meth:`open_account` sets cash and positions.  A market
+      order fills at once at :meth:`current_price`; a marketable limit order fills at once
+      at the current price; any other limit order rests until revised, cancelled or
+      :meth:`fill_order`.  Revise and cancel get new order numbers and reduce the original.
+    * Unknown symbols: KR codes that are not 6 letters/digits, ``999999`` always; US
+      symbols not in :data:`.market.OVERSEAS` or on the wrong exchange, ``ZZZZZ`` always.
+    * Paged queries answer the response header ``tr_cont`` ``F`` (first page, more),
+      ``M`` (more), ``D`` (last) and the body's ``ctx_area_fk100``/``nk100``
+      (overseas ``…200``); the next page needs request header ``tr_cont: N`` and those keys
+      (keys without ``N``: the first page again; keys the fake did not issue: HTTP 500 ``OPSQ2002``).
+    * :meth:`set_order_fault` breaks order POSTs (:class:`OrderFault`: ``drop_after``,
+      ``slow_after``, ``http500_empty``, ``reset_after`` process the order first;
+      ``drop_before`` does not).  :meth:`orders` lists every row the fake accepted, the
+      ground truth for "was it placed?".
+    * Counters: ``orders_received`` (by tr_id too), ``orders_placed``, ``order_faults``,
+      ``rest_by_tr_id``, ``hashkeys_checked``.
+    * Control API (other processes): ``POST /__fake__/control`` actions ``open_account``,
+      ``set_price``, ``fill_order``, ``set_order_fault``, ``clear_order_faults``,
+      ``set_paging_restart`` (same arguments, prices as strings) and ``set`` for settings;
+      ``GET /__fake__/orders`` answers ``{"orders": [...]}`` (Decimals as strings).
     """
 
     def __init__(
@@ -385,6 +527,14 @@ class FakeKIS:
         environment: str = "real",
         clock: Callable[[], float] | None = None,
         master_encoding: str | None = None,
+        account_cash_krw: int | float = 100_000_000,
+        account_cash_usd: int | float = 100_000,
+        market_open: bool = True,
+        bind_account: str | None = None,
+        rejection_status: int = 200,
+        balance_page_size: int | None = None,
+        orders_page_size: int | None = None,
+        paging_restart: int = 0,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
         self.app_secret: str = app_secret or new_app_secret()
@@ -398,6 +548,14 @@ class FakeKIS:
             rest_rate_limit=rest_rate_limit,
             token_delay=token_delay,
             environment=environment,
+            account_cash_krw=account_cash_krw,
+            account_cash_usd=account_cash_usd,
+            market_open=market_open,
+            bind_account=bind_account,
+            rejection_status=rejection_status,
+            balance_page_size=balance_page_size,
+            orders_page_size=orders_page_size,
+            paging_restart=paging_restart,
         )
         self._state = KISState(settings, clock or time.time)
         self._state.add_app(self.app_key, self.app_secret)
@@ -523,6 +681,82 @@ class FakeKIS:
         if encoding is not None and encoding not in master_files.MASTER_ENCODINGS:
             raise ValueError(f"encoding must be one of {master_files.MASTER_ENCODINGS} or None, got {encoding!r}")
         self._master_encoding = encoding
+
+    # -- the account book ---------------------------------------------------------------
+
+    def open_account(
+        self,
+        acc_no: str,
+        *,
+        cash_krw: object = None,
+        cash_usd: object = None,
+        positions: Mapping[str, tuple[Any, ...]] | None = None,
+    ) -> None:
+        """Open (or re-open, replacing cash and positions) the account ``"12345678-01"``.
+
+        ``cash_krw`` / ``cash_usd`` default to the ``account_cash_krw`` / ``account_cash_usd``
+        settings; ``positions`` is ``{symbol: (quantity, average_price)}`` (a third item
+        names the exchange of a non-US overseas symbol, e.g. ``(10, "150", "TKSE")``).
+        Orders still resting on the old book stop resting; past order rows stay listed.
+        """
+        self._state.open_account(acc_no, cash_krw, cash_usd, positions)
+
+    def set_price(self, symbol: str, price: object) -> None:
+        """Set the current price of ``symbol`` (int, str or Decimal): fills and quotes both use it.
+
+        Resting limit orders that become marketable do not fill by themselves: call
+        :meth:`fill_order`.  Unknown symbols raise ``ValueError``.
+        """
+        self._state.set_price(symbol, price)
+
+    def current_price(self, symbol: str) -> Decimal:
+        """The price a market order in ``symbol`` fills at now."""
+        return self._state.current_price(symbol)
+
+    def fill_order(self, odno: str, quantity: int | None = None) -> dict[str, Any]:
+        """Fill a resting order (all that remains, or ``quantity``) at its limit price; returns its row."""
+        return self._state.fill_order(odno, quantity)
+
+    def orders(self, acc_no: str | None = None) -> list[dict[str, Any]]:
+        """Every order row accepted (new, revise, cancel), oldest first; copies.
+
+        Keys: ``odno``, ``orgn_odno`` (None for new), ``acc_no``, ``symbol``, ``market`` (``"KR"``
+        or the exchange code), ``side``, ``kind``, ``order_type``, ``quantity``, ``price``
+        (``Decimal``, None for a market order), ``filled``, ``remaining``, ``cancelled``,
+        ``tr_id``, ``ordered_at`` (epoch), ``branch``, ``currency``, ``fill_amount``.
+        """
+        return self._state.orders(acc_no)
+
+    def account(self, acc_no: str) -> dict[str, Any]:
+        """``cash_krw``, ``cash_usd`` (Decimal), ``cash`` (every currency) and ``positions``
+        (``{symbol: {"quantity", "average_price", "market"}}``) of ``acc_no`` (opened if new)."""
+        return self._state.account(acc_no)
+
+    def set_order_fault(
+        self,
+        kind: str,
+        *,
+        times: int | None = 1,
+        delay: float | None = None,
+        probability: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Break the next ``times`` order POSTs (``None``: until cleared) as ``kind`` (:class:`OrderFault`).
+
+        With ``probability``, each order POST takes the fault with that chance (a
+        ``random.Random(seed)``), until ``times`` have taken it.  ``delay`` is the
+        ``slow_after`` wait (default 30 s; the wait ends early when the server stops).
+        Faults are queued; an order POST takes the first one that applies.
+        """
+        self._state.add_order_fault(kind, times, delay, probability, seed)
+
+    def clear_order_faults(self) -> None:
+        """Forget every order fault."""
+        self._state.clear_order_faults()
+
+    def set_paging_restart(self, times: int) -> None:
+        """The next ``times`` continuation requests answer ``SYDB0050`` (data changed: start over)."""
+        self._state.configure(paging_restart=times)
 
     # -- time and tokens --------------------------------------------------------------
 

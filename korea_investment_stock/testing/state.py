@@ -40,9 +40,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
-from . import market
+from . import account, bars, market
 
 __all__ = [
     "KST",
@@ -135,6 +137,17 @@ class FakeKISStats:
     last_issued_at: float | None = None
     #: Master-file archive requests by file name (``kospi_code.mst.zip``), faulted ones included.
     master_downloads: dict[str, int] = field(default_factory=dict)
+    #: Order POSTs (new, revise, cancel) that passed the gate and the tr_id check, faulted ones included.
+    orders_received: int = 0
+    orders_received_by_tr_id: dict[str, int] = field(default_factory=dict)
+    #: Order rows created (new + revise + cancel).
+    orders_placed: int = 0
+    #: Injected order faults taken, by kind.
+    order_faults: dict[str, int] = field(default_factory=dict)
+    #: Every REST request (quotations, trading, bars) by its ``tr_id`` header, on arrival.
+    rest_by_tr_id: dict[str, int] = field(default_factory=dict)
+    #: Order POSTs whose ``hashkey`` header was checked (good or bad).
+    hashkeys_checked: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (used by ``GET /__fake__/stats``)."""
@@ -171,6 +184,14 @@ class Settings:
     rest_rate_limit: int | None = 20
     token_delay: float = 0.0
     environment: str = "real"
+    account_cash_krw: int | float = 100_000_000
+    account_cash_usd: int | float = 100_000
+    market_open: bool = True
+    bind_account: str | None = None
+    rejection_status: int = 200
+    balance_page_size: int | None = None
+    orders_page_size: int | None = None
+    paging_restart: int = 0
 
     def validate(self) -> None:
         """Reject nonsense early, where the caller can see it."""
@@ -194,6 +215,27 @@ class Settings:
             raise ValueError(f"rest_rate_limit must be None or an int >= 1, got {limit!r}")
         if self.environment not in ("real", "mock"):
             raise ValueError(f"environment must be 'real' or 'mock', got {self.environment!r}")
+        for name in ("account_cash_krw", "account_cash_usd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.market_open, bool):
+            raise ValueError(f"market_open must be a bool, got {self.market_open!r}")
+        bound = self.bind_account
+        if bound is not None:
+            cano, dash, prdt = bound.partition("-") if isinstance(bound, str) else ("", "", "")
+            if not (dash and len(cano) == 8 and cano.isdigit() and len(prdt) == 2 and prdt.isdigit()):
+                raise ValueError(f"bind_account must be None or 'CANO-ACNT_PRDT_CD' (8-2 digits), got {bound!r}")
+        status = self.rejection_status
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise ValueError(f"rejection_status must be an HTTP status 200..599, got {status!r}")
+        for name in ("balance_page_size", "orders_page_size"):
+            size = getattr(self, name)
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ValueError(f"{name} must be None or an int >= 1, got {size!r}")
+        restart = self.paging_restart
+        if isinstance(restart, bool) or not isinstance(restart, int) or restart < 0:
+            raise ValueError(f"paging_restart must be an int >= 0, got {restart!r}")
 
 
 @dataclass
@@ -277,6 +319,7 @@ class KISState:
         self._faults: deque[_Fault] = deque()
         self._stats = _Counters()
         self._jwt_key = secrets.token_bytes(32)
+        self._accounts = account.Accounts()
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -528,15 +571,17 @@ class KISState:
 
     def rest(self, path: str, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
         """A quotation call: Bearer, token, rate limit, tr_id, fields, then data."""
-        endpoint = market.ENDPOINTS[path]
+        endpoint = QUOTE_ENDPOINTS[path]
         with self._mutating():
             self._stats.rest_requests += 1
-            reply = self._rest_locked(endpoint, headers, query)
+            _bump(self._stats.rest_by_tr_id, headers.get("tr_id", ""))
+            reply = self._rest_locked(path, endpoint, headers, query)
             if reply.body.get("rt_cd") != "0":
                 _bump(self._stats.rest_rejected, str(reply.body.get("msg_cd")))
             return reply
 
-    def _rest_locked(self, endpoint: market.Endpoint, headers: Mapping[str, str], query: Mapping[str, str]) -> Reply:
+    def _gate(self, headers: Mapping[str, str]) -> Reply | None:
+        """Bearer, token, app key, rate limit: the checks every REST call passes first."""
         auth = headers.get("authorization", "")
         if not auth.startswith("Bearer "):
             return _envelope_error(500, EGW00205)
@@ -555,6 +600,15 @@ class KISState:
             if len(recent) >= limit:
                 return _envelope_error(500, EGW00201)
             recent.append(now)
+        return None
+
+    def _rest_locked(
+        self, path: str, endpoint: market.Endpoint, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> Reply:
+        refused = self._gate(headers)
+        if refused is not None:
+            return refused
+        now = self._now()
         if endpoint.real_only and self._settings.environment == "mock":
             return _envelope_error(500, NOT_IN_MOCK)
         tr_id = headers.get("tr_id", "")
@@ -567,11 +621,129 @@ class KISState:
             data = endpoint.data(query, datetime.fromtimestamp(now, tz=KST).date())
         except ValueError as exc:  # e.g. a date that is not YYYYMMDD
             return _envelope_error(500, BAD_FIELD_VALUE, f" ({exc})")
+        symbol = query.get("FID_INPUT_ISCD", query.get("SYMB", ""))
+        override = self._accounts.price_override(symbol)
+        if override is not None:
+            data = market.with_price(path, data, str(override))
         return Reply(
             200,
             {**data, "rt_cd": "0", "msg_cd": "MCA00000", "msg1": MSG_OK},
             {"tr_id": tr_id, "tr_cont": "", "gt_uid": secrets.token_hex(16)},
         )
+
+    # -- trading -------------------------------------------------------------------------
+
+    def trading(
+        self, path: str, headers: Mapping[str, str], query: Mapping[str, str], raw_body: bytes
+    ) -> tuple[Reply | None, account.FaultPlan | None]:
+        """A trading call (orders, balance, orders list, buyable).
+
+        Returns the answer and the order fault this request took. ``(None, plan)``
+        means ``drop_before``: nothing was processed and nothing must be sent.
+        """
+        method, _ops = account.PATHS[path]
+        with self._mutating():
+            s = self._stats
+            s.rest_requests += 1
+            tr_id = headers.get("tr_id", "")
+            _bump(s.rest_by_tr_id, tr_id)
+            reply, plan = self._trading_locked(path, method, tr_id, headers, query, raw_body)
+            if reply is not None and reply.body.get("rt_cd") != "0":
+                _bump(s.rest_rejected, str(reply.body.get("msg_cd")))
+            return reply, plan
+
+    def _trading_locked(
+        self,
+        path: str,
+        method: str,
+        tr_id: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        raw_body: bytes,
+    ) -> tuple[Reply | None, account.FaultPlan | None]:
+        refused = self._gate(headers)
+        if refused is not None:
+            return refused, None
+        op, error = account.resolve(path, tr_id, self._settings.environment)
+        if op is None:
+            return _as_reply(error), None
+        plan: account.FaultPlan | None = None
+        fields: Mapping[str, object]
+        if op.is_order:
+            s = self._stats
+            s.orders_received += 1
+            _bump(s.orders_received_by_tr_id, tr_id)
+            plan = self._accounts.take_fault()
+            if plan is not None:
+                _bump(s.order_faults, plan.kind.value)
+                if plan.kind is account.OrderFault.DROP_BEFORE:
+                    return None, plan
+            if "hashkey" in headers:
+                s.hashkeys_checked += 1
+                if not hmac.compare_digest(headers["hashkey"].strip(), hashlib.sha256(raw_body).hexdigest()):
+                    return _envelope_error(500, account.BAD_HASHKEY), plan
+            try:
+                payload = json.loads(raw_body)
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                return _envelope_error(500, BAD_FIELD_VALUE, " (the body must be a JSON object)"), plan
+            fields = {str(key).upper(): value for key, value in payload.items()}
+        else:
+            fields = query
+        answer = self._accounts.handle(op, self._settings, self._now(), headers, fields)
+        self._stats.orders_placed += answer.placed
+        reply = _as_reply(answer)
+        headers_out = {"tr_id": tr_id, "tr_cont": "", "gt_uid": secrets.token_hex(16), **reply.headers}
+        return Reply(reply.status, reply.body, headers_out), plan
+
+    # -- the account book (FakeKIS delegates here) ---------------------------------------
+
+    def open_account(
+        self, acc_no: str, cash_krw: object, cash_usd: object, positions: Mapping[str, Any] | None
+    ) -> None:
+        with self._mutating():
+            self._accounts.open_account(acc_no, self._settings, cash_krw, cash_usd, positions)
+
+    def set_price(self, symbol: str, price: object) -> None:
+        with self._mutating():
+            self._accounts.set_price(symbol, price)
+
+    def current_price(self, symbol: str) -> Decimal:
+        with self._lock:
+            return self._accounts.current_price(symbol)
+
+    def fill_order(self, odno: str, quantity: int | None) -> dict[str, Any]:
+        with self._mutating():
+            return self._accounts.fill_order(odno, quantity)
+
+    def orders(self, acc_no: str | None) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._accounts.orders(acc_no)
+
+    def account(self, acc_no: str) -> dict[str, Any]:
+        with self._mutating():  # may open the account
+            return self._accounts.account(acc_no, self._settings)
+
+    def add_order_fault(
+        self, kind: str, times: int | None, delay: float | None, probability: float | None, seed: int | None
+    ) -> None:
+        with self._mutating():
+            self._accounts.add_fault(kind, times, delay, probability, seed)
+
+    def clear_order_faults(self) -> None:
+        with self._mutating():
+            self._accounts.clear_faults()
+
+
+#: Every GET endpoint with a fixed tr_id: quotations and price history.
+QUOTE_ENDPOINTS: Mapping[str, market.Endpoint] = {**market.ENDPOINTS, **bars.ENDPOINTS}
+
+
+def _as_reply(answer: account.Answer | None) -> Reply:
+    if answer is None:  # pragma: no cover - resolve() gives an op or an answer
+        return _envelope_error(500, BAD_TR_ID)
+    return Reply(answer.status, answer.body, dict(answer.headers))
 
 
 def _bump(counter: dict[str, int], key: str) -> None:
@@ -592,6 +764,12 @@ class _Counters:
     rest_rejected: dict[str, int] = field(default_factory=dict)
     last_issued_at: float | None = None
     master_downloads: dict[str, int] = field(default_factory=dict)
+    orders_received: int = 0
+    orders_received_by_tr_id: dict[str, int] = field(default_factory=dict)
+    orders_placed: int = 0
+    order_faults: dict[str, int] = field(default_factory=dict)
+    rest_by_tr_id: dict[str, int] = field(default_factory=dict)
+    hashkeys_checked: int = 0
 
     def snapshot(self) -> FakeKISStats:
         return FakeKISStats(**asdict(self))
