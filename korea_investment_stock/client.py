@@ -200,7 +200,6 @@ class KoreaInvestment:
         self._own_session = session is None
         self._session = session if session is not None else new_session(pool_size)
         #: Orders go out on connections of their own, never a kept-alive one (see :mod:`.trading.orders`).
-        self._order_session: requests.Session | None = None
         self._trading: Trading | None = None
         self._issuer = self._new_issuer()
         self._token_lock = threading.Lock()
@@ -242,8 +241,6 @@ class KoreaInvestment:
         A limiter other clients share opens its files again when they next use it.
         """
         self._session.close()
-        if self._order_session is not None:
-            self._order_session.close()
         self.rate_limiter.close()
 
     def set_base_url(self, mock: bool = True) -> None:
@@ -489,32 +486,28 @@ class KoreaInvestment:
         headers = json_headers(tr_id=tr_id, custtype="P", tr_cont=tr_cont, **(extra or {}))
         auth = CredentialHeaders(self.credentials, token.authorization)
         if fresh_connection:
-            headers["Connection"] = "close"  # the answer closes it: the pool never keeps one to reuse
-        return exchange_json(
-            self._orders_session() if fresh_connection else self._session,
-            method,
-            self.base_url,
-            path,
-            name=path,
-            timeout=self.timeout,
-            unreachable=KISConnectionError,
-            failed=MalformedResponseError,
-            headers=headers,
-            params=params,
-            json=body,
-            auth=auth,
-        )
-
-    def _orders_session(self) -> requests.Session:
-        """The session for requests that must not ride a kept-alive connection (orders).
-
-        A session the caller passed in is used as it is (its proxies, certificates).
-        """
-        if not self._own_session:
-            return self._session
-        if self._order_session is None:
-            self._order_session = new_session()
-        return self._order_session
+            headers["Connection"] = "close"  # and the host should close it too
+        session = self._session
+        if fresh_connection and self._own_session:
+            session = new_session(pool_size=1)  # a connection of its own, whatever the host does with keep-alive
+        try:
+            return exchange_json(
+                session,
+                method,
+                self.base_url,
+                path,
+                name=path,
+                timeout=self.timeout,
+                unreachable=KISConnectionError,
+                failed=MalformedResponseError,
+                headers=headers,
+                params=params,
+                json=body,
+                auth=auth,
+            )
+        finally:
+            if session is not self._session:
+                session.close()
 
     def _call(self, method: str, path: str, *, name: str | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         """One HTTP call to KIS with this client's session and timeout, errors mapped for REST."""

@@ -664,6 +664,18 @@ def test_order_faults(make: Callable[..., Trader], kind: str) -> None:
     assert len(fake.orders()) == len(live) + 1
 
 
+def test_a_late_order_is_dropped_first_and_placed_after_its_delay(make: Callable[..., Trader]) -> None:
+    trader = make()
+    fake = trader.fake
+    fake.set_order_fault("late", delay=0.3)
+    with pytest.raises(requests.ConnectionError):
+        trader.order("buy", "005930", 1)
+    assert fake.orders() == []  # nothing yet: the answer is gone and the order not placed
+    stats = fake.wait_for_stats(lambda s: s.orders_placed == 1, timeout=10)
+    assert stats.order_faults == {"late": 1} and stats.orders_received == 1
+    assert [row["quantity"] for row in fake.orders()] == [1]
+
+
 def test_faults_hit_revise_and_overseas_and_queries_never(make: Callable[..., Trader]) -> None:
     trader = make()
     fake = trader.fake

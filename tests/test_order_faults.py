@@ -88,13 +88,20 @@ def place_and_settle(kis: KoreaInvestment, quantity: int, price: Decimal | None)
         assert unknown.intent.quantity == quantity and unknown.cause
         found = kis.reconcile_order(unknown, settle=SETTLE)
         if found is None:
-            return f"OrderStatusUnknown ({unknown.cause.split(':')[0][:40]})", "None: not placed", set()
+            return f"OrderStatusUnknown ({_gist(unknown.cause)})", "None: not placed", set()
         assert isinstance(found, Order) and found.quantity == quantity
-        return f"OrderStatusUnknown ({unknown.cause.split(':')[0][:40]})", "the Order", {found.order_no}
+        return f"OrderStatusUnknown ({_gist(unknown.cause)})", "the Order", {found.order_no}
     except KISConnectionError as error:
         assert error.request_sent is False
         return "KISConnectionError, request_sent=False", "not needed", set()
     return "Order", "not needed", {order.order_no}
+
+
+def _gist(cause: str) -> str:
+    """The part of a cause that names the failure (the transport's own word, or the answer's shape)."""
+    if cause.endswith(")") and "(" in cause:
+        return cause[cause.rindex("(") + 1 : -1]
+    return cause.rsplit(": ", 1)[-1][:60]
 
 
 # Faults where KIS processed the order and then misbehaved: the order is live, the caller must learn of it.
@@ -198,5 +205,81 @@ def test_several_unknowns_in_one_process_each_get_their_own_order(fake: FakeKIS,
         found = [kis.reconcile_order(error, settle=SETTLE) for error in errors]
         assert [order.quantity for order in found if order] == [21, 22, 23]
         assert {order.order_no for order in found if order} == at_fake(fake)
+    finally:
+        kis.shutdown()
+
+
+def test_every_order_goes_on_a_connection_of_its_own(tmp_path: Path) -> None:
+    """Even when the host keeps connections alive: a reused connection the host just closed would turn
+    an order that never left into an unknown one (seen as a reset on the fake, before this rule held)."""
+    import http.server
+    import itertools
+    import json
+    import threading
+
+    from tests.test_client import preloaded
+    from tests.workers import API_KEY, API_SECRET
+
+    connections = itertools.count()
+    numbers = itertools.count(1)
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            next(connections)
+            super().setup()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.dumps(
+                {"rt_cd": "0", "msg_cd": "APBK0013", "msg1": "ok", "output": {"ODNO": f"{next(numbers):010d}"}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = False  # ignore the client's Connection: close, as a proxy might
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    storage = FileTokenStorage(tmp_path / "token.key")
+    preloaded(API_KEY, API_SECRET, storage)
+    kis = KoreaInvestment(
+        API_KEY, API_SECRET, ACCOUNT, False, storage, base_url=f"http://127.0.0.1:{server.server_port}"
+    )
+    try:
+        orders = [kis.place_order(SAMSUNG, "buy", n) for n in (1, 2, 3)]
+        assert len({order.order_no for order in orders}) == 3
+        assert next(connections) == 3  # one connection per order, none reused
+    finally:
+        kis.shutdown()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_order_kis_acts_on_after_losing_the_answer_is_found_by_the_second_look(
+    fake: FakeKIS, tmp_path: Path
+) -> None:
+    """A gateway that gives up while its backend still works: absent at first, live a moment later.
+
+    reconcile_order must not call it "not placed" before ``settle`` has passed.
+    """
+    kis = client(fake, tmp_path)
+    try:
+        kis.fetch_balance()
+        fake.set_order_fault("late", delay=1.0)
+        with pytest.raises(OrderStatusUnknown) as caught:
+            kis.place_order(SAMSUNG, "buy", 16)
+        assert at_fake(fake) == set()  # not yet: a single early look would say "not placed"
+        found = kis.reconcile_order(caught.value, settle=3.0)
+        assert found is not None and found.quantity == 16
+        assert at_fake(fake) == {found.order_no}
+        ROWS.append(Row("late (acted on 1 s after the drop)", 1, "OrderStatusUnknown (reset)", "the Order", 1))
     finally:
         kis.shutdown()

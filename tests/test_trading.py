@@ -288,7 +288,7 @@ def test_bad_arguments_never_reach_kis(desk: Desk) -> None:
 # -------------------------------------------------------------------------- overseas
 def test_a_us_order_finds_its_exchange_and_uses_the_profiles_ids(desk: Desk) -> None:
     price = desk.fake.current_price("AAPL")
-    bought = desk.kis.place_order("AAPL", "buy", 4, price)
+    bought = desk.kis.place_order("AAPL", "buy", 4, price, market="US")
     row = fake_order(desk.fake, bought.order_no)
     assert bought.market == row["market"] and row["market"] in ("NASD", "NYSE", "AMEX")
     assert row["tr_id"] == desk.ids("TTTT1002U", "VTTT1002U") and row["filled"] == 4
@@ -302,7 +302,7 @@ def test_a_us_order_finds_its_exchange_and_uses_the_profiles_ids(desk: Desk) -> 
     records = desk.kis.fetch_orders(market="US")
     assert sorted(r.order_no for r in records) == sorted([bought.order_no, sold.order_no])
     with pytest.raises(TradingUnsupportedError):
-        desk.kis.place_order("AAPL", "buy", 1)  # KIS has no market order overseas: a price is required
+        desk.kis.place_order("AAPL", "buy", 1, market="US")  # KIS has no market order overseas: give a price
 
 
 def test_a_resting_us_order_is_revised_and_cancelled(desk: Desk) -> None:
@@ -356,7 +356,7 @@ def test_hashkey_is_sent_only_when_asked_and_the_fake_accepts_it(desk: Desk, tmp
         desk.fake.app_secret,
         ACCOUNT,
         desk.mock,
-        FileTokenStorage(tmp_path / "h.key"),
+        FileTokenStorage(tmp_path / "token.key"),  # the desk's store: no second tokenP
         base_url=desk.fake.url,
         use_hashkey=True,
     )

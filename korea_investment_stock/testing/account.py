@@ -132,6 +132,8 @@ EXCHANGES: Mapping[str, tuple[str, str, str]] = {
 US_EXCHANGES = ("NASD", "NYSE", "AMEX")
 
 DEFAULT_SLOW_AFTER = 30.0
+#: Seconds a ``late`` order waits before the fake acts on it.
+DEFAULT_LATE = 2.0
 
 
 class OrderFault(StrEnum):
@@ -142,6 +144,8 @@ class OrderFault(StrEnum):
     HTTP500_EMPTY = "http500_empty"  # process, then answer HTTP 500 with an empty body
     RESET_AFTER = "reset_after"  # process, then reset the connection (the client sees ECONNRESET)
     DROP_BEFORE = "drop_before"  # close without processing: nothing is placed
+    LATE = "late"  # close without answering, then process `delay` seconds later (default 2): a gateway
+    # that gave up while its backend still worked, so the order shows up only after a while
 
 
 @dataclass(frozen=True)
@@ -580,7 +584,7 @@ class Accounts:
         if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
             raise ValueError(f"times must be None or an int >= 1, got {times!r}")
         if delay is None:
-            delay = DEFAULT_SLOW_AFTER if fault is OrderFault.SLOW_AFTER else 0.0
+            delay = {OrderFault.SLOW_AFTER: DEFAULT_SLOW_AFTER, OrderFault.LATE: DEFAULT_LATE}.get(fault, 0.0)
         if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
             raise ValueError(f"delay must be a number >= 0, got {delay!r}")
         if probability is not None and (

@@ -258,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(reply)
             return
         kind = plan.kind
-        if reply is None or kind in (OrderFault.DROP_BEFORE, OrderFault.DROP_AFTER):
+        if reply is None or kind in (OrderFault.DROP_BEFORE, OrderFault.DROP_AFTER, OrderFault.LATE):
             self._drop()
         elif kind is OrderFault.SLOW_AFTER:
             if self._hold(plan.delay):
@@ -499,7 +499,8 @@ class FakeKIS:
       (keys without ``N``: the first page again; keys the fake did not issue: HTTP 500 ``OPSQ2002``).
     * :meth:`set_order_fault` breaks order POSTs (:class:`OrderFault`: ``drop_after``,
       ``slow_after``, ``http500_empty``, ``reset_after`` process the order first;
-      ``drop_before`` does not).  :meth:`orders` lists every row the fake accepted, the
+      ``drop_before`` does not; ``late`` drops the answer and places the order ``delay`` s
+      later).  :meth:`orders` lists every row the fake accepted, the
       ground truth for "was it placed?".
     * Counters: ``orders_received`` (by tr_id too), ``orders_placed``, ``order_faults``,
       ``rest_by_tr_id``, ``hashkeys_checked``.

@@ -691,11 +691,22 @@ class KISState:
             fields = {str(key).upper(): value for key, value in payload.items()}
         else:
             fields = query
+        if plan is not None and plan.kind is account.OrderFault.LATE:
+            late = threading.Timer(plan.delay, self._act_late, (op, dict(headers), dict(fields)))
+            late.daemon = True
+            late.start()
+            return None, plan  # dropped now, acted on later
         answer = self._accounts.handle(op, self._settings, self._now(), headers, fields)
         self._stats.orders_placed += answer.placed
         reply = _as_reply(answer)
         headers_out = {"tr_id": tr_id, "tr_cont": "", "gt_uid": secrets.token_hex(16), **reply.headers}
         return Reply(reply.status, reply.body, headers_out), plan
+
+    def _act_late(self, op: account.Op, headers: dict[str, str], fields: dict[str, object]) -> None:
+        """The delayed half of a ``late`` order fault: the order is placed now, its answer long gone."""
+        with self._mutating():
+            answer = self._accounts.handle(op, self._settings, self._now(), headers, fields)
+            self._stats.orders_placed += answer.placed
 
     # -- the account book (FakeKIS delegates here) ---------------------------------------
 
