@@ -62,3 +62,10 @@ def test_no_readme_text_advises_changing_a_system_directory() -> None:
 def test_migration_example_runs_as_written() -> None:
     """Both constructor shapes, the cache and the pacing wrapper, against the fake KIS server."""
     exec(example_after("## Migrating from 0.6.1"), {})
+
+
+def test_trading_example_runs_as_written() -> None:
+    code = example_after("## Trading")
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # its own asserts: positions, order kinds, the reconciled unknown order
+    assert namespace["order"].quantity == 3
