@@ -587,8 +587,9 @@ class KoreaInvestment:
     ) -> Order:
         """Change the price and/or quantity of what remains of ``order``; the answer is a new order number.
 
-        ``quantity=None`` revises all that remains.  Later revises and cancels
-        must use the returned :class:`~.trading.Order`.  Errors as :meth:`place_order`.
+        ``quantity=None`` revises all that remains (read first from today's
+        orders, so the returned :class:`~.trading.Order` says how much moved).
+        Later revises and cancels must use the returned order.  Errors as :meth:`place_order`.
         """
         return self._trading_desk().orders.revise(order, quantity, price, cancel=False)
 

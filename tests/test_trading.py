@@ -143,6 +143,16 @@ def test_a_resting_limit_order_is_revised_to_a_new_number_then_cancelled(desk: D
     assert caught.value.msg_cd and caught.value.msg1  # KIS's code and words ride along
 
 
+def test_revising_all_that_remains_reports_the_quantity_it_moved(desk: Desk) -> None:
+    low = desk.fake.current_price(SAMSUNG) - 3000
+    placed = desk.kis.place_order(SAMSUNG, "buy", 9, low)
+    desk.fake.fill_order(placed.order_no, 2)  # 7 remain
+    revised = desk.kis.revise_order(placed, price=low - 100)
+    assert revised.quantity == 7 == fake_order(desk.fake, revised.order_no)["quantity"]
+    cancelled = desk.kis.cancel_order(revised)
+    assert cancelled.quantity == 7
+
+
 def test_a_marketable_limit_sell_fills_and_frees_the_holding(desk: Desk) -> None:
     desk.fake.open_account(ACCOUNT, cash_krw=1_000_000, positions={SAMSUNG: (20, Decimal("60000"))})
     price = desk.fake.current_price(SAMSUNG)

@@ -230,6 +230,11 @@ class OrderDesk:
             original=order,
             all_remaining=count is None,
         )
+        if count is None:
+            # What remains, read first: the answer carries no quantity, and the caller (and a
+            # reconciliation) should know how much moved.  Korea still sends its atomic
+            # "all remaining" flag, so a fill meanwhile cannot make the request too large.
+            intent = replace(intent, quantity=self._remaining(order))
         if exchange is None:
             body = {
                 **self._context.account_fields(),
@@ -242,10 +247,8 @@ class OrderDesk:
                 "QTY_ALL_ORD_YN": "Y" if count is None else "N",
             }
         else:
-            if count is None:
-                # Overseas revise/cancel has no "all remaining" flag: read what remains.
-                count = self._remaining(order)
-                intent = replace(intent, quantity=count)
+            if count is None:  # overseas has no "all remaining" flag: send what remains
+                count = intent.quantity
             body = {
                 **self._context.account_fields(),
                 "OVRS_EXCG_CD": exchange.order_code,
