@@ -33,6 +33,7 @@ from .state import (
     new_app_key,
     new_app_secret,
 )
+from .stream import FakeStream
 
 __all__ = ["FakeKIS"]
 
@@ -210,6 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
         get_routes: dict[str, Callable[[], None]] = {
             "/__fake__/stats": lambda: self._send_json(200, self.server.owner.stats.to_dict()),
             "/__fake__/tokens": lambda: self._send_json(200, {"tokens": self.server.owner.issued_tokens()}),
+            "/__fake__/ws_stats": lambda: self._send_json(200, self.server.owner.stream.stats.to_dict()),
         }
         for master_path, master_market in master_files.ROUTES.items():
             get_routes[master_path] = functools.partial(self._master, master_market)
@@ -308,6 +310,8 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.configure(**{str(payload["field"]): payload["value"]})
             elif action == "add_app":
                 owner.add_app(str(payload["app_key"]), str(payload["app_secret"]))
+            elif isinstance(action, str) and action.startswith("ws_"):
+                owner.stream.control(payload)
             else:
                 raise ValueError(f"unknown action {action!r}")
         except (KeyError, TypeError, ValueError) as exc:
@@ -348,6 +352,8 @@ class FakeKIS:
     * ``token_delay`` (0): every tokenP waits this long before it is decided.
     * ``environment`` (``"real"``): ``"mock"`` plays the mock host, which refuses
       real-only endpoints (the IPO schedule) with KIS's error envelope.
+    * ``websocket`` (False): start the fake KIS WebSocket with the server (else on first
+      :attr:`ws_url`); its rules, faults and counters are :attr:`stream` (:mod:`.stream`).
     * ``clock``: epoch-seconds clock (default ``time.time``); :meth:`advance`
       adds to whatever it returns.
 
@@ -385,6 +391,7 @@ class FakeKIS:
         environment: str = "real",
         clock: Callable[[], float] | None = None,
         master_encoding: str | None = None,
+        websocket: bool = False,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
         self.app_secret: str = app_secret or new_app_secret()
@@ -409,6 +416,8 @@ class FakeKIS:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
+        self._websocket = websocket
+        self._stream = FakeStream(self._state.approval_key_app, host=host)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -426,6 +435,8 @@ class FakeKIS:
             )
             thread.start()
             self._server, self._thread = server, thread
+            if self._websocket:
+                self._stream.start()
             _log.debug("fake KIS serving at %s", self.url)
             return self
 
@@ -442,6 +453,7 @@ class FakeKIS:
             if thread is not None:
                 thread.join(timeout=2.0)
             self._server = self._thread = None
+            self._stream.stop()
 
     def __enter__(self) -> FakeKIS:
         if self._server is None:
@@ -464,6 +476,21 @@ class FakeKIS:
             raise RuntimeError("FakeKIS is not running; call start() first")
         host = server.server_name
         return f"http://[{host}]:{server.server_port}" if ":" in host else f"http://{host}:{server.server_port}"
+
+    @property
+    def stream(self) -> FakeStream:
+        """The fake KIS WebSocket (rules, faults, counters): see :mod:`.stream`."""
+        return self._stream
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>``; starts the fake WebSocket on first use (or ``websocket=True``)."""
+        with self._lifecycle:
+            if self._server is None:
+                raise RuntimeError("FakeKIS is not running; call start() first")
+            if not self._stream.running:
+                self._stream.start()
+        return self._stream.url
 
     # -- configuration ---------------------------------------------------------------
 
