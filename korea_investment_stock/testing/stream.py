@@ -175,6 +175,12 @@ class _Session:
         self.send_lock = threading.Lock()
 
 
+def _live(session: _Session) -> bool:
+    """Still holding its app key: not cut, and not in a closing handshake (a clean close frees it at once)."""
+    state = getattr(session.conn, "state", None)
+    return not session.closed and getattr(state, "name", "OPEN") == "OPEN"
+
+
 def _answer(tr_id: str, tr_key: str, rt_cd: str, msg_cd: str, msg1: str, output: dict[str, str] | None = None) -> str:
     body: dict[str, object] = {"rt_cd": rt_cd, "msg_cd": msg_cd, "msg1": msg1}
     if output is not None:
@@ -603,7 +609,7 @@ class FakeStream:
                 app_key = owner[0]
                 evicted: list[_Session] = []
                 if session.app_key is None:
-                    others = [s for s in self._sessions if s.app_key == app_key and not s.closed and s is not session]
+                    others = [s for s in self._sessions if s.app_key == app_key and _live(s) and s is not session]
                     lingering = self._busy_until.get(app_key, 0.0) > time.monotonic()
                     if (others or lingering) and settings.second_session == "refuse":
                         self._counts["opsp8996"] += 1
