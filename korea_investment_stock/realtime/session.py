@@ -328,8 +328,8 @@ class Session:
         if isinstance(frame, frames.DataFrame):
             self._on_data(frame)
         elif frame.is_pingpong:
+            self.stats.pings_answered += 1  # counted first: the fake may see the echo before we return
             conn.send(text)  # the echo most clients send; KIS keeps such sessions alive (seen)
-            self.stats.pings_answered += 1
         else:
             self._on_control(frame)
 
