@@ -138,3 +138,25 @@ def test_backoff_jitter_and_budget() -> None:
     assert budget.wait_time() == 1.0
     now[0] = 60.0
     assert budget.wait_time() == 0.0
+
+
+def test_missing_extras_name_the_realtime_extra() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['websockets'] = None; sys.modules['cryptography'] = None\n"
+        "from korea_investment_stock.testing import FakeKIS\n"
+        "from korea_investment_stock.realtime.crypto import require_cryptography\n"
+        "with FakeKIS() as fake:\n"
+        "    try:\n"
+        "        fake.ws_url\n"
+        "    except ImportError as exc:\n"
+        "        print(exc)\n"
+        "try:\n"
+        "    require_cryptography()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.count("korea-investment-stock[realtime]") == 2, out
