@@ -43,6 +43,12 @@ The tree (builtin bases in brackets; ``(internal)`` ones never reach a caller)::
     ├── OrderStatusUnknown                   an order may or may not be live: reconcile_order() settles it
     │   └── AmbiguousOrderError              reconciliation found several orders that could be this one
     ├── TradingUnsupportedError [ValueError] no such operation for this market or environment
+    ├── RealtimeError                        the real-time WebSocket (issue 19)
+    │   ├── SubscriptionLimitError           past the 41 subscriptions of an app key (.cap, .held)
+    │   ├── SubscriptionRefusedError         KIS refused a subscribe or unsubscribe (.msg_cd, .msg1)
+    │   ├── SessionInUseError                OPSP8996: another session holds the app key's socket
+    │   ├── ApprovalKeyError                 no usable approval key (refused, or stale again)
+    │   └── RealtimeTimeoutError [TimeoutError]   no connection or answer within the timeout
     ├── MasterFileError [ValueError]         a master file download or archive was refused
     │   └── MasterCacheUnavailable (internal)   no cache directory: download into memory instead
     └── UnsafePathError (internal)           a path we would use is not safe to use
@@ -318,6 +324,54 @@ class TradingUnsupportedError(KoreaInvestmentError, ValueError):
     """KIS offers no such operation for this market or environment (e.g. a market order overseas)."""
 
 
+# ------------------------------------------------------------------------------------- real-time
+class RealtimeError(KoreaInvestmentError):
+    """The real-time WebSocket failed; the subclasses say how."""
+
+
+class SubscriptionLimitError(RealtimeError):
+    """Subscribing would pass the app key's subscription cap (41, every kind together).
+
+    ``cap`` is the cap and ``held`` names what holds the slots (``"trades:005930"``...). Raised by
+    our registry *before* anything is sent, or after KIS answered ``OPSP0008``; either way the
+    session is not disturbed. Release a subscription first.
+    """
+
+    def __init__(self, message: str, *, cap: int, held: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cap = cap
+        self.held = held
+
+
+class SubscriptionRefusedError(RealtimeError):
+    """KIS answered a subscribe or unsubscribe frame with a refusal (``msg_cd``/``msg1`` verbatim)."""
+
+    def __init__(self, message: str, *, msg_cd: str, msg1: str) -> None:
+        super().__init__(message)
+        self.msg_cd = msg_cd
+        self.msg1 = msg1
+
+
+class SessionInUseError(RealtimeError):
+    """KIS refused the session with ``OPSP8996``: another socket already holds this app key.
+
+    Retrying only repeats the refusal (and loops get app keys blocked): one session per app key
+    must be shared, not raced for.
+    """
+
+
+class ApprovalKeyError(RealtimeError):
+    """No usable WebSocket approval key: the Approval call failed, or a fresh key was refused too."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RealtimeTimeoutError(RealtimeError, TimeoutError):
+    """The WebSocket did not connect, or KIS did not answer a frame, within the timeout."""
+
+
 # ---------------------------------------------------------------------------------- master files
 class MasterFileError(KoreaInvestmentError, ValueError):
     """A symbol master file could not be downloaded, or is not what KIS publishes.
@@ -356,6 +410,7 @@ class LockFileUnavailable(UnsafePathError):
 __all__ = [
     "AccountMismatchError",
     "AmbiguousOrderError",
+    "ApprovalKeyError",
     "ConfigurationError",
     "InsufficientCashError",
     "InsufficientQuantityError",
@@ -377,9 +432,14 @@ __all__ = [
     "PagingError",
     "RateLimitExceededError",
     "RateLimitWaitTimeout",
+    "RealtimeError",
+    "RealtimeTimeoutError",
+    "SessionInUseError",
     "StorageError",
     "StoragePermissionError",
     "StorageUnavailableError",
+    "SubscriptionLimitError",
+    "SubscriptionRefusedError",
     "SymbolNotFoundError",
     "TokenError",
     "TokenIssueError",

@@ -37,6 +37,7 @@ from .state import (
     new_app_key,
     new_app_secret,
 )
+from .stream import FakeStream
 
 __all__ = ["FakeKIS"]
 
@@ -224,6 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/__fake__/stats": lambda: self._send_json(200, self.server.owner.stats.to_dict()),
             "/__fake__/tokens": lambda: self._send_json(200, {"tokens": self.server.owner.issued_tokens()}),
             "/__fake__/orders": lambda: self._send_json(200, {"orders": _jsonable(self.server.owner.orders())}),
+            "/__fake__/ws_stats": lambda: self._send_json(200, self.server.owner.stream.stats.to_dict()),
         }
         for master_path, master_market in master_files.ROUTES.items():
             get_routes[master_path] = functools.partial(self._master, master_market)
@@ -390,6 +392,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if result is not None:
                     self._send_json(200, {"ok": True, "now": owner.now(), "order": result})
                     return
+            elif isinstance(action, str) and action.startswith("ws_"):
+                owner.stream.control(payload)
             else:
                 raise ValueError(f"unknown action {action!r}")
         except (KeyError, TypeError, ValueError) as exc:
@@ -454,6 +458,8 @@ class FakeKIS:
       50 real / 20 mock, KR orders 100 / 15, overseas balance 100, overseas orders 20 / 15).
     * ``paging_restart`` (0): the next that many continuation requests answer
       ``SYDB0050`` (``rt_cd`` ``"7"``, data changed: start over); counts down.
+    * ``websocket`` (False): start the fake KIS WebSocket with the server (else on first
+      :attr:`ws_url`); its rules, faults and counters are :attr:`stream` (:mod:`.stream`).
     * ``clock``: epoch-seconds clock (default ``time.time``); :meth:`advance`
       adds to whatever it returns.
 
@@ -536,6 +542,7 @@ class FakeKIS:
         balance_page_size: int | None = None,
         orders_page_size: int | None = None,
         paging_restart: int = 0,
+        websocket: bool = False,
     ) -> None:
         self.app_key: str = app_key or new_app_key()
         self.app_secret: str = app_secret or new_app_secret()
@@ -568,6 +575,8 @@ class FakeKIS:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
+        self._websocket = websocket
+        self._stream = FakeStream(self._state.approval_key_app, host=host)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -585,6 +594,8 @@ class FakeKIS:
             )
             thread.start()
             self._server, self._thread = server, thread
+            if self._websocket:
+                self._stream.start()
             _log.debug("fake KIS serving at %s", self.url)
             return self
 
@@ -601,6 +612,7 @@ class FakeKIS:
             if thread is not None:
                 thread.join(timeout=2.0)
             self._server = self._thread = None
+            self._stream.stop()
 
     def __enter__(self) -> FakeKIS:
         if self._server is None:
@@ -623,6 +635,21 @@ class FakeKIS:
             raise RuntimeError("FakeKIS is not running; call start() first")
         host = server.server_name
         return f"http://[{host}]:{server.server_port}" if ":" in host else f"http://{host}:{server.server_port}"
+
+    @property
+    def stream(self) -> FakeStream:
+        """The fake KIS WebSocket (rules, faults, counters): see :mod:`.stream`."""
+        return self._stream
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>``; starts the fake WebSocket on first use (or ``websocket=True``)."""
+        with self._lifecycle:
+            if self._server is None:
+                raise RuntimeError("FakeKIS is not running; call start() first")
+            if not self._stream.running:
+                self._stream.start()
+        return self._stream.url
 
     # -- configuration ---------------------------------------------------------------
 

@@ -320,6 +320,9 @@ class KISState:
         self._stats = _Counters()
         self._jwt_key = secrets.token_bytes(32)
         self._accounts = account.Accounts()
+        # WebSocket approval keys: key -> app key, and each app key's newest (the only valid one).
+        self._approval_apps: dict[str, str] = {}
+        self._newest_approval: dict[str, str] = {}
 
     # -- bookkeeping ---------------------------------------------------------------
 
@@ -554,7 +557,18 @@ class KISState:
             app, error = self._credentials(payload.get("appkey"), payload.get("secretkey"))
             if app is None:
                 return error
-            return Reply(200, {"approval_key": str(uuid.uuid4())})
+            key = str(uuid.uuid4())
+            self._approval_apps[key] = payload["appkey"]
+            self._newest_approval[payload["appkey"]] = key  # the previous key dies at once (seen)
+            return Reply(200, {"approval_key": key})
+
+    def approval_key_app(self, approval_key: str) -> tuple[str, bool] | None:
+        """The app key an approval key was issued to and whether it is still that app's newest; None if unknown."""
+        with self._lock:
+            app_key = self._approval_apps.get(approval_key)
+            if app_key is None:
+                return None
+            return app_key, self._newest_approval.get(app_key) == approval_key
 
     def hashkey(self, headers: Mapping[str, str], raw_body: bytes, payload: object) -> Reply:
         """``/uapi/hashkey``: echo the body and its SHA-256 (the fake's hash choice)."""
