@@ -172,6 +172,7 @@ class KoreaInvestment:
     ) -> None:
         mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
+        credentials.refuse_whitespace()  # a pasted newline would come back from KIS as "invalid AppKey"
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
         self.api_secret = api_secret
         del api_secret  # from here on no frame of ours holds the bare secret

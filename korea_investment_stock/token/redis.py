@@ -92,8 +92,10 @@ from .redis_connect import (
     ENV_REDIS_URL,
     ClientSecrets,
     connect,
+    database_out_of_range,
     describe_client,
     import_redis,
+    is_database_out_of_range,
     resolve_target,
     text,
     translated_errors,
@@ -269,7 +271,11 @@ class RedisTokenStorage(RecordTokenStorage):
                 try:
                     self._client.ping()
                 except answered as exc:
+                    if is_database_out_of_range(exc):  # SELECT failed: no outage, a wrong URL
+                        raise ConfigurationError(database_out_of_range(self.location)) from None
                     logger.debug("Redis at %s answered the PING with %s", self.location, type(exc).__name__)
+        except ConfigurationError:
+            raise
         except StorageUnavailableError as exc:
             raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
         except StorageError as exc:  # some other redis-py error: say so, as an unreachable server
