@@ -47,6 +47,7 @@ from .transport import (
     DEAD_TOKEN_CODES,
     DEFAULT_POOL_SIZE,
     DEFAULT_TIMEOUT,
+    ENV_BASE_URL,
     PER_SECOND_LIMIT_CODE,
     CredentialHeaders,
     KISResponse,
@@ -66,7 +67,6 @@ logger = logging.getLogger(__name__)
 
 REAL_BASE_URL = "https://openapi.koreainvestment.com:9443"
 MOCK_BASE_URL = "https://openapivts.koreainvestment.com:29443"
-ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
 
 #: Retries after ``EGW00201`` (per-second limit) before raising.
 DEFAULT_RATE_LIMIT_RETRIES = 3
