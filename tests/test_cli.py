@@ -328,6 +328,12 @@ def test_price_of_an_unknown_symbol_fails(cli: Cli) -> None:
     one_line_error(result, "no data", "NOPE")
 
 
+def test_price_of_an_unknown_korean_symbol_fails_by_the_librarys_rule(cli: Cli) -> None:
+    result = cli("price", "0059300")  # the library's fetch_domestic_quote raises; the CLI adds the --market hint
+    assert result.code == EXIT_FAILED
+    one_line_error(result, "no data", "0059300", "--market", "SymbolNotFoundError")
+
+
 # --------------------------------------------------------------------------------- usage and config
 def test_missing_credentials_are_a_configuration_error(cli: Cli) -> None:
     result = cli("token", "status", drop=("KOREA_INVESTMENT_API_KEY", "KOREA_INVESTMENT_API_SECRET"))
