@@ -130,7 +130,10 @@ class FileTokenStorage(RecordTokenStorage):
     Args:
         file_path: the token file; default ``$KOREA_INVESTMENT_TOKEN_FILE`` or
             ``~/.cache/kis/token.key``.  The lock lives beside it as ``<name>.lock``.
-        refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
+        refresh_margin: see :class:`TokenStorage`.
+        issue_deadline: see :class:`TokenStorage`.
+        wait_timeout: see :class:`TokenStorage`.
+        outage_allowance: see :class:`TokenStorage`.
     """
 
     def __init__(

@@ -307,8 +307,8 @@ def translated_errors(location: str, action: str, secrets: Iterable[str | None] 
         if isinstance(exc, redis.exceptions.NoPermissionError) or _DENIED_IN_SCRIPT in reason:
             raise StoragePermissionError(
                 f"Redis at {location} denied permission while {action}: {reason} ({type(exc).__name__}); "
-                "grant the Redis user the commands and keys of the README's minimal Redis ACL "
-                "('The minimal Redis ACL')"
+                "grant the Redis user the commands and keys of the minimal Redis ACL "
+                "(docs/token-stores.md, 'The minimal Redis ACL')"
             ) from None
         if _DB_OUT_OF_RANGE in reason:
             raise ConfigurationError(database_out_of_range(location)) from None
