@@ -573,3 +573,53 @@ def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, t
     assert result.issued_by_peer is True
     assert kis.stats.tokenp_requests == 2  # ours and the peer's; not a third
     assert result.token == mask_token(kis.issued_tokens()[-1])
+
+
+# ------------------------------------------------------------------------------------------ interrupt
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_interrupt_is_reported_and_with_json_as_an_error_object(cli: Cli, as_json: bool) -> None:
+    """Ctrl-C (SIGINT) while the command waits on a host that never answers: exit 130, and with
+    --json one error object on stdout, so a script reading stdout never gets nothing."""
+    import signal
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    got_request = threading.Event()
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            got_request.set()  # the command now waits for an answer that never comes
+            conn.recv(1)  # until the client goes away
+
+    server = threading.Thread(target=accept, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    args = [sys.executable, "-m", "korea_investment_stock", "health", "--timeout", "60"]
+    args += ["--json"] if as_json else []
+    proc = subprocess.Popen(
+        args,
+        env={**cli.env, "KOREA_INVESTMENT_BASE_URL": f"http://127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert got_request.wait(RUN_TIMEOUT), "the command never reached the host"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "kis-token health: " in stderr and "interrupted" in stderr
+    if as_json:
+        document = json.loads(stdout)
+        assert document == {"command": "health", "ok": False, "error": "interrupted", "exit_code": 130}
+    else:
+        assert stdout == ""

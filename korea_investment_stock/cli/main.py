@@ -410,9 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.timeout is not None:  # every command takes it; refuse NaN and infinity before any work
             check_seconds("--timeout", args.timeout, positive=True)
         return int(args.handler(args, out))
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.name}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C: one line, and with --json the error object a script reads
+        return out.error(args.name, "interrupted", EXIT_INTERRUPTED)
     except ConfigurationError as exc:  # UsageError too
         return out.error(args.name, str(exc), EXIT_USAGE)
     except NoTokenError as exc:
