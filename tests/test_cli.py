@@ -623,3 +623,24 @@ def test_an_interrupt_is_reported_and_with_json_as_an_error_object(cli: Cli, as_
         assert document == {"command": "health", "ok": False, "error": "interrupted", "exit_code": 130}
     else:
         assert stdout == ""
+
+
+@pytest.mark.real_redis
+def test_demo_on_redis_starts_and_stops_a_private_server(cli: Cli) -> None:
+    from .redis_fixtures import require_redis_server
+
+    require_redis_server()
+    doc = cli("demo", "--storage", "redis", "--processes", "2", "--threads", "3", "--json")
+    assert doc.code == EXIT_OK, doc.stderr
+    summary = doc.json()
+    assert summary["storage"] == "redis" and summary["tokenp_calls"] == 1 and summary["errors"] == 0
+    port = int(summary["redis_url"].rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as probe:  # stopped when the demo ended
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_on_redis_without_a_server_says_what_is_missing(cli: Cli, tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    result = cli("demo", "--storage", "redis", "--processes", "1", "--threads", "1", PATH=str(tmp_path))
+    assert result.code == EXIT_USAGE
+    one_line_error(result, "redis-server is not on PATH", "--redis-url", "KOREA_INVESTMENT_REDIS_URL")
