@@ -10,17 +10,18 @@ Rows:
    that allows 20 calls/s, ours (file, Redis) beside per-process 19/s, a fixed
    50 ms sleep and no limiter with retries; and ``acquire()`` with no contention.
 
-``--quick`` (about a minute on 2 cores, plus 1.5 for the rate limits) runs
+``--quick`` (122.7 s in all, rate-limit floods included, in one ``./run bench --quick`` on an
+idle 2-core machine: the last line prints each run's duration) runs
 stampedes 4x8 and 8x16 once each (no 16x16; portalocker's RedisLock at 4x8
-only) and the crash row for our two stores; the full mode (about 5 minutes,
-plus 3) runs 4x8, 8x16 and 16x16 three times each and adds the anchors to
-the crash row.  Redis rows use a private
+only) and the crash row for our two stores; the full mode (301.9 s in the run
+docs/performance.md shows, which had no rate-limit floods yet) runs 4x8,
+8x16 and 16x16 three times each and adds the anchors to the crash row.  Redis rows use a private
 ``redis-server`` on a free loopback port unless ``--redis-url`` is given.
 Every child process is killed before the bench returns, Ctrl-C and SIGTERM included.
 
 The rate-limit floods run a 5 s window in quick mode (10 s in full), each on a
 fresh fake KIS, at 1x8, 4x8 and 8x16 for every design (15 floods; the baselines
-are not trimmed in quick mode, as they fit): about 1.5 minutes quick, 3 full,
+are not trimmed in quick mode, as they fit), longer than the window alone
 since each flood adds 0.3-2 s of process start-up and tail to its window on
 2 cores.  ``--fleet-sizes``, ``--fleet-seconds``, ``--fleet-designs`` and
 ``--acquire-samples`` narrow them for a smoke run.
@@ -75,7 +76,7 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="stampedes 4x8 and 8x16 once each, 5 s floods; under 3 minutes on 2 cores"
+        "--quick", action="store_true", help="stampedes 4x8 and 8x16 once each, 5 s floods (about 2 minutes on 2 cores)"
     )
     parser.add_argument("--json", metavar="PATH", help="write every number (and the raw waits) here")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from .answers import has_data, require_output
 from .constants import MARKET_TYPE_MAP
 from .errors import (
     ConfigurationError,
@@ -47,6 +48,7 @@ from .transport import (
     DEAD_TOKEN_CODES,
     DEFAULT_POOL_SIZE,
     DEFAULT_TIMEOUT,
+    ENV_BASE_URL,
     PER_SECOND_LIMIT_CODE,
     CredentialHeaders,
     KISResponse,
@@ -66,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 REAL_BASE_URL = "https://openapi.koreainvestment.com:9443"
 MOCK_BASE_URL = "https://openapivts.koreainvestment.com:29443"
-ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
 
 #: Retries after ``EGW00201`` (per-second limit) before raising.
 DEFAULT_RATE_LIMIT_RETRIES = 3
@@ -172,6 +173,7 @@ class KoreaInvestment:
     ) -> None:
         mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
+        credentials.refuse_whitespace()  # a pasted newline would come back from KIS as "invalid AppKey"
         #: Kept for 0.6.x code that reads it; ``repr`` never shows it.
         self.api_secret = api_secret
         del api_secret  # from here on no frame of ours holds the bare secret
@@ -402,11 +404,44 @@ class KoreaInvestment:
         body: dict[str, Any] | None = None,
         tr_cont: str = "",
     ) -> dict[str, Any]:
-        """Call any KIS REST endpoint and return the decoded body (see :meth:`call` for the path it takes).
+        """Call any KIS REST endpoint and return the decoded body: the way to reach what we do not wrap yet.
+
+        It takes the same path as every wrapped method (see :meth:`call`): the
+        shared token (refreshed once if KIS reports it dead), the app key's
+        per-second budget, the ``appkey``/``appsecret``/``authorization``/
+        ``tr_id``/``custtype`` headers, timeouts, and the body parsed whatever
+        the HTTP status.  So a call made here never issues a token of its own
+        and never spends more than the budget.
+
+        Args:
+            method: ``"GET"`` for queries, ``"POST"`` for orders and the like.
+            path: the endpoint's path from KIS's portal, e.g.
+                ``"/uapi/domestic-stock/v1/quotations/inquire-price"``.
+            tr_id: the transaction id from the portal, e.g. ``"FHKST01010100"``
+                (real and mock ids differ for trading endpoints).
+            params: the query string for ``GET`` (KIS's upper-case names).
+            body: the JSON body for ``POST``.
+            tr_cont: ``"N"`` to ask for the next page of a paged query.
 
         Any answer, including ``rt_cd != "0"``, is returned as the dict for the
         caller to inspect; use :meth:`call` to see the HTTP status and headers
-        (``tr_cont`` for paging).
+        (``tr_cont`` for paging).  Example: the call :meth:`fetch_domestic_price`
+        makes, spelled out; any endpoint of KIS's portal goes the same way with
+        its own path, ``tr_id`` and parameters::
+
+            answer = kis.request(
+                "GET",
+                "/uapi/domestic-stock/v1/quotations/inquire-price",
+                "FHKST01010100",
+                params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+            )
+            if answer["rt_cd"] != "0":
+                raise RuntimeError(f"{answer['msg_cd']}: {answer['msg1']}")
+            price = int(answer["output"]["stck_prpr"])  # KIS sends every number as a string
+
+        Transport failures raise :class:`~.errors.KISConnectionError`;
+        ``EGW00201`` after the bounded retries raises
+        :class:`~.errors.RateLimitExceededError`.
         """
         return self.call(method, path, tr_id, params=params, body=body, tr_cont=tr_cont).body
 
@@ -689,7 +724,7 @@ class KoreaInvestment:
                 "HHDFS76200200",
                 params={"AUTH": "", "EXCD": exchange, "SYMB": symbol},
             )
-            if _has_data(answer):
+            if has_data(answer):
                 return answer
         raise SymbolNotFoundError(
             f"Unable to fetch price for symbol {symbol!r} in any {market} exchange",
@@ -707,7 +742,7 @@ class KoreaInvestment:
                 "CTPF1604R",
                 params={"PDNO": symbol, "PRDT_TYPE_CD": product_type},
             )
-            if _has_data(answer):
+            if has_data(answer):
                 break
         return answer
 
@@ -798,8 +833,19 @@ class KoreaInvestment:
         """The product info of a Korean symbol and its price from the endpoint its class needs.
 
         ETFs and ETNs have their own price endpoint; everything else is priced
-        as a stock.  :meth:`fetch_price` and ``kis-token price`` both use this.
+        as a stock.  ``kis-token price`` uses this.  Unlike the 0.6.1 methods,
+        which return KIS's answer as it is, it raises
+        :class:`~.errors.SymbolNotFoundError` when KIS answers the product info
+        or the price with no data (an unknown symbol), and
+        :class:`~.errors.KISAPIError` when KIS refuses either (``rt_cd`` not ``"0"``).
         """
+        quote = self._domestic_quote(symbol)
+        require_output(quote.info, symbol)
+        require_output(quote.price, symbol)
+        return quote
+
+    def _domestic_quote(self, symbol: str) -> DomesticQuote:
+        """:meth:`fetch_domestic_quote` without its checks: what :meth:`fetch_price` returns, as 0.6.1 did."""
         info = self.fetch_stock_info(symbol, "KR")
         output = info.get("output")
         product_class = output.get("prdt_clsf_name") if isinstance(output, dict) else None
@@ -808,9 +854,14 @@ class KoreaInvestment:
         return DomesticQuote(info=info, price=price, is_etf=is_etf)
 
     def fetch_price(self, symbol: str, market: str = "KR") -> dict[str, Any]:
-        """Current price: Korean stocks and ETFs (``KR``) or US stocks (``US``)."""
+        """Current price: Korean stocks and ETFs (``KR``) or US stocks (``US``).
+
+        As in 0.6.1, an unknown Korean symbol comes back as KIS's answer (blank
+        fields), while an unknown US one raises :class:`~.errors.SymbolNotFoundError`
+        (a ``ValueError``); :meth:`fetch_domestic_quote` raises for Korea too.
+        """
         if market in ("KR", "KRX"):
-            return self.fetch_domestic_quote(symbol).price
+            return self._domestic_quote(symbol).price
         if market == "US":
             return self.fetch_price_detail_oversea(symbol, market)
         raise ConfigurationError(f"Unsupported market type {market!r}: fetch_price takes 'KR' or 'US'")
@@ -848,9 +899,3 @@ def _codes_for(table: dict[str, tuple[str, ...]], market: str) -> tuple[str, ...
         return table[market.upper()]
     except KeyError:
         raise ConfigurationError(f"unknown market {market!r}; choose one of: {', '.join(table)}") from None
-
-
-def _has_data(answer: dict[str, Any]) -> bool:
-    """True when KIS answered with a non-empty ``output`` (unknown symbols come back blank)."""
-    output = answer.get("output")
-    return answer.get("rt_cd") == "0" and isinstance(output, dict) and any(output.values())

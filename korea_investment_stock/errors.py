@@ -138,7 +138,7 @@ class StoragePermissionError(StorageError):
     """The store refused a command or a key for lack of permission (a Redis ACL user's rules).
 
     Configuration, not an outage: retrying cannot help.  The message names the
-    README's minimal Redis ACL, which lists every command the library sends.
+    minimal Redis ACL (docs/token-stores.md), which lists every command the library sends.
     """
 
 

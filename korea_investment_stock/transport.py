@@ -46,6 +46,11 @@ DEAD_TOKEN_CODES = frozenset({"EGW00121", "EGW00123"})
 #: tokenP: the part of the credentials KIS rejected.
 BAD_CREDENTIAL_CODES = {"EGW00103": "app key", "EGW00105": "app secret"}
 
+#: The variable that names the KIS host (the client's ``base_url=`` wins over it).
+ENV_BASE_URL = "KOREA_INVESTMENT_BASE_URL"
+#: What a connection error tells the reader to check: where the host every KIS call goes to is set.
+HOST_SETTING = f"base_url= or {ENV_BASE_URL}"
+
 #: The error classes :func:`request_json` raises: both take ``(message, status=...)``.
 ErrorClass: TypeAlias = type[TokenIssueError] | type[KISAPIError]
 
@@ -224,6 +229,7 @@ def exchange_json(
     timeout: tuple[float, float],
     unreachable: ErrorClass,
     failed: ErrorClass,
+    setting: str = HOST_SETTING,
     **kwargs: Any,
 ) -> KISResponse:
     """One KIS HTTP call: its status, decoded JSON object and headers, whatever the status.
@@ -231,8 +237,10 @@ def exchange_json(
     The call ends within :func:`call_seconds` of ``timeout`` in all.  No answer,
     no connection or a call past that deadline raises ``unreachable`` with
     ``cause`` and ``request_sent`` set (see :class:`~.errors.KISConnectionError`);
-    an answer that is not a JSON object raises ``failed``.  Exceptions are not
-    chained, so no header or body (secrets) reaches a traceback.
+    its message says the cause in words and which ``setting`` names the host,
+    since a wrong host is the usual reason on a first run.  An answer that is
+    not a JSON object raises ``failed``.  Exceptions are not chained, so no
+    header or body (secrets) reaches a traceback.
     """
     total = call_seconds(timeout)
     with deadline.bounded(total) as call:
@@ -250,7 +258,7 @@ def exchange_json(
                 message = f"{name} at {base_url} did not answer within {timeout[1]:g}s"
             else:
                 message = f"cannot reach {name} at {base_url}: {_CAUSE_WORDS.get(cause, type(exc).__name__)}"
-            raise _unreachable(unreachable, message, cause, sent) from None
+            raise _unreachable(unreachable, f"{message}; {_check_hint(cause, setting)}", cause, sent) from None
     if call.expired:  # cut mid-headers, http.client may take what came as a short but whole answer
         raise _unreachable(
             unreachable, f"{name} at {base_url} did not finish within {total:g}s", "deadline", True
@@ -278,6 +286,15 @@ _CAUSE_WORDS = {
 }
 
 
+def _check_hint(cause: str, setting: str) -> str:
+    """What to check for a failure of ``cause``: the host setting always, and the likely fix."""
+    if cause == "tls":
+        return f"check the scheme and host in {setting} (http:// for a plain-HTTP server such as the fake KIS)"
+    if cause in ("read timeout", "deadline"):
+        return f"check the host in {setting}, or allow more time with timeout="
+    return f"check the host in {setting}"
+
+
 def request_json(
     session: requests.Session,
     method: str,
@@ -288,11 +305,21 @@ def request_json(
     timeout: tuple[float, float],
     unreachable: ErrorClass,
     failed: ErrorClass,
+    setting: str = HOST_SETTING,
     **kwargs: Any,
 ) -> tuple[int, dict[str, Any]]:
     """:func:`exchange_json` as ``(status, decoded JSON object)``."""
     response = exchange_json(
-        session, method, base_url, path, name=name, timeout=timeout, unreachable=unreachable, failed=failed, **kwargs
+        session,
+        method,
+        base_url,
+        path,
+        name=name,
+        timeout=timeout,
+        unreachable=unreachable,
+        failed=failed,
+        setting=setting,
+        **kwargs,
     )
     return response.status, response.body
 

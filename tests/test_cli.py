@@ -328,6 +328,12 @@ def test_price_of_an_unknown_symbol_fails(cli: Cli) -> None:
     one_line_error(result, "no data", "NOPE")
 
 
+def test_price_of_an_unknown_korean_symbol_fails_by_the_librarys_rule(cli: Cli) -> None:
+    result = cli("price", "0059300")  # the library's fetch_domestic_quote raises; the CLI adds the --market hint
+    assert result.code == EXIT_FAILED
+    one_line_error(result, "no data", "0059300", "--market", "SymbolNotFoundError")
+
+
 # --------------------------------------------------------------------------------- usage and config
 def test_missing_credentials_are_a_configuration_error(cli: Cli) -> None:
     result = cli("token", "status", drop=("KOREA_INVESTMENT_API_KEY", "KOREA_INVESTMENT_API_SECRET"))
@@ -567,3 +573,74 @@ def test_forced_refresh_does_not_repeat_a_peers_refresh(fake_kis_factory: Any, t
     assert result.issued_by_peer is True
     assert kis.stats.tokenp_requests == 2  # ours and the peer's; not a third
     assert result.token == mask_token(kis.issued_tokens()[-1])
+
+
+# ------------------------------------------------------------------------------------------ interrupt
+@pytest.mark.parametrize("as_json", [True, False])
+def test_an_interrupt_is_reported_and_with_json_as_an_error_object(cli: Cli, as_json: bool) -> None:
+    """Ctrl-C (SIGINT) while the command waits on a host that never answers: exit 130, and with
+    --json one error object on stdout, so a script reading stdout never gets nothing."""
+    import signal
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    got_request = threading.Event()
+
+    def accept() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            got_request.set()  # the command now waits for an answer that never comes
+            conn.recv(1)  # until the client goes away
+
+    server = threading.Thread(target=accept, daemon=True)
+    server.start()
+    port = listener.getsockname()[1]
+    args = [sys.executable, "-m", "korea_investment_stock", "health", "--timeout", "60"]
+    args += ["--json"] if as_json else []
+    proc = subprocess.Popen(
+        args,
+        env={**cli.env, "KOREA_INVESTMENT_BASE_URL": f"http://127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert got_request.wait(RUN_TIMEOUT), "the command never reached the host"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "kis-token health: " in stderr and "interrupted" in stderr
+    if as_json:
+        document = json.loads(stdout)
+        assert document == {"command": "health", "ok": False, "error": "interrupted", "exit_code": 130}
+    else:
+        assert stdout == ""
+
+
+@pytest.mark.real_redis
+def test_demo_on_redis_starts_and_stops_a_private_server(cli: Cli) -> None:
+    from .redis_fixtures import require_redis_server
+
+    require_redis_server()
+    doc = cli("demo", "--storage", "redis", "--processes", "2", "--threads", "3", "--json")
+    assert doc.code == EXIT_OK, doc.stderr
+    summary = doc.json()
+    assert summary["storage"] == "redis" and summary["tokenp_calls"] == 1 and summary["errors"] == 0
+    port = int(summary["redis_url"].rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as probe:  # stopped when the demo ended
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_on_redis_without_a_server_says_what_is_missing(cli: Cli, tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    result = cli("demo", "--storage", "redis", "--processes", "1", "--threads", "1", PATH=str(tmp_path))
+    assert result.code == EXIT_USAGE
+    one_line_error(result, "redis-server is not on PATH", "--redis-url", "KOREA_INVESTMENT_REDIS_URL")

@@ -347,6 +347,27 @@ def test_fetch_price_detail_oversea_unknown_symbol_raises_after_every_exchange(f
     assert fake_kis.stats.rest_requests == 3
 
 
+def test_fetch_domestic_quote_raises_for_an_unknown_symbol(fake_kis, storage):
+    from korea_investment_stock import SymbolNotFoundError
+
+    with connect(fake_kis, storage) as client, pytest.raises(SymbolNotFoundError, match="'0059300'") as caught:
+        client.fetch_domestic_quote("0059300")  # 7 digits: the fake knows every 6-character code
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.msg_cd == "MCA00000"  # KIS's answer was a success with blank fields
+
+
+def test_fetch_price_keeps_0_6_1s_answer_for_an_unknown_korean_symbol(fake_kis, storage):
+    with connect(fake_kis, storage) as client:
+        answer = client.fetch_price("0059300", "KR")  # 0.6.1 returned the blank answer: so do we
+    assert answer["rt_cd"] == "0" and not any(answer["output"].values())
+
+
+def test_fetch_domestic_quote_returns_data_for_a_known_symbol(fake_kis, storage):
+    with connect(fake_kis, storage) as client:
+        quote = client.fetch_domestic_quote("005930")
+    assert quote.price["output"]["stck_prpr"] and not quote.is_etf
+
+
 def test_fetch_stock_info(fake_kis, storage):
     with connect(fake_kis, storage) as client:
         kr = client.fetch_stock_info("005930", "KR")

@@ -9,18 +9,18 @@ that connects leaves a connection in its queue, which the test then looks for).
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .docs_text import python_examples
+
 pytest_plugins = ["pytester"]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
-#: What a user's first test looks like: the README's example, no store given.
+#: What a user's first test looks like: the docs' example, no store given.
 FIRST_TESTS = """
 from korea_investment_stock import KoreaInvestment
 
@@ -206,10 +206,8 @@ def test_the_plugin_clears_the_variables_the_library_reads() -> None:
 
 
 @pytest.mark.parametrize("user_shell", ["redis"], indirect=True)
-def test_the_readme_pytest_example_runs_as_a_user_test(pytester: pytest.Pytester, user_shell: Path) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Testing your code with the fake KIS server") :]
-    examples = re.findall(r"```python\n(.*?)```", section, re.S)
+def test_the_documented_pytest_example_runs_as_a_user_test(pytester: pytest.Pytester, user_shell: Path) -> None:
+    examples = python_examples("testing.md", "# Testing with the fake KIS server")
     (example,) = [code for code in examples if "def test_" in code]
     result = run_user_tests(pytester, example)
     result.assert_outcomes(passed=1)

@@ -1,6 +1,6 @@
-"""The README's minimal Redis ACL is all the library needs, and a denied command says what to fix.
+"""The documented minimal Redis ACL is all the library needs, and a denied command says what to fix.
 
-The ACL is read from the README itself (one copy: what users paste is what is
+The ACL is read from docs/token-stores.md itself (one copy: what users paste is what is
 tested), and a real ``redis-server`` enforces it: fakeredis accepts ``ACL
 SETUSER`` but enforces nothing.  The server's ``ACL LOG`` proves no command or
 key was denied along the way.
@@ -12,7 +12,6 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,8 @@ from korea_investment_stock.token.redis_connect import translated_errors
 from testsupport import RedisServer, start_redis
 from testsupport.environment import rate_limited
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from .docs_text import section as docs_section
+
 #: The prefix and password placeholders of the README's ACL block.
 DOCUMENTED_PREFIX = "korea_investment:token"
 DOCUMENTED_PASSWORD = ">PASSWORD"
@@ -31,8 +31,7 @@ DOCUMENTED_PASSWORD = ">PASSWORD"
 
 def readme_acl_block() -> str:
     """The ``ACL SETUSER`` command under "The minimal Redis ACL", on one line."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### The minimal Redis ACL") :]
+    section = docs_section("token-stores.md", "### The minimal Redis ACL")
     match = re.search(r"```\n(ACL SETUSER .*?)```", section, re.S)
     assert match, "no ACL SETUSER block under 'The minimal Redis ACL'"
     return " ".join(match.group(1).split())

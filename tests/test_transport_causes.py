@@ -123,3 +123,66 @@ def test_tls_against_a_plain_listener_fails_in_the_handshake_before_sending() ->
     assert error.cause in ("tls", "reset")
     assert error.request_sent is False  # the handshake failed: no HTTP byte was written
     assert "TLS" in str(error) or "reset" in str(error)
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the client: tokenP (construction) and a REST call name the cause and the host setting.
+_BAD_HOSTS = {  # cause -> (listener behaviour or None, scheme, words the message must have)
+    "refused": (None, "http", "refused"),
+    "dns": (None, "https", "DNS"),
+    "tls": ("hang up", "https", "TLS"),
+    "read timeout": ("silent", "http", "did not answer"),
+}
+
+
+@contextmanager
+def _bad_host(cause: str) -> Iterator[str]:
+    behaviour, scheme, _ = _BAD_HOSTS[cause]
+    if cause == "dns":
+        yield f"{scheme}://kis-host.invalid"
+    elif behaviour is None:
+        yield f"{scheme}://127.0.0.1:{_free_port()}"
+    else:
+        with _listener(behaviour) as (port, _):
+            yield f"{scheme}://127.0.0.1:{port}"
+
+
+def _assert_names_cause_and_setting(message: str, cause: str) -> None:
+    assert _BAD_HOSTS[cause][2] in message, message
+    assert "KOREA_INVESTMENT_BASE_URL" in message and "base_url=" in message, message
+    if cause == "tls":
+        assert "http://" in message  # the likely fix: a plain-HTTP host behind https://
+    if cause == "read timeout":
+        assert "timeout=" in message
+
+
+@pytest.mark.parametrize("cause", list(_BAD_HOSTS))
+def test_a_failed_token_request_names_its_cause_and_the_host_setting(cause: str, tmp_path) -> None:
+    from korea_investment_stock import FileTokenStorage, KoreaInvestment
+    from korea_investment_stock.errors import TokenIssueError
+
+    with _bad_host(cause) as url, pytest.raises(TokenIssueError) as caught:
+        KoreaInvestment(
+            "k" * 36,
+            "s" * 180,
+            "12345678-01",
+            token_storage=FileTokenStorage(tmp_path / "kis" / "token.key"),
+            base_url=url,
+            timeout=(1.0, 0.3),
+        )
+    assert "tokenP" in str(caught.value)
+    assert getattr(caught.value, "cause", None) == cause
+    _assert_names_cause_and_setting(str(caught.value), cause)
+
+
+@pytest.mark.parametrize("cause", list(_BAD_HOSTS))
+def test_a_failed_rest_call_names_its_cause_and_the_host_setting(cause: str, fake_kis) -> None:
+    from korea_investment_stock import KoreaInvestment
+
+    with KoreaInvestment(fake_kis.app_key, fake_kis.app_secret, "12345678-01", timeout=(1.0, 0.3)) as kis:
+        with _bad_host(cause) as url:
+            kis.base_url = url  # the token is in hand; the quotation goes to the bad host
+            with pytest.raises(KISConnectionError) as caught:
+                kis.fetch_domestic_price("J", "005930")
+    assert caught.value.cause == cause
+    _assert_names_cause_and_setting(str(caught.value), cause)

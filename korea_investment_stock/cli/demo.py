@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..testing import FakeKIS, percentile
+from ..token.redis_connect import DEFAULT_REDIS_URL, ENV_REDIS_URL
 
 ACCOUNT = "12345678-01"
 SYMBOL = "005930"
@@ -132,7 +133,7 @@ def run_demo(
             "threads": threads,
             "storage": storage,
             "token_file": str(Path(workdir) / "token.key"),
-            "redis_url": redis_url or os.environ.get("KOREA_INVESTMENT_REDIS_URL", "redis://localhost:6379/0"),
+            "redis_url": redis_url or os.environ.get(ENV_REDIS_URL, DEFAULT_REDIS_URL),
             "key_prefix": f"kis-demo:{os.getpid()}:{time.time_ns()}",
         }
         barrier = context.Barrier(processes * threads)

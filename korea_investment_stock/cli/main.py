@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -20,8 +21,10 @@ from ..errors import (
 )
 from ..limits import NOMINAL_RATES, NoRateLimit, RateLimiter, limiter_for
 from ..limits.budget import ENV_RATE_LIMIT
+from ..redaction import redact_url
 from ..token.issuer import DEFAULT_TOKEN_TIMEOUT, TokenIssuer
 from ..token.record import key_id, mask_token
+from ..token.redis_connect import ENV_REDIS_URL
 from ..token.status import StorageHealth, TokenState
 from ..token.storage import TokenStorage
 from ..transport import new_session, probe_host
@@ -280,10 +283,18 @@ def _demo(args: argparse.Namespace, out: Output) -> int:
         if not out.as_json and sys.stderr.isatty():
             print(f"\r  processes finished: {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    result = run_demo(
-        args.processes, args.threads, storage=args.storage, redis_url=args.redis_url, on_progress=progress
-    )
+    redis_url = args.redis_url or os.environ.get(ENV_REDIS_URL) or None
+    with contextlib.ExitStack() as stack:
+        if args.storage == "redis":
+            _require_redis_package()
+            if redis_url is None:  # no Redis named: a private one for the demo's duration
+                from .private_redis import private_redis
+
+                redis_url = stack.enter_context(private_redis())
+        result = run_demo(args.processes, args.threads, storage=args.storage, redis_url=redis_url, on_progress=progress)
     summary = result.summary()
+    if redis_url is not None:
+        summary["redis_url"] = redact_url(redis_url)
     ok = result.tokenp_calls == 1 and result.errors == 0 and result.distinct_tokens == 1
     if not out.as_json and sys.stderr.isatty():
         print(file=sys.stderr)
@@ -302,6 +313,17 @@ def _demo(args: argparse.Namespace, out: Output) -> int:
     lines += [f"error sample:   {sample}" for sample in result.error_samples]
     out.result("demo", ok, summary, lines)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _require_redis_package() -> None:
+    """The Redis stores need redis-py: say how to get it before any worker starts."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            "--storage redis needs the redis package: ./run demo installs it by itself; otherwise "
+            "pip install 'redis>=4.5.0' into this environment"
+        ) from None
 
 
 # -------------------------------------------------------------------------------------------- parser
@@ -388,7 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--processes", type=int, default=4, help="worker processes (default 4)")
     demo.add_argument("--threads", type=int, default=25, help="threads per process (default 25)")
     demo.add_argument("--storage", choices=("file", "redis"), default="file", help="token store (default file)")
-    demo.add_argument("--redis-url", default=None, help="Redis URL for --storage redis")
+    demo.add_argument(
+        "--redis-url",
+        default=None,
+        help="Redis URL for --storage redis (default $KOREA_INVESTMENT_REDIS_URL, else a private redis-server)",
+    )
     demo.set_defaults(handler=_demo, name="demo")
     return parser
 
@@ -410,9 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.timeout is not None:  # every command takes it; refuse NaN and infinity before any work
             check_seconds("--timeout", args.timeout, positive=True)
         return int(args.handler(args, out))
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.name}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Ctrl-C: one line, and with --json the error object a script reads
+        return out.error(args.name, "interrupted", EXIT_INTERRUPTED)
     except ConfigurationError as exc:  # UsageError too
         return out.error(args.name, str(exc), EXIT_USAGE)
     except NoTokenError as exc:

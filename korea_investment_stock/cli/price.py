@@ -5,21 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 from ..client import KoreaInvestment
-from ..errors import KISAPIError, SymbolNotFoundError
-from ..transport import kis_code
+from ..errors import SymbolNotFoundError
 
 
 def price_summary(client: KoreaInvestment, symbol: str, market: str = "KR") -> dict[str, Any]:
     """The current price of ``symbol`` as a flat dict of strings, as KIS sends them.
 
     Raises :class:`SymbolNotFoundError` when KIS has no data for the symbol and
-    :class:`KISAPIError` when it answers ``rt_cd != "0"``.
+    :class:`~..errors.KISAPIError` when it answers ``rt_cd != "0"`` (the library's rule, in
+    :mod:`~..answers`), with a hint about ``--market``.
     """
     market = market.upper()
+    try:
+        if market in ("KR", "KRX"):
+            quote = client.fetch_domestic_quote(symbol)
+            info_out, out = _strings(quote.info), _strings(quote.price)
+        else:
+            out = _strings(client.fetch_price_detail_oversea(symbol, market))
+    except SymbolNotFoundError as exc:
+        raise SymbolNotFoundError(
+            f"KIS has no data for {symbol!r} (unknown symbol, or wrong --market)", msg_cd=exc.msg_cd, msg1=exc.msg1
+        ) from None
     if market in ("KR", "KRX"):
-        quote = client.fetch_domestic_quote(symbol)
-        info_out = _output(quote.info, symbol)
-        out = _output(quote.price, symbol)
         return {
             "symbol": symbol,
             "market": "KR",
@@ -31,11 +38,6 @@ def price_summary(client: KoreaInvestment, symbol: str, market: str = "KR") -> d
             "volume": out.get("acml_vol", ""),
             "currency": "KRW",
         }
-    try:
-        answer = client.fetch_price_detail_oversea(symbol, market)
-    except SymbolNotFoundError:
-        raise SymbolNotFoundError(_no_data(symbol)) from None
-    out = _output(answer, symbol)
     rsym = out.get("rsym", "")
     last, base = out.get("last", ""), out.get("base", "")
     try:
@@ -55,17 +57,6 @@ def price_summary(client: KoreaInvestment, symbol: str, market: str = "KR") -> d
     }
 
 
-def _output(answer: dict[str, Any], symbol: str) -> dict[str, str]:
-    if answer.get("rt_cd") != "0":
-        code = kis_code(answer)
-        raise KISAPIError(
-            f"KIS answered {code or '?'}: {answer.get('msg1', '')}".strip(), msg_cd=code, msg1=answer.get("msg1")
-        )
+def _strings(answer: dict[str, Any]) -> dict[str, str]:
     output = answer.get("output")
-    if not isinstance(output, dict) or not any(output.values()):
-        raise SymbolNotFoundError(_no_data(symbol))
-    return {str(k): str(v) for k, v in output.items()}
-
-
-def _no_data(symbol: str) -> str:
-    return f"KIS has no data for {symbol!r} (unknown symbol, or wrong --market)"
+    return {str(k): str(v) for k, v in output.items()} if isinstance(output, dict) else {}

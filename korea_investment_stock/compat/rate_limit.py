@@ -137,68 +137,86 @@ class RateLimitedKoreaInvestment:
 
     # ------------------------------------------------------------------ paced calls
     def fetch_price(self, symbol: str, market: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_price`."""
         self._rate_limiter.wait()
         return self._broker.fetch_price(symbol, market)
 
     def fetch_domestic_price(self, market_code: str, symbol: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_domestic_price`."""
         self._rate_limiter.wait()
         return self._broker.fetch_domestic_price(market_code, symbol)
 
     def fetch_etf_domestic_price(self, market_code: str, symbol: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_etf_domestic_price`."""
         self._rate_limiter.wait()
         return self._broker.fetch_etf_domestic_price(market_code, symbol)
 
     def fetch_price_detail_oversea(self, symbol: str, market: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_price_detail_oversea`."""
         self._rate_limiter.wait()
         return self._broker.fetch_price_detail_oversea(symbol, market)
 
     def fetch_stock_info(self, symbol: str, market: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_stock_info`."""
         self._rate_limiter.wait()
         return self._broker.fetch_stock_info(symbol, market)
 
     def fetch_search_stock_info(self, symbol: str, market: str) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_search_stock_info`."""
         self._rate_limiter.wait()
         return self._broker.fetch_search_stock_info(symbol, market)
 
     def fetch_kospi_symbols(self) -> Any:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_kospi_symbols`."""
         self._rate_limiter.wait()
         return self._broker.fetch_kospi_symbols()
 
     def fetch_kosdaq_symbols(self) -> Any:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_kosdaq_symbols`."""
         self._rate_limiter.wait()
         return self._broker.fetch_kosdaq_symbols()
 
     def fetch_ipo_schedule(self) -> dict[str, Any]:
+        """Wait for the wrapper's pace, then :meth:`KoreaInvestment.fetch_ipo_schedule`."""
         self._rate_limiter.wait()
         return self._broker.fetch_ipo_schedule()
 
     # 0.6.1 forwarded nine IPO helpers its client never had; they wait, then raise AttributeError
     # from the broker, as there.
     def get_ipo_schedule_details(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_ipo_schedule_details", args, kwargs)
 
     def get_upcoming_ipos(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_upcoming_ipos", args, kwargs)
 
     def get_recent_ipos(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_recent_ipos", args, kwargs)
 
     def get_ipo_by_company(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_ipo_by_company", args, kwargs)
 
     def get_ipo_by_date_range(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_ipo_by_date_range", args, kwargs)
 
     def get_ipo_statistics(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_ipo_statistics", args, kwargs)
 
     def filter_ipos_by_market(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("filter_ipos_by_market", args, kwargs)
 
     def get_ipo_calendar(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("get_ipo_calendar", args, kwargs)
 
     def format_ipo_schedule(self, *args: Any, **kwargs: Any) -> Any:
+        """0.6.1 forwarded it; the client has no such method: waits, then raises ``AttributeError``."""
         return self._forward("format_ipo_schedule", args, kwargs)
 
     # ------------------------------------------------------------------ the pace

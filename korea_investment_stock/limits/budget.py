@@ -30,8 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..errors import ConfigurationError, LimiterStoreUnavailable, RateLimitWaitTimeout
+from ..notices import warn_once
 from ..token.record import key_id
 from ..validation import MAX_SECONDS, check_seconds
+
+logger = logging.getLogger(__name__)
 
 #: KIS's budgets per app key (shared/kis-api.md, notice of 2025-08).
 NOMINAL_RATES: Mapping[str, float] = {"real": 20.0, "mock": 2.0}
@@ -78,26 +81,56 @@ def check_rate(rate: object, name: str = "rate") -> float:
     return float(rate)
 
 
+#: Words for "no limiter" in ``KOREA_INVESTMENT_RATE_LIMIT``; any spelling of zero means the same.
+OFF_WORDS = ("off", "none", "false", "no")
+
+
 def rate_from_env(environ: Mapping[str, str]) -> float | bool | None:
     """``KOREA_INVESTMENT_RATE_LIMIT``: a number (calls per second), ``off``, or unset.
 
-    Returns the rate, ``False`` for ``off``, or ``None`` when unset (the default applies).
+    Returns the rate, ``False`` for ``off`` or zero (``0``, ``0.0``: every
+    spelling of zero means off, the common reading of a zero rate limit), or
+    ``None`` when unset (the default applies).
     """
     raw = (environ.get(ENV_RATE_LIMIT) or "").strip()
     if not raw:
         return None
-    if raw.lower() in ("off", "none", "0", "false", "no"):
+    if raw.lower() in OFF_WORDS:
         return False
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
+    if value == 0:
+        return False
     if not MIN_RATE <= value < math.inf:
         raise ConfigurationError(
             f"{ENV_RATE_LIMIT}={raw!r} is not a rate; use calls per second (e.g. 18 or 1.5), at least one "
-            f"call per day ({MIN_RATE:.3g}), or 'off'"
+            f"call per day ({MIN_RATE:.3g}), or 'off' or 0 for no limiter"
         )
     return value
+
+
+def warn_if_over_budget(rate: float, environment: str) -> None:
+    """Log once per process when ``rate`` is above KIS's budget for ``environment`` (20/s real, 2/s mock).
+
+    Such a rate is allowed (a test against a fake server wants it), but against
+    KIS it buys ``EGW00201`` answers and retries, not speed.
+    """
+    nominal = NOMINAL_RATES[environment]
+    if rate > nominal:
+        warn_once(
+            logger,
+            ("rate over budget", rate, environment),
+            "the rate limit %g/s is above KIS's %g/s for a %s app key: KIS answers EGW00201 above it. "
+            "Unset %s (or the limiter's rate=) for the default (%g/s), or set it at most %g",
+            rate,
+            nominal,
+            environment,
+            ENV_RATE_LIMIT,
+            default_rate(environment),
+            nominal,
+        )
 
 
 def bucket_id(api_key: str, environment: str) -> str:
@@ -227,6 +260,8 @@ class RateLimiter(ABC):
         timeout = check_seconds("timeout", timeout)
         rate = self.rate_for(environment)
         bucket = bucket_id(api_key, environment)
+        if self.rate is not None:
+            warn_if_over_budget(rate, environment)
         deadline = time.monotonic() + timeout
         with self._turn(bucket, deadline) as ours:
             go_at = self._reserve(bucket, rate, max(0.0, deadline - time.monotonic())) if ours else None

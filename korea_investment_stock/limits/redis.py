@@ -26,7 +26,8 @@ DEFAULT_KEY_PREFIX = "korea_investment:token"
 IDLE_TTL_MS = 60_000
 
 # One hash per budget, and only the commands the token stores need too (TIME, HMGET, HSET, HGETALL,
-# PEXPIRE): the README's minimal ACL adds nothing for the limiter but SCAN, for ``kis-token limit``.
+# PEXPIRE): the minimal ACL of docs/token-stores.md adds nothing for the limiter but SCAN, for
+# ``kis-token limit``.
 # Fields: tat, penalty_until and at (µs on the server's clock), rate, head (the next ring position)
 # and g0..g<ring-1>, the ring of recent grants.
 #

@@ -37,6 +37,27 @@ class Credentials:
         self.api_key = api_key
         self.fingerprint = credential_fingerprint(api_key, self._secret)
 
+    def refuse_whitespace(self) -> None:
+        """:class:`ConfigurationError` if the key or secret has whitespace in it (a pasted newline or space).
+
+        KIS keys and secrets never contain any: KIS would answer "invalid
+        AppKey" (``EGW00103``) or "invalid AppSecret" (``EGW00105``) and hide the
+        real cause.  The message names which one; it never shows the secret.
+        Only the client checks, before it calls KIS: the stores take keys as
+        given (0.6.1's ``load_token`` never refused one).
+        """
+        for name, value, variable in (
+            ("api_key", self.api_key, "KOREA_INVESTMENT_API_KEY"),
+            ("api_secret", self._secret, "KOREA_INVESTMENT_API_SECRET"),
+        ):
+            if any(character.isspace() for character in value):
+                where = "at its start or end" if value != value.strip() else "inside it"
+                raise ConfigurationError(
+                    f"{name} has whitespace {where} (a pasted newline or space?); KIS keys and secrets have none, "
+                    f"and KIS would reject it as invalid. Remove it where {name} comes from "
+                    f"(e.g. {variable} or a secrets file)"
+                )
+
     def secret(self) -> str:
         """The bare app secret: pass it on inline, never keep it in a local variable."""
         return self._secret

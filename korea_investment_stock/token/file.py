@@ -36,7 +36,15 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..errors import LockFileUnavailable, StorageError, TokenWaitTimeout, Uncoordinated, UnsafeDirectory, UnsafeLockFile
+from ..errors import (
+    ConfigurationError,
+    LockFileUnavailable,
+    StorageError,
+    TokenWaitTimeout,
+    Uncoordinated,
+    UnsafeDirectory,
+    UnsafeLockFile,
+)
 from ..files import (
     check_private_directory,
     create_lock_file,
@@ -101,13 +109,31 @@ def default_token_path() -> Path:
     return Path(configured or DEFAULT_TOKEN_FILE).expanduser()
 
 
+def _refuse_a_directory(path: Path, raw: str | bytes, source: str) -> None:
+    """A token path must name a file: a directory (or ``.../``) could never be saved to.
+
+    Every save would fail and every process would issue its own token, with
+    only a warning per read; so it is refused here, naming ``source`` (the
+    argument or the variable the path ``raw`` came from).
+    """
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    if not (path.is_dir() or text.endswith(("/", os.sep))):
+        return
+    raise ConfigurationError(
+        f"the token file {path} is a directory; {source} must name a file, e.g. {path / DEFAULT_TOKEN_FILE.name}"
+    )
+
+
 class FileTokenStorage(RecordTokenStorage):
     """Tokens in one JSON file, shared safely by every process on this host.
 
     Args:
         file_path: the token file; default ``$KOREA_INVESTMENT_TOKEN_FILE`` or
             ``~/.cache/kis/token.key``.  The lock lives beside it as ``<name>.lock``.
-        refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
+        refresh_margin: see :class:`TokenStorage`.
+        issue_deadline: see :class:`TokenStorage`.
+        wait_timeout: see :class:`TokenStorage`.
+        outage_allowance: see :class:`TokenStorage`.
     """
 
     def __init__(
@@ -126,6 +152,10 @@ class FileTokenStorage(RecordTokenStorage):
             outage_allowance=outage_allowance,
         )
         self.file_path = Path(file_path).expanduser() if file_path is not None else default_token_path()
+        if file_path is not None:
+            _refuse_a_directory(self.file_path, os.fspath(file_path), "file_path=")
+        else:
+            _refuse_a_directory(self.file_path, os.environ.get(ENV_TOKEN_FILE) or "", ENV_TOKEN_FILE)
         #: The write lock: held only around one read-modify-write of the token file.
         self.lock_path = self.file_path.with_name(self.file_path.name + ".lock")
         # Resolved once: every read keys its flight and outage state by it, and realpath costs

@@ -92,8 +92,10 @@ from .redis_connect import (
     ENV_REDIS_URL,
     ClientSecrets,
     connect,
+    database_out_of_range,
     describe_client,
     import_redis,
+    is_database_out_of_range,
     resolve_target,
     text,
     translated_errors,
@@ -188,9 +190,13 @@ class RedisTokenStorage(RecordTokenStorage):
         key_prefix: the token hash is ``{key_prefix}:{<sha256 of the app key>}``.
         client: a ready ``redis.Redis``, Sentinel ``master_for(...)`` or cluster
             client to use instead of ``redis_url``/``password``.
-        socket_timeout, socket_connect_timeout: seconds; an unreachable server
-            fails within them with :class:`~..errors.StorageUnavailableError`.
-        refresh_margin, issue_deadline, wait_timeout, outage_allowance: see :class:`TokenStorage`.
+        socket_timeout: seconds per command; an unreachable server fails within
+            it with :class:`~..errors.StorageUnavailableError`.
+        socket_connect_timeout: seconds to connect, likewise.
+        refresh_margin: see :class:`TokenStorage`.
+        issue_deadline: see :class:`TokenStorage`.
+        wait_timeout: see :class:`TokenStorage`.
+        outage_allowance: see :class:`TokenStorage`.
         host_copy: keep each new token on this host too (beside the default token file,
             :mod:`.hostcopy`) before saving it, so the host's other processes can read it
             however Redis and this process fare.  ``False`` keeps nothing on disk.
@@ -269,7 +275,11 @@ class RedisTokenStorage(RecordTokenStorage):
                 try:
                     self._client.ping()
                 except answered as exc:
+                    if is_database_out_of_range(exc):  # SELECT failed: no outage, a wrong URL
+                        raise ConfigurationError(database_out_of_range(self.location)) from None
                     logger.debug("Redis at %s answered the PING with %s", self.location, type(exc).__name__)
+        except ConfigurationError:
+            raise
         except StorageUnavailableError as exc:
             raise StorageUnavailableError(f"{CONNECT_FAILED}: {exc}") from None
         except StorageError as exc:  # some other redis-py error: say so, as an unreachable server

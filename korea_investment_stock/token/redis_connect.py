@@ -57,6 +57,8 @@ _SCHEMES = ("redis", "rediss", "unix")
 _TRANSIENT_REPLIES = ("MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "NOREPLICAS")
 #: A command a script ran that the ACL denies: Redis 7 answers a plain ERR with this text, not NOPERM.
 _DENIED_IN_SCRIPT = "can't run this command or subcommand"
+#: The server's answer to SELECT of a database it does not have.
+_DB_OUT_OF_RANGE = "DB index is out of range"
 #: redis-py turns most of those codes into classes and drops the code from the text.
 _TRANSIENT_ERROR_CLASSES = frozenset({"MasterDownError", "ClusterDownError", "TryAgainError"})
 
@@ -131,7 +133,18 @@ def resolve_target(redis_url: str, password: str | None, environ: Mapping[str, s
             host = f"[{host}]"
         db = db or parts.path.strip("/") or "0"
         location = f"{scheme}://{credentials}{host}:{port}/{db}"
+    _check_database(db or "0")
     return RedisTarget(url=clean_url, password=effective, location=location)
+
+
+def _check_database(db: str) -> None:
+    """The database in a Redis URL must be a number: redis-py silently uses 0 for ``/abc``."""
+    if not db.isascii() or not db.isdigit():
+        shown = db if len(db) <= 20 and db.isprintable() else "(not shown)"
+        raise ConfigurationError(
+            f"the database in the Redis URL ({ENV_REDIS_URL} or redis_url=) is not a number: {shown!r}; "
+            f"use redis://host:port/<n>, n from 0 to 15 by default (e.g. {DEFAULT_REDIS_URL})"
+        )
 
 
 def connect(target: RedisTarget, *, socket_timeout: float, socket_connect_timeout: float) -> Any:
@@ -252,6 +265,19 @@ def describe_client(client: Any) -> tuple[str, ClientSecrets]:
     return f"<{type(client).__name__}>", secrets
 
 
+def database_out_of_range(location: str) -> str:
+    """The message for a database number the server does not have (``SELECT`` failed)."""
+    return (
+        f"Redis at {location} has no such database (DB index is out of range): Redis has 16 databases (0-15) "
+        f"by default (`databases` in redis.conf); pick one in range in {ENV_REDIS_URL} (redis://host:port/<n>)"
+    )
+
+
+def is_database_out_of_range(exc: BaseException) -> bool:
+    """True for the server's refusal of a database number it does not have."""
+    return _DB_OUT_OF_RANGE in str(exc)
+
+
 @contextlib.contextmanager
 def translated_errors(location: str, action: str, secrets: Iterable[str | None] = ()) -> Iterator[None]:
     """Turn redis-py errors into ours: unreachable -> ``StorageUnavailableError``, others -> ``StorageError``.
@@ -266,8 +292,13 @@ def translated_errors(location: str, action: str, secrets: Iterable[str | None] 
         reason = scrub(str(exc) or type(exc).__name__, secrets)
         if isinstance(exc, redis.exceptions.AuthenticationError):
             hint = "check the password (KOREA_INVESTMENT_REDIS_PASSWORD) and ACL user"
+        elif location.startswith("rediss://"):
+            hint = (
+                f"the URL asks for TLS (rediss://): a server without TLS never completes the TLS handshake, so "
+                f"use redis:// for a plain server, or its TLS port (tls-port); check {ENV_REDIS_URL}"
+            )
         else:
-            hint = "check KOREA_INVESTMENT_REDIS_URL and that the server is up"
+            hint = f"check {ENV_REDIS_URL} and that the server is up"
         raise StorageUnavailableError(
             f"cannot reach Redis at {location} while {action}: {reason} ({type(exc).__name__}); {hint}"
         ) from None
@@ -276,9 +307,11 @@ def translated_errors(location: str, action: str, secrets: Iterable[str | None] 
         if isinstance(exc, redis.exceptions.NoPermissionError) or _DENIED_IN_SCRIPT in reason:
             raise StoragePermissionError(
                 f"Redis at {location} denied permission while {action}: {reason} ({type(exc).__name__}); "
-                "grant the Redis user the commands and keys of the README's minimal Redis ACL "
-                "('The minimal Redis ACL')"
+                "grant the Redis user the commands and keys of the minimal Redis ACL "
+                "(docs/token-stores.md, 'The minimal Redis ACL')"
             ) from None
+        if _DB_OUT_OF_RANGE in reason:
+            raise ConfigurationError(database_out_of_range(location)) from None
         if reason.startswith(_TRANSIENT_REPLIES) or type(exc).__name__ in _TRANSIENT_ERROR_CLASSES:
             raise StorageUnavailableError(
                 f"Redis at {location} cannot serve us right now while {action}: {reason} "
