@@ -280,6 +280,7 @@ def test_an_order_kis_acts_on_after_losing_the_answer_is_found_by_the_second_loo
         found = kis.reconcile_order(caught.value, settle=3.0)
         assert found is not None and found.quantity == 16
         assert at_fake(fake) == {found.order_no}
-        ROWS.append(Row("late (acted on 1 s after the drop)", 1, "OrderStatusUnknown (reset)", "the Order", 1))
+        saw = f"OrderStatusUnknown ({_gist(caught.value.cause)})"
+        ROWS.append(Row("late (acted on 1 s after the drop)", len(at_fake(fake)), saw, "the Order", 1))
     finally:
         kis.shutdown()
