@@ -1,10 +1,11 @@
 """Hostile token files (hypothesis): whatever sits at the token path, no caller ever crashes.
 
 Random bytes, truncated JSON, wrong types, huge files, legacy pickles (hostile ones
-included), a symlink, an empty file, a directory, a FIFO: the store reads each as
-"no token" (with a warning), the client gets a real token from the fake KIS and
-quotes with it, and the next save replaces the thing with a proper token file
-without ever writing through a symlink.
+included), a symlink, an empty file, a FIFO: the store reads each as "no token"
+(with a warning), the client gets a real token from the fake KIS and quotes with
+it, and the next save replaces the thing with a proper token file without ever
+writing through a symlink.  A directory at the token path can never be saved to,
+so the store refuses it at once with a ConfigurationError that names the path.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from korea_investment_stock import KoreaInvestment
+from korea_investment_stock import ConfigurationError, KoreaInvestment
 from korea_investment_stock.token.file import FILE_FORMAT, MAX_FILE_BYTES, FileTokenStorage
 from korea_investment_stock.token.record import format_kst, key_id
 
@@ -235,6 +236,12 @@ def test_hostile_token_files_never_crash(request, tmp_path, kis_factory, issuanc
         workdir = tmp_path / f"ex{next(counter)}"
         path = workdir / "token.key"
         keep = _plant(path, kind, payload, kis.app_key, outside)
+        if payload == "directory":  # a path that can never be saved to is refused at once, by name
+            with pytest.raises(ConfigurationError, match="is a directory"):
+                FileTokenStorage(path)
+            outcomes.append(Outcome(ok=True, token=None, at=time.time()))
+            shutil.rmtree(workdir, ignore_errors=True)
+            return
         before = kis.stats.tokenp_requests
         token = _read_none_then_heal(lambda: FileTokenStorage(path), kis, outcomes, kind, payload)
         assert kis.stats.tokenp_requests - before == 1
@@ -243,10 +250,9 @@ def test_hostile_token_files_never_crash(request, tmp_path, kis_factory, issuanc
             assert target.read_bytes() == content, "the store wrote through a symlink"
         if "no-file" in keep:
             assert not keep["no-file"].exists(), f"{keep['no-file']} was created"
-        if payload != "directory":
-            # The next save replaced whatever was there with a proper token file of ours.
-            assert stat.S_ISREG(os.lstat(path).st_mode)
-            assert FileTokenStorage(path).load_token(kis.app_key, kis.app_secret)["access_token"] == token
+        # The next save replaced whatever was there with a proper token file of ours.
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+        assert FileTokenStorage(path).load_token(kis.app_key, kis.app_secret)["access_token"] == token
         shutil.rmtree(workdir, ignore_errors=True)
 
     for special in SPECIALS:  # every special case at least once, whatever hypothesis draws

@@ -117,7 +117,8 @@ def _refuse_a_directory(path: Path, raw: str | bytes, source: str) -> None:
     argument or the variable the path ``raw`` came from).
     """
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-    if not (path.is_dir() or text.endswith(("/", os.sep))):
+    planted_link = path.is_symlink()  # never followed: read as "no token" and replaced by the next save
+    if not ((path.is_dir() and not planted_link) or text.endswith(("/", os.sep))):
         return
     raise ConfigurationError(
         f"the token file {path} is a directory; {source} must name a file, e.g. {path / DEFAULT_TOKEN_FILE.name}"
