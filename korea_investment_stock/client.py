@@ -52,6 +52,7 @@ from .transport import (
     PER_SECOND_LIMIT_CODE,
     CredentialHeaders,
     KISResponse,
+    call_seconds,
     exchange_json,
     json_headers,
     kis_code,
@@ -77,6 +78,8 @@ RATE_LIMIT_BACKOFF = 0.25
 #: While the token store does not answer and the client runs on the token in hand, how
 #: often a call asks the store again (the others use the token without waiting on it).
 STORE_RETRY_SECONDS = 5.0
+#: Seconds an order request may spend getting its token (a peer's issuance may wait out KIS's minute).
+ORDER_TOKEN_ALLOWANCE = 75.0
 
 #: How long a token assigned to ``access_token`` counts as valid: a KIS token's lifetime.  KIS
 #: decides in truth; a dead one is replaced through the store.
@@ -574,6 +577,7 @@ class KoreaInvestment:
         """This client's trading room, made on first use (the account and host are fixed by then)."""
         if self._trading is None or self._trading.context.mock != self.mock:
             from .trading import Trading, TradingContext
+            from .trading.ledger import ledger_for
 
             self._trading = Trading(
                 TradingContext(
@@ -582,6 +586,9 @@ class KoreaInvestment:
                     account_suffix=self.acc_no_postfix,
                     mock=self.mock,
                     hashkey=self.issue_hashkey if self.use_hashkey else None,
+                    ledger=ledger_for(self.token_storage),
+                    # a slot, a token (a lead may wait out KIS's minute) and the HTTP call
+                    order_seconds=self.rate_limit_wait + ORDER_TOKEN_ALLOWANCE + call_seconds(self.timeout),
                 )
             )
         return self._trading

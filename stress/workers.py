@@ -411,25 +411,27 @@ def order_storm_process(
 ) -> None:
     """``threads`` callers, each placing ``orders_each`` market buys and reconciling every unknown outcome.
 
-    Caller ``c``'s ``k``-th order buys ``1 + c * orders_each + k`` shares, so every
-    order of the storm has its own quantity: a reconciliation can only ever find
-    the caller's own order.  Each caller reports the order numbers it was told,
-    directly or by reconciliation, and how it learnt them.
+    Every caller's ``k``-th order buys ``1 + k % 3`` shares: the same few orders,
+    asked by every caller of every process at once, so a reconciliation sees many
+    identical candidates and only the shared ledger keeps each with one caller.
+    Each caller reports the order numbers it was told, directly or by
+    reconciliation, the quantities it asked for, and how it learnt them.
     """
     from korea_investment_stock import AmbiguousOrderError, OrderStatusUnknown
 
     storages = [make_storage(spec) for _ in range(threads)]
 
     def body(i: int) -> dict[str, Any]:
-        caller = first_caller + i
         client = new_client(spec, storages[i])
         started = time.perf_counter()
         known: list[str] = []
+        asked: list[int] = []
         unknowns = reconciled = not_placed = ambiguous = 0
         try:
             barrier.wait(WORKER_TIMEOUT)
             for k in range(orders_each):
-                quantity = 1 + caller * orders_each + k
+                quantity = 1 + k % 3
+                asked.append(quantity)
                 for _attempt in range(3):  # a reconciled "not placed" may be placed again: that is the point
                     try:
                         known.append(client.place_order(SYMBOL, "buy", quantity).order_no)
@@ -453,6 +455,7 @@ def order_storm_process(
                 client.access_token or "",
                 started,
                 known=known,
+                asked=asked,
                 unknowns=unknowns,
                 reconciled=reconciled,
                 not_placed=not_placed,

@@ -13,16 +13,18 @@ from decimal import Decimal
 import pytest
 
 from korea_investment_stock import AmbiguousOrderError, OrderStatusUnknown
+from korea_investment_stock.trading.ledger import LocalOrderLedger
 from korea_investment_stock.trading.models import Order, OrderIntent, OrderRecord
-from korea_investment_stock.trading.orders import CLOCK_SLACK_SECONDS, KNOWN_ORDERS, matches, reconcile
+from korea_investment_stock.trading.orders import CLOCK_SLACK_SECONDS, matches, reconcile
 from korea_investment_stock.trading.values import KST
 
 _numbers = itertools.count(7_000_000)
+LEDGER = LocalOrderLedger()
 T0 = 1_900_000_000.0  # a fixed epoch: the rule compares times, never reads the clock
 
 
 def account() -> str:
-    """A fresh account per test: KNOWN_ORDERS is per process and must not leak between tests."""
+    """A fresh account per test, so no claim of one test is seen by another."""
     return f"{next(_numbers) % 100_000_000:08d}-01"
 
 
@@ -73,43 +75,44 @@ def unknown(what: OrderIntent, started: float = T0, ended: float = T0 + 2) -> Or
 def test_the_order_placed_during_the_attempt_is_found() -> None:
     acct = account()
     mine = record(T0 + 1)
-    found = reconcile(unknown(intent(acct)), [record(T0 + 1, quantity=8), mine], now=T0 + 3)
+    found = reconcile(unknown(intent(acct)), [record(T0 + 1, quantity=8), mine], now=T0 + 3, ledger=LEDGER)
     assert found is not None and found.order_no == mine.order_no
-    assert (acct, mine.order_no) in KNOWN_ORDERS
+    assert LEDGER.is_known(acct, mine.order_no)
 
 
 def test_nothing_matching_means_not_placed() -> None:
     acct = account()
     others = [record(T0 + 1, side="sell"), record(T0 + 1, price=Decimal("70900")), record(T0 + 1, symbol="000660")]
-    assert reconcile(unknown(intent(acct)), others, now=T0 + 3) is None
+    assert reconcile(unknown(intent(acct)), others, now=T0 + 3, ledger=LEDGER) is None
 
 
 def test_an_identical_order_from_well_before_the_attempt_is_not_it() -> None:
     acct = account()
     older = record(T0 - CLOCK_SLACK_SECONDS - 60)
-    assert reconcile(unknown(intent(acct)), [older], now=T0 + 3) is None
+    assert reconcile(unknown(intent(acct)), [older], now=T0 + 3, ledger=LEDGER) is None
 
 
 def test_an_order_this_process_was_told_about_is_never_claimed_again() -> None:
     acct = account()
     told = record(T0 + 1)
-    KNOWN_ORDERS.add(acct, told.order_no)
-    assert reconcile(unknown(intent(acct)), [told], now=T0 + 3) is None
+    LEDGER.claim(acct, told.order_no)
+    assert reconcile(unknown(intent(acct)), [told], now=T0 + 3, ledger=LEDGER) is None
 
 
 def test_a_claimed_order_is_not_handed_to_a_second_unknown() -> None:
     acct = account()
     only = record(T0 + 1)
-    assert reconcile(unknown(intent(acct)), [only], now=T0 + 3) is not None
-    assert reconcile(unknown(intent(acct)), [only], now=T0 + 3) is None
+    assert reconcile(unknown(intent(acct)), [only], now=T0 + 3, ledger=LEDGER) is not None
+    assert reconcile(unknown(intent(acct)), [only], now=T0 + 3, ledger=LEDGER) is None
 
 
-def test_two_identical_candidates_are_ambiguous_not_guessed() -> None:
+def test_identical_candidates_go_one_to_each_unknown_and_never_twice() -> None:
+    """Requests that asked the same are interchangeable: each unknown gets one, the extra one gets None."""
     acct = account()
-    with pytest.raises(AmbiguousOrderError) as caught:
-        reconcile(unknown(intent(acct)), [record(T0 + 1), record(T0 + 1)], now=T0 + 3)
-    assert len(caught.value.candidates) == 2
-    assert isinstance(caught.value, OrderStatusUnknown)  # still unresolved for callers that catch the parent
+    orders = [record(T0 + 1), record(T0 + 1)]
+    got = [reconcile(unknown(intent(acct)), orders, now=T0 + 3, ledger=LEDGER) for _ in range(3)]
+    assert [g.order_no for g in got if g] == sorted(o.order_no for o in orders)
+    assert got[2] is None  # two live orders, two callers hold them: the third was not placed
 
 
 def test_a_matching_order_stamped_after_the_lookup_means_the_clocks_disagree() -> None:
@@ -120,7 +123,7 @@ def test_a_matching_order_stamped_after_the_lookup_means_the_clocks_disagree() -
     acct = account()
     ahead = record(T0 + 3 * 3600)
     with pytest.raises(AmbiguousOrderError) as caught:
-        reconcile(unknown(intent(acct)), [ahead], now=T0 + 3)
+        reconcile(unknown(intent(acct)), [ahead], now=T0 + 3, ledger=LEDGER)
     assert [order.order_no for order in caught.value.candidates] == [ahead.order_no]
     assert "clock" in str(caught.value)
 
@@ -150,4 +153,4 @@ def test_reconcile_refuses_what_is_not_an_order_failure() -> None:
 
     bare = OrderStatusUnknown("x", intent=None, cause="x", started_at=T0, ended_at=T0)
     with pytest.raises(ConfigurationError):
-        reconcile(bare, [], now=T0)
+        reconcile(bare, [], now=T0, ledger=LEDGER)

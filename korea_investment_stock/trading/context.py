@@ -9,10 +9,11 @@ dead-token replacement and the timeouts with every other call.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..transport import KISResponse
+from .ledger import OrderLedger, process_ledger
 
 
 class RestCall(Protocol):
@@ -41,10 +42,14 @@ class TradingContext:
     """
 
     call: RestCall
-    account_prefix: str
-    account_suffix: str
+    account_prefix: str = field(repr=False)
+    account_suffix: str = field(repr=False)
     mock: bool
     hashkey: Callable[[dict[str, Any]], str] | None = None
+    #: Claims and in-flight tickets, shared as far as the token store reaches.
+    ledger: OrderLedger = field(default_factory=process_ledger)
+    #: The longest one order request may take end to end (slot, token, connect, answer).
+    order_seconds: float = 60.0
 
     @property
     def account(self) -> str:

@@ -16,7 +16,7 @@ from ..transport import KISResponse
 from . import account, history
 from .context import TradingContext
 from .models import Balance, Bar, Buyable, Order, OrderIntent, OrderRecord
-from .orders import DEFAULT_SETTLE_SECONDS, OrderDesk, check_price, reconcile
+from .orders import DEFAULT_SETTLE_SECONDS, OrderDesk, check_price, reconcile, wait_for_identical_requests
 from .trids import OVERSEAS_EXCHANGES, US_EXCHANGES, Exchange, exchange_for
 from .values import KST, as_date, decimal, kst_today
 
@@ -125,6 +125,7 @@ class Trading:
             raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
         if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 60:
             raise ConfigurationError(f"settle must be seconds between 0 and 60, got {settle!r}")
+        wait_for_identical_requests(self.context.ledger, error.intent)
         found = self._look_up(error)  # found at once in the common case: no wait at all
         if found is not None:
             return found
@@ -141,7 +142,7 @@ class Trading:
         started = datetime.fromtimestamp(error.started_at, KST).date()
         first = min(started, kst_today()) - timedelta(days=1)
         records = account.fetch_orders(self.context, first, kst_today(), intent.market)
-        return reconcile(error, records, now=time.time())
+        return reconcile(error, records, now=time.time(), ledger=self.context.ledger)
 
 
 def _symbol(symbol: object) -> str:

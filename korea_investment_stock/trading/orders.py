@@ -24,7 +24,7 @@ arrived into an unknown one.
 
 from __future__ import annotations
 
-import threading
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -42,10 +42,13 @@ from ..errors import (
 )
 from ..transport import KISResponse
 from .context import TradingContext
+from .ledger import MAX_PENDING_WAIT, OrderLedger
 from .models import Order, OrderIntent, OrderRecord, Side
 from .rejections import rejection
 from .trids import Exchange, exchange_for, id_for, tr_id
 from .values import kst_datetime, kst_today, text, ymd
+
+_log = logging.getLogger(__name__)
 
 #: Extra tries of an order whose request provably never left (after the session's own connect retry).
 UNSENT_RETRIES = 2
@@ -61,34 +64,6 @@ CLOCK_SLACK_SECONDS = 30.0
 KR_LIMIT, KR_MARKET = "00", "01"
 #: Overseas ``ORD_DVSN`` ``00``: limit (KIS has no plain market order overseas).
 OVERSEAS_LIMIT = "00"
-
-
-class KnownOrders:
-    """The order numbers this process has been told about, so reconciliation never claims one twice."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: set[tuple[str, str]] = set()
-
-    def add(self, account: str, order_no: str) -> None:
-        with self._lock:
-            self._known.add((account, order_no))
-
-    def claim(self, account: str, order_no: str) -> bool:
-        """Mark ``order_no`` known; False if it already was."""
-        with self._lock:
-            if (account, order_no) in self._known:
-                return False
-            self._known.add((account, order_no))
-            return True
-
-    def __contains__(self, item: tuple[str, str]) -> bool:
-        with self._lock:
-            return item in self._known
-
-
-#: One registry per process: every client of this process shares what it was told.
-KNOWN_ORDERS = KnownOrders()
 
 
 def check_side(side: object) -> Side:
@@ -268,6 +243,27 @@ class OrderDesk:
         if self._context.hashkey is not None:
             headers["hashkey"] = self._context.hashkey(body)  # a failure here sends nothing
         started = time.time()
+        ledger = self._context.ledger
+        # In flight until every try could have ended (the unsent retries reuse the token, so twice the
+        # budget of one request is ample): a reconciliation of the same request waits for it.
+        until = started + 2 * self._context.order_seconds
+        ticket = ledger.begin(intent.account, signature(intent), until)
+        try:
+            response = self._post(intent, path, tr_id_value, body, headers, started)
+            return self._accepted(intent, response, started, what)
+        finally:
+            ledger.end(intent.account, ticket)
+
+    def _post(
+        self,
+        intent: OrderIntent,
+        path: str,
+        tr_id_value: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        started: float,
+    ) -> KISResponse:
+        what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
         unsent_tries = 0
         while True:
             try:
@@ -288,7 +284,7 @@ class OrderDesk:
                 time.sleep(UNSENT_BACKOFF * unsent_tries)
             except MalformedResponseError as exc:
                 raise self._unknown(intent, str(exc), started) from None
-        return self._accepted(intent, response, started, what)
+        return response
 
     def _accepted(self, intent: OrderIntent, response: KISResponse, started: float, what: str) -> Order:
         answer = response.body
@@ -313,7 +309,10 @@ class OrderDesk:
                 original_order_no=intent.original.order_no if intent.original else None,
                 raw=answer,
             )
-            KNOWN_ORDERS.add(intent.account, order_no)
+            if not self._context.ledger.claim(intent.account, order_no):
+                _log.error(  # only when a request outlived its in-flight deadline: say so, the order is ours
+                    "order %s was already claimed by a reconciliation; KIS answered it to this request", order_no
+                )
             return order
         if isinstance(rt_cd, str) and rt_cd.strip() and answer.get("msg_cd"):
             raise rejection(answer, response.status, what)
@@ -347,6 +346,15 @@ def _today_at(clock: str) -> datetime | None:
     return kst_datetime(ymd(kst_today()), clock)
 
 
+def signature(intent: OrderIntent) -> str:
+    """What a request asked, as :func:`matches` compares it: requests with equal signatures are interchangeable."""
+    original = intent.original.order_no if intent.original else ""
+    quantity = "all" if intent.all_remaining else str(intent.quantity)
+    price = "market" if intent.price is None else format(intent.price.normalize(), "f")
+    parts = (intent.kind, intent.market, intent.symbol, intent.side, quantity, price, intent.order_type, original)
+    return "|".join(parts)
+
+
 def matches(intent: OrderIntent, record: OrderRecord, started_at: float, ended_at: float) -> bool:
     """Could ``record`` be the order ``intent`` asked for, sent between ``started_at`` and ``ended_at``?"""
     if record.ordered_at is not None:
@@ -375,60 +383,59 @@ def _same_request(intent: OrderIntent, record: OrderRecord) -> bool:
     return record.price is not None and record.price == intent.price
 
 
+def wait_for_identical_requests(ledger: OrderLedger, intent: OrderIntent) -> None:
+    """Wait while a request asking the same as ``intent`` is in flight anywhere: its answer may name a candidate."""
+    limit = time.monotonic() + MAX_PENDING_WAIT
+    while True:
+        until = ledger.pending(intent.account, signature(intent))
+        now = time.time()
+        if until <= now or time.monotonic() >= limit:
+            return
+        time.sleep(min(0.05, until - now))
+
+
 def reconcile(
     unknown: OrderStatusUnknown,
     records: list[OrderRecord],
     *,
     now: float,
+    ledger: OrderLedger,
 ) -> Order | None:
     """The order ``unknown`` was about, from ``records`` (today's orders), or ``None`` if it is not there.
 
-    Orders this process already knows (told to a caller, or claimed by an
-    earlier reconciliation) are skipped.  More than one candidate raises
-    :class:`AmbiguousOrderError`, and so does a match stamped later than the
-    lookup itself (the host's clock is off, so an absence proves nothing).
+    Orders some caller was told about (by an answer, or an earlier
+    reconciliation, anywhere the ledger reaches) are skipped.  Of the rest, the
+    earliest that matches is claimed: requests that asked the same thing are
+    interchangeable, so which one a caller gets does not matter, only that no
+    order goes to two callers and each unknown gets one or ``None``.  A match
+    stamped later than the lookup itself raises :class:`AmbiguousOrderError`
+    (the host's clock is off, so an absence proves nothing).
     """
     intent = unknown.intent
     if not isinstance(intent, OrderIntent):
         raise ConfigurationError("reconcile_order needs the OrderStatusUnknown an order method raised")
-    candidates = [
-        record
-        for record in records
-        if (intent.account, record.order_no) not in KNOWN_ORDERS
-        and matches(intent, record, unknown.started_at, max(unknown.ended_at, now))
-    ]
-    if not candidates:
-        latest = max(unknown.ended_at, now) + CLOCK_SLACK_SECONDS
-        ahead = [
-            record
-            for record in records
-            if (intent.account, record.order_no) not in KNOWN_ORDERS
-            and record.ordered_at is not None
-            and record.ordered_at.timestamp() > latest
-            and _same_request(intent, record)
-        ]
-        if ahead:  # an order stamped after the lookup: the host's clock disagrees, so "not placed" is a guess
-            raise AmbiguousOrderError(
-                f"{len(ahead)} of today's orders match the unknown {intent.kind} of {intent.quantity} "
-                f"{intent.symbol} but are stamped after this lookup: KIS's clock and this machine's disagree, "
-                "so whether one of them is this order cannot be told",
-                unknown=unknown,
-                candidates=[record.to_order() for record in ahead],
-            )
+    unclaimed = [record for record in records if not ledger.is_known(intent.account, record.order_no)]
+    latest = max(unknown.ended_at, now)
+    candidates = [record for record in unclaimed if matches(intent, record, unknown.started_at, latest)]
+    candidates.sort(key=lambda record: (record.ordered_at is None, record.ordered_at, record.order_no))
+    for record in candidates:
+        if ledger.claim(intent.account, record.order_no):
+            return record.to_order()
+    if candidates:  # every match went to other callers meanwhile: ours is not among them
         return None
-    if len(candidates) > 1:
+    ahead = [
+        record
+        for record in unclaimed
+        if record.ordered_at is not None
+        and record.ordered_at.timestamp() > latest + CLOCK_SLACK_SECONDS
+        and _same_request(intent, record)
+    ]
+    if ahead:
         raise AmbiguousOrderError(
-            f"{len(candidates)} of today's orders match the unknown {intent.kind} of {intent.quantity} "
-            f"{intent.symbol}; KIS has no client order id to tell them apart",
+            f"{len(ahead)} of today's orders match the unknown {intent.kind} of {intent.quantity} "
+            f"{intent.symbol} but are stamped after this lookup: KIS's clock and this machine's disagree, "
+            "so whether one of them is this order cannot be told",
             unknown=unknown,
-            candidates=[record.to_order() for record in candidates],
+            candidates=[record.to_order() for record in ahead],
         )
-    found = candidates[0]
-    if not KNOWN_ORDERS.claim(intent.account, found.order_no):  # another thread claimed it meanwhile
-        raise AmbiguousOrderError(
-            f"order {found.order_no} matches the unknown {intent.kind} of {intent.quantity} {intent.symbol}, "
-            "but another reconciliation in this process claimed it first",
-            unknown=unknown,
-            candidates=[found.to_order()],
-        )
-    return found.to_order()
+    return None
