@@ -83,7 +83,7 @@ def test_racing_processes_never_claim_one_number_twice(
             "url": request.getfixturevalue("redis_server_url"),
             "prefix": request.getfixturevalue("redis_prefix"),
         }
-    numbers = [f"{n:010d}" for n in range(300)]
+    numbers = [f"{n:010d}" for n in range(600)]
     context = multiprocessing.get_context("spawn")
     start, queue = context.Barrier(5), context.Queue()
     processes = [context.Process(target=claim_all, args=(shared, numbers, start, queue)) for _ in range(4)]
@@ -95,7 +95,7 @@ def test_racing_processes_never_claim_one_number_twice(
         process.join(30)
     counts = Counter(number for batch in won for number in batch)
     assert sorted(counts) == numbers and set(counts.values()) == {1}  # each number once, none lost
-    print(f"\n{kind}: 4 processes x 300 claims: wins per process {[len(batch) for batch in won]}")
+    print(f"\n{kind}: 4 processes x 600 claims: wins per process {[len(batch) for batch in won]}")
     assert sum(1 for batch in won if batch) >= 2, "the processes never raced: the test proved nothing"
 
 
