@@ -1,0 +1,107 @@
+"""Child processes of the real-time fleet tests: each is a separate program with its own client.
+
+A worker builds its store (file or Redis) and a ``KoreaInvestment`` against the fake, opens one
+stream, and obeys commands from its queue; it reports what its stream saw to the results queue
+(the first event of each kind after a subscribe or a gap, every gap, and counts on demand), so the
+test process can assert "a Gap, then events" without sharing memory with it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+HANG = 60.0
+
+
+def build_client(spec: dict[str, Any]) -> Any:
+    from korea_investment_stock.client import KoreaInvestment
+
+    if spec["store"] == "file":
+        from korea_investment_stock.token.file import FileTokenStorage
+
+        store: Any = FileTokenStorage(spec["token_file"])
+    else:
+        from korea_investment_stock.token.redis import LockingRedisTokenStorage
+
+        store = LockingRedisTokenStorage(spec["redis_url"], key_prefix=spec["prefix"])
+    return KoreaInvestment(
+        spec["app_key"],
+        spec["app_secret"],
+        "12345678-01",
+        token_storage=store,
+        base_url=spec["kis_url"],
+        ws_url=spec["ws_url"],
+        hts_id=spec.get("hts_id"),
+    )
+
+
+def stream_worker(spec: dict[str, Any], commands: Any, results: Any) -> None:
+    """Serve commands until ``exit``: subscribe, unsubscribe, counts, role."""
+    from korea_investment_stock.realtime import Gap, Trade
+
+    pid = os.getpid()
+    try:
+        kis = build_client(spec)
+        stream = kis.stream(**spec.get("options", {}))
+    except Exception:
+        results.put({"pid": pid, "kind": "error", "error": traceback.format_exc()})
+        return
+    counts = {"trades": 0, "gaps": 0, "other": 0}
+    state = {"after_gap": False}
+
+    def consume() -> None:
+        for event in stream:
+            if isinstance(event, Gap):
+                counts["gaps"] += 1
+                state["after_gap"] = True
+                results.put(
+                    {
+                        "pid": pid,
+                        "kind": "gap",
+                        "start": event.start.timestamp(),
+                        "end": event.end.timestamp(),
+                        "reason": event.reason,
+                        "at": time.time(),
+                    }
+                )
+            elif isinstance(event, Trade):
+                counts["trades"] += 1
+                if counts["trades"] == 1 or state["after_gap"]:
+                    results.put(
+                        {
+                            "pid": pid,
+                            "kind": "trade",
+                            "symbol": event.symbol,
+                            "after_gap": state["after_gap"],
+                            "at": time.time(),
+                        }
+                    )
+                    state["after_gap"] = False
+            else:
+                counts["other"] += 1
+
+    threading.Thread(target=consume, daemon=True).start()
+    results.put({"pid": pid, "kind": "ready"})
+    while True:
+        command = commands.get(timeout=HANG * 5)
+        action = command["action"]
+        try:
+            if action == "subscribe":
+                started = time.monotonic()
+                stream.subscribe(trades=command.get("trades", ()), orderbooks=command.get("orderbooks", ()))
+                results.put({"pid": pid, "kind": "subscribed", "seconds": time.monotonic() - started})
+            elif action == "unsubscribe":
+                stream.unsubscribe(trades=command.get("trades", ()))
+                results.put({"pid": pid, "kind": "unsubscribed"})
+            elif action == "counts":
+                results.put({"pid": pid, "kind": "counts", **counts})
+            elif action == "exit":
+                stream.close()
+                results.put({"pid": pid, "kind": "bye"})
+                return
+        except Exception as exc:
+            results.put({"pid": pid, "kind": "failed", "type": type(exc).__name__, "error": str(exc)})

@@ -1,0 +1,200 @@
+"""Several processes, one app key, one KIS session: the fleet shares it, and survives its owner's death.
+
+Real processes (spawned, as separate programs would be), the fake KIS WebSocket in this process as
+the only witness of what went over the wire: ``max_concurrent`` proves there were never two
+sessions, ``opsp8996`` that no second socket was even tried, ``subscriptions`` what KIS holds.
+Waits are on the fake's counters and the workers' reports, never sleeps.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("websockets")
+
+from korea_investment_stock.realtime.owner import WANTS_TTL, Backend
+from korea_investment_stock.testing import FakeKIS
+
+from .realtime_workers import HANG, stream_worker
+from .redis_fixtures import redis_prefix, redis_server_url, redis_url  # noqa: F401
+
+CTX = multiprocessing.get_context("spawn")
+#: The failover target is 3 s; the test only refuses a hang (the figure is printed).
+FAILOVER_HANG = 15.0
+#: The stated bound for a dead process's wants, plus the owner's reconcile interval and slack.
+EXPIRY_BOUND = WANTS_TTL + 3.0
+
+
+class Fleet:
+    """Worker processes and their reports (one queue, buffered per pid)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.results = CTX.Queue()
+        self.workers: dict[int, tuple[Any, Any]] = {}
+        self.seen: list[dict[str, Any]] = []
+
+    def start(self, count: int) -> list[int]:
+        started = []
+        for _ in range(count):
+            commands = CTX.Queue()
+            process = CTX.Process(target=stream_worker, args=(self.spec, commands, self.results))
+            process.start()
+            started.append((process, commands))
+        pids = []
+        for process, commands in started:
+            assert process.pid is not None
+            self.workers[process.pid] = (process, commands)
+            pids.append(process.pid)
+        for pid in pids:
+            self.expect(pid, "ready")
+        return pids
+
+    def send(self, pid: int, **command: Any) -> None:
+        self.workers[pid][1].put(command)
+
+    def expect(self, pid: int, kind: str, timeout: float = HANG, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for report in self.seen:
+                if report["pid"] == pid and report["kind"] in (kind, "error"):
+                    if report["kind"] == "error":
+                        pytest.fail(f"worker {pid} failed: {report['error']}")
+                    if all(report.get(k) == v for k, v in match.items()):
+                        self.seen.remove(report)
+                        return report
+            left = deadline - time.monotonic()
+            assert left > 0, f"worker {pid} did not report {kind} {match} within {timeout}s; seen {self.seen}"
+            try:
+                self.seen.append(self.results.get(timeout=left))
+            except Exception:
+                continue
+
+    def kill(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+        self.workers[pid][0].join(10)
+
+    def close(self) -> None:
+        for process, commands in self.workers.values():
+            if process.is_alive():
+                commands.put({"action": "exit"})
+        for process, _ in self.workers.values():
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeKIS]:
+    with FakeKIS(rest_rate_limit=None, websocket=True) as server:
+        server.stream.configure(data_interval=0.05)
+        yield server
+
+
+@pytest.fixture(params=["file", "redis"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "file":
+        return {"store": "file", "token_file": str(tmp_path / "kis" / "token.key")}
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("redis_prefix")
+    return {"store": "redis", "redis_url": url, "prefix": prefix}
+
+
+def backend_of(spec: dict[str, Any], app_key: str) -> Backend:
+    from korea_investment_stock.realtime.owner import backend_for
+
+    if spec["store"] == "file":
+        from korea_investment_stock.token.file import FileTokenStorage
+
+        return backend_for(FileTokenStorage(spec["token_file"]), app_key)
+    from korea_investment_stock.token.redis import LockingRedisTokenStorage
+
+    return backend_for(LockingRedisTokenStorage(spec["redis_url"], key_prefix=spec["prefix"]), app_key)
+
+
+def owner_pid(backend: Backend, timeout: float = HANG) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = backend.coordinator.state()
+        if state is not None:
+            return state.owner.pid
+        time.sleep(0.05)  # polling the store: the owner publishes its state every few seconds
+    raise AssertionError("no session owner recorded")
+
+
+@pytest.mark.slow
+def test_fleet_shares_one_session_and_survives_the_owner(fake: FakeKIS, store_spec: dict[str, Any]) -> None:
+    spec = {
+        **store_spec,
+        "app_key": fake.app_key,
+        "app_secret": fake.app_secret,
+        "kis_url": fake.url,
+        "ws_url": fake.ws_url,
+    }
+    app = fake.app_key
+    wants = {0: ["005930", "000660"], 1: ["000660", "035720"], 2: ["035720", "051910"]}
+    fleet = Fleet(spec)
+    try:
+        pids = fleet.start(3)
+        for i, pid in enumerate(pids):
+            fleet.send(pid, action="subscribe", trades=wants[i])
+        for pid in pids:
+            fleet.expect(pid, "subscribed")
+        union = {s for symbols in wants.values() for s in symbols}
+        stats = fake.stream.wait_for(lambda s: s.subscriptions.get(app) == len(union))
+        assert stats.max_concurrent[app] == 1
+        for pid in pids:
+            fleet.expect(pid, "trade")
+
+        # The cap, from whichever process: nothing changes at KIS, no OPSP0008 is provoked.
+        many = [f"{100000 + i}" for i in range(41 - len(union) + 1)]
+        fleet.send(pids[2], action="subscribe", trades=many)
+        refused = fleet.expect(pids[2], "failed")
+        assert refused["type"] == "SubscriptionLimitError" and "41" in refused["error"]
+        stats = fake.stream.stats
+        assert stats.subscriptions[app] == len(union) and stats.opsp0008 == 0
+
+        # SIGKILL the owner: one survivor takes over; every survivor sees a Gap, then trades.
+        backend = backend_of(spec, app)
+        victim = owner_pid(backend)
+        assert victim in pids
+        survivors = [p for p in pids if p != victim]
+        killed_at = time.time()
+        fleet.kill(victim)
+        resumed = []
+        for pid in survivors:
+            gap = fleet.expect(pid, "gap", timeout=FAILOVER_HANG)
+            trade = fleet.expect(pid, "trade", timeout=FAILOVER_HANG, after_gap=True)
+            assert trade["at"] >= gap["at"]
+            resumed.append(trade["at"] - killed_at)
+        print(f"\n[{spec['store']}] failover: events again {max(resumed):.2f}s after SIGKILL of the owner")
+        stats = fake.stream.stats
+        assert stats.max_concurrent[app] == 1, stats.session_log
+        assert stats.opsp8996 == 0
+
+        # The dead owner's wants lapse within the bound; KIS then holds the survivors' union only.
+        left = {s for i, pid in enumerate(pids) if pid != victim for s in wants[i]}
+        started = time.monotonic()
+        fake.stream.wait_for(lambda s: s.subscriptions.get(app) == len(left), timeout=EXPIRY_BOUND)
+        print(f"[{spec['store']}] the killed owner's wants released after {time.monotonic() - started:.2f}s")
+
+        # A follower (not the owner) killed: its wants lapse too.
+        new_owner = owner_pid(backend)
+        follower = next(p for p in survivors if p != new_owner)
+        fleet.kill(follower)
+        remaining = {s for i, pid in enumerate(pids) if pid == new_owner for s in wants[i]}
+        started = time.monotonic()
+        fake.stream.wait_for(lambda s: s.subscriptions.get(app) == len(remaining), timeout=EXPIRY_BOUND)
+        print(f"[{spec['store']}] a killed follower's wants released after {time.monotonic() - started:.2f}s")
+        assert fake.stream.stats.max_concurrent[app] == 1
+    finally:
+        fleet.close()
