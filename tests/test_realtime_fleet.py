@@ -8,9 +8,12 @@ Waits are on the fake's counters and the workers' reports, never sleeps.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,6 +134,41 @@ def owner_pid(backend: Backend, timeout: float = HANG) -> int:
     raise AssertionError("no session owner recorded")
 
 
+def stream_status(spec: dict[str, Any], app_key: str, *flags: str) -> str:
+    """``kis-token stream-status`` run as a user would, in a child process with the store's variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOREA_INVESTMENT_")}
+    env["KOREA_INVESTMENT_API_KEY"] = app_key
+    if spec["store"] == "file":
+        env["KOREA_INVESTMENT_TOKEN_FILE"] = spec["token_file"]
+    else:
+        env.update(
+            KOREA_INVESTMENT_TOKEN_STORAGE="redis",
+            KOREA_INVESTMENT_REDIS_URL=spec["redis_url"],
+            KOREA_INVESTMENT_REDIS_KEY_PREFIX=spec["prefix"],
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "korea_investment_stock", "stream-status", *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def check_stream_status(spec: dict[str, Any], app_key: str, pids: list[int], held: int) -> None:
+    document = json.loads(stream_status(spec, app_key, "--json"))
+    owner_pid = int(document["owner"].rsplit(" ", 1)[1])
+    assert owner_pid in pids and document["held"] == held and document["cap"] == 41
+    assert sorted(s["pid"] for s in document["subscribers"]) == sorted(pids)
+    text = stream_status(spec, app_key)
+    assert f"{held}/41 held at KIS" in text and f"pid {owner_pid}" in text
+    for output in (text, json.dumps(document)):
+        assert app_key not in output and app_key[:12] not in output
+
+
 @pytest.mark.slow
 def test_fleet_shares_one_session_and_survives_the_owner(fake: FakeKIS, store_spec: dict[str, Any]) -> None:
     spec = {
@@ -154,6 +192,7 @@ def test_fleet_shares_one_session_and_survives_the_owner(fake: FakeKIS, store_sp
         assert stats.max_concurrent[app] == 1
         for pid in pids:
             fleet.expect(pid, "trade")
+        check_stream_status(spec, app, pids, held=len(union))
 
         # The cap, from whichever process: nothing changes at KIS, no OPSP0008 is provoked.
         many = [f"{100000 + i}" for i in range(41 - len(union) + 1)]
