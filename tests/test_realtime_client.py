@@ -105,3 +105,21 @@ def test_the_cap_counts_the_union_and_disturbs_nothing(fake: FakeKIS, store: Fil
         stream.subscribe(trades=["005930"])  # the 41st fits
         stats = fake.stream.wait_for(lambda s: s.subscriptions.get(app) == 41)
         assert stats.opsp0008 == 0 and stats.max_concurrent[app] == 1
+
+
+def test_a_fill_of_the_fake_account_arrives_as_an_execution_notice(fake: FakeKIS, store: FileTokenStorage) -> None:
+    fake.open_account("12345678-01", cash_krw=10_000_000, hts_id=HTS)
+    fake.set_price("005930", 70000)
+    kis = client(fake, store, hts_id=HTS)
+    with kis.stream() as stream:
+        stream.subscribe(notices=True)
+        order = kis.place_order("005930", "buy", 3)  # a market order: the fake fills it at once
+        notice = stream.get(timeout=5)
+    assert isinstance(notice, ExecutionNotice)
+    assert (notice.order_number.lstrip("0"), notice.symbol, notice.side) == (
+        order.order_no.lstrip("0"),
+        "005930",
+        "buy",
+    )
+    assert (notice.filled, notice.filled_quantity) == (True, 3)
+    assert fake.stream.stats.notices_sent == 1
