@@ -9,9 +9,7 @@ Waits are on the fake's counters and the workers' reports, never sleeps.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,77 +21,16 @@ import pytest
 
 pytest.importorskip("websockets")
 
-from korea_investment_stock.realtime.owner import WANTS_TTL, Backend
+from korea_investment_stock.realtime.owner import WANTS_TTL
 from korea_investment_stock.testing import FakeKIS
 
-from .realtime_workers import HANG, stream_worker
+from .realtime_workers import HANG, Fleet, backend_of, owner_pid
 from .redis_fixtures import redis_prefix, redis_server_url, redis_url  # noqa: F401
 
-CTX = multiprocessing.get_context("spawn")
 #: The failover target is 3 s; the test only refuses a hang (the figure is printed).
 FAILOVER_HANG = 15.0
 #: The stated bound for a dead process's wants, plus the owner's reconcile interval and slack.
 EXPIRY_BOUND = WANTS_TTL + 3.0
-
-
-class Fleet:
-    """Worker processes and their reports (one queue, buffered per pid)."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.spec = spec
-        self.results = CTX.Queue()
-        self.workers: dict[int, tuple[Any, Any]] = {}
-        self.seen: list[dict[str, Any]] = []
-
-    def start(self, count: int) -> list[int]:
-        started = []
-        for _ in range(count):
-            commands = CTX.Queue()
-            process = CTX.Process(target=stream_worker, args=(self.spec, commands, self.results))
-            process.start()
-            started.append((process, commands))
-        pids = []
-        for process, commands in started:
-            assert process.pid is not None
-            self.workers[process.pid] = (process, commands)
-            pids.append(process.pid)
-        for pid in pids:
-            self.expect(pid, "ready")
-        return pids
-
-    def send(self, pid: int, **command: Any) -> None:
-        self.workers[pid][1].put(command)
-
-    def expect(self, pid: int, kind: str, timeout: float = HANG, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for report in self.seen:
-                if report["pid"] == pid and report["kind"] in (kind, "error"):
-                    if report["kind"] == "error":
-                        pytest.fail(f"worker {pid} failed: {report['error']}")
-                    if all(report.get(k) == v for k, v in match.items()):
-                        self.seen.remove(report)
-                        return report
-            left = deadline - time.monotonic()
-            assert left > 0, f"worker {pid} did not report {kind} {match} within {timeout}s; seen {self.seen}"
-            try:
-                self.seen.append(self.results.get(timeout=left))
-            except Exception:
-                continue
-
-    def kill(self, pid: int) -> None:
-        os.kill(pid, signal.SIGKILL)
-        self.workers[pid][0].join(10)
-
-    def close(self) -> None:
-        for process, commands in self.workers.values():
-            if process.is_alive():
-                commands.put({"action": "exit"})
-        for process, _ in self.workers.values():
-            process.join(10)
-            if process.is_alive():
-                process.kill()
-                process.join(5)
 
 
 @pytest.fixture
@@ -110,28 +47,6 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix")
     return {"store": "redis", "redis_url": url, "prefix": prefix}
-
-
-def backend_of(spec: dict[str, Any], app_key: str) -> Backend:
-    from korea_investment_stock.realtime.owner import backend_for
-
-    if spec["store"] == "file":
-        from korea_investment_stock.token.file import FileTokenStorage
-
-        return backend_for(FileTokenStorage(spec["token_file"]), app_key)
-    from korea_investment_stock.token.redis import LockingRedisTokenStorage
-
-    return backend_for(LockingRedisTokenStorage(spec["redis_url"], key_prefix=spec["prefix"]), app_key)
-
-
-def owner_pid(backend: Backend, timeout: float = HANG) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = backend.coordinator.state()
-        if state is not None:
-            return state.owner.pid
-        time.sleep(0.05)  # polling the store: the owner publishes its state every few seconds
-    raise AssertionError("no session owner recorded")
 
 
 def stream_status(spec: dict[str, Any], app_key: str, *flags: str) -> str:
