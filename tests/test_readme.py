@@ -69,3 +69,15 @@ def test_trading_example_runs_as_written() -> None:
     namespace: dict[str, Any] = {}
     exec(code, namespace)  # its own asserts: positions, order kinds, the reconciled unknown order
     assert namespace["order"].quantity == 3
+
+
+def test_realtime_example_runs_as_written() -> None:
+    import pytest
+
+    pytest.importorskip("websockets")
+    from korea_investment_stock.realtime.node import close_nodes
+
+    try:
+        exec(example_after("## Real-time"), {})
+    finally:
+        close_nodes()
