@@ -38,6 +38,7 @@ from .errors import (
 )
 from .limits import DEFAULT_ACQUIRE_TIMEOUT, NoRateLimit, RateLimiter, limiter_for
 from .market import ipo
+from .realtime.settings import resolve_hts_id, resolve_ws_url
 from .token.credentials import Credentials
 from .token.factory import storage_from_env
 from .token.issuer import TokenIssuer
@@ -63,6 +64,7 @@ from .validation import TimeoutSetting, check_count, check_seconds, check_timeou
 
 if TYPE_CHECKING:
     from .errors import OrderStatusUnknown
+    from .realtime.stream import Stream
     from .trading import Balance, Bar, Buyable, Order, OrderRecord, Trading
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,10 @@ class KoreaInvestment:
             (``KOREA_INVESTMENT_MASTER_CACHE_DIR``; default ``masters/`` beside the token file).
         use_hashkey: send a ``hashkey`` header (one ``/uapi/hashkey`` call) with every order;
             KIS no longer requires it, so it is off by default.
+        ws_url: the real-time WebSocket (``KOREA_INVESTMENT_WS_URL``; default KIS's real or
+            mock address), e.g. the fake server's :attr:`~.testing.FakeKIS.ws_url`.
+        hts_id: the account holder's HTS ID, which keys execution notices
+            (``KOREA_INVESTMENT_HTS_ID``); ``stream.subscribe(notices=True)`` needs it.
 
     Construction obtains a token: from the store when a valid one is there (no
     HTTP call), else through :meth:`issue_access_token`, which runs the store's
@@ -173,6 +179,8 @@ class KoreaInvestment:
         rate_limit_wait: float = DEFAULT_ACQUIRE_TIMEOUT,
         rate_limit_token_calls: bool = False,
         use_hashkey: bool = False,
+        ws_url: str | None = None,
+        hts_id: str | None = None,
     ) -> None:
         mock, token_storage = _mock_and_store(mock, token_storage)
         credentials = Credentials(api_key, api_secret)  # checks both: non-empty strings
@@ -190,6 +198,8 @@ class KoreaInvestment:
         self.acc_no_prefix, self.acc_no_postfix = acc_no.split("-")
         self.mock = mock
         self.base_url = resolve_base_url(base_url, mock)
+        self.ws_url = resolve_ws_url(ws_url, mock=mock)
+        self.hts_id = resolve_hts_id(hts_id)
         self.timeout = check_timeout(timeout)
         self.rate_limit_retries = rate_limit_retries
         self._master_url = master_url
@@ -573,6 +583,35 @@ class KoreaInvestment:
         return hash_value
 
     # ------------------------------------------------------------------- trading
+    def stream(self, *, maxsize: int | None = None, **options: Any) -> Stream:
+        """A real-time stream on the app key's ONE WebSocket session, shared by every process of the store.
+
+        ``with kis.stream() as stream: stream.subscribe(trades=["005930"]); for event in stream: ...``
+        yields :class:`~.realtime.Trade`, :class:`~.realtime.OrderBook`,
+        :class:`~.realtime.ExecutionNotice` and :class:`~.realtime.Gap`. The first stream of a
+        process joins the app key's fleet (:mod:`.realtime.node`): the file store shares the
+        session between the host's processes, a Redis store between servers, any other store
+        keeps it in this process. ``options`` (``ack_timeout``, ``grace``, and the
+        :class:`~.realtime.session.Session` settings) apply when this process's node is created.
+        Needs the ``[realtime]`` extra when the session connects.
+        """
+        from .realtime.approval import issue_approval_key
+        from .realtime.node import node_for
+        from .realtime.owner import backend_for
+        from .realtime.stream import DEFAULT_QUEUE_SIZE
+        from .token.record import key_id
+
+        credentials, base_url = self.credentials, self.base_url
+
+        def issue() -> str:
+            return issue_approval_key(base_url, credentials.api_key, credentials.secret())
+
+        backend = backend_for(self.token_storage, self.api_key)
+        node = node_for(
+            backend, key_id(self.api_key), self.ws_url, issue, mock=self.mock, hts_id=self.hts_id, **options
+        )
+        return node.stream(maxsize=maxsize or DEFAULT_QUEUE_SIZE, hts_id=self.hts_id)
+
     def _trading_desk(self) -> Trading:
         """This client's trading room, made on first use (the account and host are fixed by then)."""
         if self._trading is None or self._trading.context.mock != self.mock:

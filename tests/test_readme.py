@@ -108,3 +108,15 @@ def test_the_readme_trading_example_runs_against_the_fake_account(tmp_path: Path
             exec(example_after("README.md", "## Trading"), namespace)
         assert [p.symbol for p in namespace["positions"]] == ["005930"]
         assert sorted(row["kind"] for row in server.orders()) == ["cancel", "new", "new", "revise"]
+
+
+def test_realtime_example_runs_as_written() -> None:
+    import pytest
+
+    pytest.importorskip("websockets")
+    from korea_investment_stock.realtime.node import close_nodes
+
+    try:
+        exec(example_after("realtime.md", "# Real-time"), {})
+    finally:
+        close_nodes()

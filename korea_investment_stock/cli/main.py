@@ -326,6 +326,30 @@ def _require_redis_package() -> None:
         ) from None
 
 
+def _stream_status(args: argparse.Namespace, out: Output) -> int:
+    from ..realtime.status import stream_status
+
+    api_key = (os.environ.get(ENV_API_KEY) or "").strip()
+    if not api_key:
+        raise UsageError(f"set {ENV_API_KEY}: the session is the app key's")
+    status = stream_status(_storage(args), api_key)
+    age = "no session open" if status.session_age is None else duration(status.session_age)
+    rows: list[tuple[str, object]] = [
+        ("backend", status.backend),
+        ("app key", status.app_key),
+        ("owner", status.owner or "none (the next process to stream becomes owner)"),
+        ("session age", age),
+        ("subscriptions", f"{status.held}/{status.cap} held at KIS ({status.wanted} wanted)"),
+        ("subscribers", len(status.subscribers)),
+    ]
+    rows += [
+        (f"  {s.host} pid {s.pid}", f"{s.wants} wanted, lapses in {s.lapses_in:g}s unless renewed")
+        for s in status.subscribers
+    ]
+    out.result("stream-status", True, status.to_dict(), table(rows))
+    return EXIT_OK
+
+
 # -------------------------------------------------------------------------------------------- parser
 def _common_options(defaults: bool) -> argparse.ArgumentParser:
     """Options accepted before or after the command; the command's copy wins when given."""
@@ -406,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     price.set_defaults(handler=_price, name="price")
 
+    stream_status = commands.add_parser(
+        "stream-status", parents=[common], help="the app key's shared real-time session: owner, age, subscriptions"
+    )
+    stream_status.set_defaults(handler=_stream_status, name="stream-status")
     demo = commands.add_parser("demo", parents=[common], help="stampede a fake KIS server and count tokenP calls")
     demo.add_argument("--processes", type=int, default=4, help="worker processes (default 4)")
     demo.add_argument("--threads", type=int, default=25, help="threads per process (default 25)")

@@ -21,9 +21,22 @@ from .registry import Registry, Subscription, SubscriptionRegistry
 from .session import Session
 from .stream import DEFAULT_QUEUE_SIZE, Stream
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "holders_of"]
 
 _log = logging.getLogger(__name__)
+
+
+def holders_of(event: Event, registry: Registry, hts_id: str | None) -> frozenset[str] | None:
+    """Who gets ``event``: the holders of its (kind, symbol), or None for everyone (a ``Gap``)."""
+    if isinstance(event, Gap):
+        return None
+    if isinstance(event, Trade):
+        return registry.holders(Subscription("trades", event.symbol))
+    if isinstance(event, OrderBook):
+        return registry.holders(Subscription("orderbooks", event.symbol))
+    if isinstance(event, ExecutionNotice) and hts_id:
+        return registry.holders(Subscription("notices", hts_id))
+    return frozenset()
 
 
 class Hub:
@@ -96,17 +109,8 @@ class Hub:
     def _dispatch(self, event: Event) -> None:
         with self._lock:
             streams = dict(self._streams)
-        if isinstance(event, Gap):
-            targets = list(streams.values())
-        else:
-            holders: frozenset[str] = frozenset()
-            if isinstance(event, Trade):
-                holders = self.registry.holders(Subscription("trades", event.symbol))
-            elif isinstance(event, OrderBook):
-                holders = self.registry.holders(Subscription("orderbooks", event.symbol))
-            elif isinstance(event, ExecutionNotice) and self.hts_id:
-                holders = self.registry.holders(Subscription("notices", self.hts_id))
-            targets = [streams[h] for h in holders if h in streams]
+        holders = holders_of(event, self.registry, self.hts_id)
+        targets = streams.values() if holders is None else [streams[h] for h in holders if h in streams]
         for stream in targets:
             stream.deliver(event)
 

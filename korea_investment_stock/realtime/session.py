@@ -12,8 +12,9 @@ subscribes again to everything wanted and then reports one :class:`Gap` from the
 moment. One request is in flight at a time (KIS pairs answers by tr_id/tr_key, and refusals such
 as OPSP8996 carry neither).
 
-What phase 2 changes: nothing here. It runs this session in the elected owner and passes
-``approval_keys`` routed through the store's single flight.
+Phase 2 runs this session in the elected owner only (:mod:`.node`): ``on_frame`` hands every
+data frame's text (a notice decrypted) to the relay, and ``may_connect`` is the owner's lease,
+asked before every connect, so a fenced owner never opens a socket.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class Session:
         backoff: Backoff | None = None,
         reconnects_per_minute: int = 6,
         early_notice_limit: int = 64,
+        on_frame: Callable[[str], None] | None = None,
+        may_connect: Callable[[], bool] | None = None,
     ) -> None:
         self.url = url
         self._approval_keys = approval_keys
@@ -106,6 +109,8 @@ class Session:
         self._backoff = backoff or Backoff()
         self._budget = ReconnectBudget(reconnects_per_minute)
         self._early_limit = early_notice_limit
+        self._on_frame = on_frame
+        self._may_connect = may_connect
         self._cond = threading.Condition()
         self._request_lock = threading.Lock()
         self._closing = threading.Event()
@@ -224,6 +229,8 @@ class Session:
     # -- connecting ----------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        if self._may_connect is not None and not self._may_connect():
+            raise RealtimeError("not connecting: this process no longer owns the app key's session")
         client = _websockets()
         try:
             return client.connect(
@@ -326,6 +333,8 @@ class Session:
             _log.warning("unreadable KIS frame: %s", exc)
             return
         if isinstance(frame, frames.DataFrame):
+            if self._on_frame is not None and not frame.encrypted:
+                self._on_frame(text)
             self._on_data(frame)
         elif frame.is_pingpong:
             self.stats.pings_answered += 1  # counted first: the fake may see the echo before we return
@@ -345,7 +354,10 @@ class Session:
                     return
             from .crypto import decrypt
 
-            events = list(frames.parse_notices(decrypt(frame.payload, *cipher), frame.count, frame.tr_id))
+            plaintext = decrypt(frame.payload, *cipher)
+            if self._on_frame is not None:
+                self._on_frame(f"0|{frame.tr_id}|{frame.count:03d}|{plaintext}")
+            events = list(frames.parse_notices(plaintext, frame.count, frame.tr_id))
         elif frame.tr_id == frames.TRADE_TR_ID:
             events = list(frames.parse_trades(frame))
         elif frame.tr_id == frames.ORDERBOOK_TR_ID:

@@ -151,6 +151,7 @@ class Stream:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran: the stream holds no wants and ``get`` returns ``None`` at once."""
         return self._closed
 
     def close(self) -> None:

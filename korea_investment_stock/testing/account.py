@@ -48,7 +48,7 @@ import hashlib
 import random
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -463,6 +463,17 @@ class Accounts:
         self._prices: dict[str, Decimal] = {}
         self._faults: list[_OrderFault] = []
         self._page_keys: OrderedDict[tuple[str, str], tuple[tuple[str, ...], int]] = OrderedDict()
+        #: Told of every fill ``(row, quantity, price, hts_id)`` of an account opened with an HTS ID
+        #: (the server turns it into an execution notice on the fake WebSocket).
+        self.fill_listener: Callable[[OrderRow, int, Decimal, str], None] | None = None
+        self._hts_ids: dict[str, str] = {}
+
+    def set_hts_id(self, acc_no: str, hts_id: str | None) -> None:
+        """Key ``acc_no``'s execution notices by ``hts_id`` (None: no notices)."""
+        if hts_id:
+            self._hts_ids[acc_no] = hts_id
+        else:
+            self._hts_ids.pop(acc_no, None)
 
     # ------------------------------------------------------------------ control
     def open_account(
@@ -691,6 +702,9 @@ class Accounts:
         return (held.quantity if held else 0) - self._reserved_quantity(book, symbol)
 
     def _fill(self, book: _Book, row: OrderRow, qty: int, price: Decimal) -> None:
+        hts_id = self._hts_ids.get(row.acc_no)
+        if hts_id and self.fill_listener is not None:
+            self.fill_listener(row, qty, price, hts_id)
         row.filled += qty
         row.remaining -= qty
         row.fill_amount += qty * price

@@ -326,6 +326,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cash_krw=payload.get("cash_krw"),
                 cash_usd=payload.get("cash_usd"),
                 positions=None if positions is None else {str(k): tuple(v) for k, v in dict(positions).items()},
+                hts_id=payload.get("hts_id"),
             )
         elif action == "set_price":
             owner.set_price(str(payload["symbol"]), str(payload["price"]))
@@ -577,6 +578,7 @@ class FakeKIS:
         self._lifecycle = threading.Lock()
         self._websocket = websocket
         self._stream = FakeStream(self._state.approval_key_app, host=host)
+        self._state.on_fill(self._notify_fill)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -719,15 +721,24 @@ class FakeKIS:
         cash_krw: object = None,
         cash_usd: object = None,
         positions: Mapping[str, tuple[Any, ...]] | None = None,
+        hts_id: str | None = None,
     ) -> None:
         """Open (or re-open, replacing cash and positions) the account ``"12345678-01"``.
+
+        ``hts_id``: the account holder's HTS ID; the account's domestic fills are then sent as
+        encrypted execution notices to the fake WebSocket's subscribers of that ID.
 
         ``cash_krw`` / ``cash_usd`` default to the ``account_cash_krw`` / ``account_cash_usd``
         settings; ``positions`` is ``{symbol: (quantity, average_price)}`` (a third item
         names the exchange of a non-US overseas symbol, e.g. ``(10, "150", "TKSE")``).
         Orders still resting on the old book stop resting; past order rows stay listed.
         """
-        self._state.open_account(acc_no, cash_krw, cash_usd, positions)
+        self._state.open_account(acc_no, cash_krw, cash_usd, positions, hts_id)
+
+    def _notify_fill(self, row: Any, quantity: int, price: Decimal, hts_id: str) -> None:
+        """A domestic fill of an account with an HTS ID becomes an execution notice (if the WebSocket runs)."""
+        if row.market == "KR" and self._stream.running:
+            self._stream.emit_notice(hts_id, row.odno, row.symbol, row.side, quantity, str(price))
 
     def set_price(self, symbol: str, price: object) -> None:
         """Set the current price of ``symbol`` (int, str or Decimal): fills and quotes both use it.

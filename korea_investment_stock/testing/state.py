@@ -725,10 +725,20 @@ class KISState:
     # -- the account book (FakeKIS delegates here) ---------------------------------------
 
     def open_account(
-        self, acc_no: str, cash_krw: object, cash_usd: object, positions: Mapping[str, Any] | None
+        self,
+        acc_no: str,
+        cash_krw: object,
+        cash_usd: object,
+        positions: Mapping[str, Any] | None,
+        hts_id: str | None = None,
     ) -> None:
         with self._mutating():
             self._accounts.open_account(acc_no, self._settings, cash_krw, cash_usd, positions)
+            self._accounts.set_hts_id(acc_no, hts_id)
+
+    def on_fill(self, listener: Callable[[account.OrderRow, int, Decimal, str], None]) -> None:
+        """Call ``listener(row, quantity, price, hts_id)`` at every fill of an account with an HTS ID."""
+        self._accounts.fill_listener = listener
 
     def set_price(self, symbol: str, price: object) -> None:
         with self._mutating():
