@@ -154,3 +154,35 @@ def test_reconcile_refuses_what_is_not_an_order_failure() -> None:
     bare = OrderStatusUnknown("x", intent=None, cause="x", started_at=T0, ended_at=T0)
     with pytest.raises(ConfigurationError):
         reconcile(bare, [], now=T0, ledger=LEDGER)
+
+
+def test_a_failure_before_the_order_leaves_says_it_was_not_sent() -> None:
+    """The hashkey call failing after it reached KIS is not the order reaching KIS: request_sent is False."""
+    from korea_investment_stock import KISConnectionError
+    from korea_investment_stock.trading.context import TradingContext
+    from korea_investment_stock.trading.orders import OrderDesk
+
+    posted: list[str] = []
+
+    def call(method: str, path: str, tr_id: str, **kwargs: object) -> object:
+        posted.append(path)
+        raise AssertionError("nothing may be sent")
+
+    def hashkey(body: dict) -> str:
+        raise KISConnectionError("hashkey: read timeout", cause="read timeout", request_sent=True)
+
+    context = TradingContext(call=call, account_prefix="12345678", account_suffix="01", mock=False, hashkey=hashkey)
+    desk = OrderDesk(context, lambda symbol, market: None)
+    with pytest.raises(KISConnectionError) as caught:
+        desk.place("005930", "buy", 1, None, "KR", None)
+    assert caught.value.request_sent is False and "not sent" in str(caught.value)
+    assert posted == []
+
+
+def test_a_malformed_stamp_costs_the_timestamp_not_the_order() -> None:
+    from korea_investment_stock.trading.values import kst_datetime
+
+    assert kst_datetime("20261205", "12:34:56") is None  # colons: not KIS's HHMMSS
+    assert kst_datetime("20261205", "250000") is None  # hour 25
+    assert kst_datetime("2026-12-05") is None
+    assert kst_datetime("20261205", "093000") == datetime(2026, 12, 5, 9, 30, tzinfo=KST)

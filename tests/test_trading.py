@@ -8,6 +8,7 @@ counters, never from our client.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -54,6 +55,11 @@ class Desk:
 
     def ids(self, real: str, mock: str) -> str:
         return mock if self.mock else real
+
+    @property
+    def us(self) -> str:
+        """``US`` (looked up) on the real host; the mock host has no price-detail to look with."""
+        return "NASD" if self.mock else "US"
 
 
 @pytest.fixture(params=["real", "mock"])
@@ -298,12 +304,12 @@ def test_bad_arguments_never_reach_kis(desk: Desk) -> None:
 # -------------------------------------------------------------------------- overseas
 def test_a_us_order_finds_its_exchange_and_uses_the_profiles_ids(desk: Desk) -> None:
     price = desk.fake.current_price("AAPL")
-    bought = desk.kis.place_order("AAPL", "buy", 4, price, market="US")
+    bought = desk.kis.place_order("AAPL", "buy", 4, price, market=desk.us)
     row = fake_order(desk.fake, bought.order_no)
     assert bought.market == row["market"] and row["market"] in ("NASD", "NYSE", "AMEX")
     assert row["tr_id"] == desk.ids("TTTT1002U", "VTTT1002U") and row["filled"] == 4
 
-    sold = desk.kis.place_order("AAPL", "sell", 1, price, market="US")
+    sold = desk.kis.place_order("AAPL", "sell", 1, price, market=desk.us)
     assert fake_order(desk.fake, sold.order_no)["tr_id"] == desk.ids("TTTT1006U", "VTTT1001U")  # not derived
 
     balance = desk.kis.fetch_balance("US")
@@ -317,7 +323,7 @@ def test_a_us_order_finds_its_exchange_and_uses_the_profiles_ids(desk: Desk) -> 
 
 def test_a_resting_us_order_is_revised_and_cancelled(desk: Desk) -> None:
     low = desk.fake.current_price("AAPL") - 5
-    placed = desk.kis.place_order("AAPL", "buy", 6, low, market="US")
+    placed = desk.kis.place_order("AAPL", "buy", 6, low, market=desk.us)
     revised = desk.kis.revise_order(placed, price=low - 1)
     assert revised.order_no != placed.order_no and revised.price == low - 1
     cancelled = desk.kis.cancel_order(revised)
@@ -327,6 +333,10 @@ def test_a_resting_us_order_is_revised_and_cancelled(desk: Desk) -> None:
 
 def test_us_buyable_without_a_price_uses_the_last_price(desk: Desk) -> None:
     price = desk.fake.current_price("AAPL")
+    if desk.mock:
+        with pytest.raises(TradingUnsupportedError, match="price="):
+            desk.kis.fetch_buyable("AAPL", market="NASD")
+        return
     buyable = desk.kis.fetch_buyable("AAPL", market="US")
     assert buyable.currency == "USD"
     assert buyable.quantity == int(Decimal(20_000) // price)
@@ -352,7 +362,7 @@ def test_bars_over_a_long_range_take_several_requests_and_come_back_once_each(de
 def test_weekly_bars_and_overseas_bars(desk: Desk) -> None:
     weekly = desk.kis.fetch_daily_prices(SAMSUNG, "20250101", "20250331", period="W")
     assert 12 <= len(weekly) <= 14
-    us = desk.kis.fetch_daily_prices("AAPL", date(2025, 1, 1), date(2025, 9, 30), market="US")
+    us = desk.kis.fetch_daily_prices("AAPL", date(2025, 1, 1), date(2025, 9, 30), market=desk.us)
     assert len(us) > 100 and us[0].day >= date(2025, 1, 1) and us[-1].day <= date(2025, 9, 30)
     assert len({b.day for b in us}) == len(us)
 
@@ -382,3 +392,24 @@ def test_the_0_6_1_methods_still_answer_dicts(desk: Desk) -> None:
     answer = desk.kis.fetch_domestic_price("J", SAMSUNG)
     assert isinstance(answer, dict) and answer["rt_cd"] == "0"
     assert Decimal(answer["output"]["stck_prpr"]) == desk.fake.current_price(SAMSUNG)
+
+
+def test_overseas_order_times_are_read_in_korean_time(desk: Desk) -> None:
+    """KIS's overseas list stamps ord_dt/ord_tmd in the market's own time; the Korean time is elsewhere.
+
+    Read as Korean time, a US order would look 14 hours old, and a reconciliation would call it absent.
+    """
+    placed = desk.kis.place_order("AAPL", "buy", 2, desk.fake.current_price("AAPL") - 5, market=desk.us)
+    record = next(r for r in desk.kis.fetch_orders(market="US") if r.order_no == placed.order_no)
+    assert record.ordered_at is not None
+    assert abs(record.ordered_at.timestamp() - time.time()) < 120
+    assert record.ordered_at.utcoffset() == timedelta(hours=9)
+
+
+def test_the_mock_host_asks_for_the_exchange_instead_of_looking_it_up(desk: Desk) -> None:
+    if not desk.mock:
+        pytest.skip("the real host looks the exchange up")
+    before = desk.fake.stats.rest_requests
+    with pytest.raises(TradingUnsupportedError, match="NASD"):
+        desk.kis.place_order("AAPL", "buy", 1, 100, market="US")
+    assert desk.fake.stats.rest_requests == before  # refused here, nothing sent

@@ -1136,13 +1136,17 @@ class Accounts:
         body: dict[str, object] = {"rt_cd": "0", "output1": page, "output2": summary, **keys}
         return Answer(200, body, extra)
 
-    def _dated(self, book: _Book, f: Mapping[str, str], start_name: str, end_name: str) -> list[OrderRow]:
+    def _dated(
+        self, book: _Book, f: Mapping[str, str], start_name: str, end_name: str, *, local: bool = False
+    ) -> list[OrderRow]:
+        """The account's rows between two dates: Korean dates, or (``local``) each market's own date."""
         first, last = _ymd(f[start_name], start_name), _ymd(f[end_name], end_name)
-        return [
-            row
-            for row in self._orders
-            if row.acc_no == book.acc_no and first <= datetime.fromtimestamp(row.ordered_at, tz=KST).date() <= last
-        ]
+
+        def day(row: OrderRow) -> date:
+            hours = _LOCAL_UTC_HOURS.get(row.currency, 9) if local else 9
+            return datetime.fromtimestamp(row.ordered_at, tz=timezone(timedelta(hours=hours))).date()
+
+        return [row for row in self._orders if row.acc_no == book.acc_no and first <= day(row) <= last]
 
     def _kr_orders(
         self, op: Op, settings: _Settings, now: float, headers: Mapping[str, str], f: Mapping[str, str], book: _Book
@@ -1193,7 +1197,7 @@ class Accounts:
         odno = _odno_key(f.get("ODNO", ""))
         selected = [
             row
-            for row in self._dated(book, f, "ORD_STRT_DT", "ORD_END_DT")
+            for row in self._dated(book, f, "ORD_STRT_DT", "ORD_END_DT", local=True)
             if row.market in wanted
             and _side_ok(row, side)
             and (not symbol or row.symbol == symbol)
@@ -1338,7 +1342,7 @@ def _kr_order_row(row: OrderRow) -> dict[str, str]:
         "loan_dt": "",
         "ordr_empno": "",
         "ord_dvsn_cd": row.order_type,
-        "cnc_cfrm_qty": str(row.quantity) if row.kind == "cancel" else "0",
+        "cncl_cfrm_qty": str(row.quantity) if row.kind == "cancel" else "0",
         "rmn_qty": str(row.remaining),
         "rjct_qty": "0",
         "ccld_cndt_name": "없음",
@@ -1358,11 +1362,18 @@ def _kr_order_row(row: OrderRow) -> dict[str, str]:
     }
 
 
+#: Hours from UTC of each overseas market's local clock, which KIS's overseas order list uses for
+#: ``ord_dt``/``ord_tmd`` (the Korean time is in ``dmst_ord_dt``/``thco_ord_tmd``). Standard time
+#: only: the fake keeps no daylight-saving calendar.
+_LOCAL_UTC_HOURS = {"USD": -5, "JPY": 9, "HKD": 8, "CNY": 8, "VND": 7}
+
+
 def _os_order_row(row: OrderRow) -> dict[str, str]:
     when = datetime.fromtimestamp(row.ordered_at, tz=KST)
+    local = datetime.fromtimestamp(row.ordered_at, tz=timezone(timedelta(hours=_LOCAL_UTC_HOURS.get(row.currency, 9))))
     places = 0 if row.currency in ("JPY", "VND") else 4
     return {
-        "ord_dt": when.strftime("%Y%m%d"),
+        "ord_dt": local.strftime("%Y%m%d"),
         "ord_gno_brno": row.branch,
         "odno": row.odno,
         "orgn_odno": row.orgn_odno or "",
@@ -1381,7 +1392,7 @@ def _os_order_row(row: OrderRow) -> dict[str, str]:
         "prcs_stat_name": "완료" if row.remaining == 0 else "접수",
         "rjct_rson": "",
         "rjct_rson_name": "",
-        "ord_tmd": when.strftime("%H%M%S"),
+        "ord_tmd": local.strftime("%H%M%S"),
         "tr_mket_name": row.market,
         "tr_natn": "840" if row.currency == "USD" else "",
         "tr_natn_name": "미국" if row.currency == "USD" else "",

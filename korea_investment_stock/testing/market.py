@@ -654,6 +654,7 @@ ENDPOINTS: Mapping[str, Endpoint] = {
         "HHDFS76200200",
         ("EXCD", "SYMB"),
         lambda q: overseas_price_detail(q["EXCD"], q["SYMB"]),
+        real_only=True,  # KIS: not on the mock host
     ),
     "/uapi/domestic-stock/v1/quotations/search-info": Endpoint(
         "CTPF1604R",

@@ -265,7 +265,9 @@ def _overseas_orders(context: TradingContext, exchange: Exchange, start: date, e
         {
             **context.account_fields(),
             "PDNO": "",
-            "ORD_STRT_DT": ymd(start),
+            # KIS dates this list in the market's own time, which runs behind Korea's: a day earlier
+            # covers the orders of a session that crossed midnight here; rows are kept by Korean date.
+            "ORD_STRT_DT": ymd(start - timedelta(days=1)),
             "ORD_END_DT": ymd(end),
             "SLL_BUY_DVSN": "00",
             "CCLD_NCCS_DVSN": "00",
@@ -286,6 +288,15 @@ def _overseas_orders(context: TradingContext, exchange: Exchange, start: date, e
                 continue
             price = decimal(row, "ft_ord_unpr3", "ord_unpr")
             original = text(row, "orgn_odno")
+            # KIS's own (Korean) time when it gives one; ord_dt/ord_tmd are the market's local time.
+            korean = text(row, "dmst_ord_dt") and text(row, "thco_ord_tmd")
+            ordered_at = (
+                kst_datetime(text(row, "dmst_ord_dt"), text(row, "thco_ord_tmd"))
+                if korean
+                else kst_datetime(text(row, "ord_dt"), text(row, "ord_tmd"))
+            )
+            if ordered_at is not None and not start <= ordered_at.date() <= end:
+                continue
             records.append(
                 OrderRecord(
                     order_no=order_no,
@@ -304,7 +315,7 @@ def _overseas_orders(context: TradingContext, exchange: Exchange, start: date, e
                     rejected_quantity=0,
                     order_type="00",
                     market=text(row, "ovrs_excg_cd") or exchange.order_code,
-                    ordered_at=kst_datetime(text(row, "ord_dt"), text(row, "ord_tmd")),
+                    ordered_at=ordered_at,
                     raw=row,
                 )
             )

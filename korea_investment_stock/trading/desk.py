@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 
-from ..errors import ConfigurationError, OrderStatusUnknown, UnknownSymbolError
+from ..errors import ConfigurationError, OrderStatusUnknown, TradingUnsupportedError, UnknownSymbolError
 from ..transport import KISResponse
 from . import account, history
 from .context import TradingContext
@@ -40,11 +40,16 @@ class Trading:
             known = self._us_exchanges.get(symbol)
         if known is not None:
             return known
+        if self.context.mock:
+            raise TradingUnsupportedError(
+                f"the mock host cannot look up {symbol!r}'s exchange (KIS has no price-detail there): "
+                "pass market='NASD', 'NYSE' or 'AMEX'"
+            )
         for code in US_EXCHANGES:
             exchange = OVERSEAS_EXCHANGES[code]
             response = self._price_detail(symbol, exchange)
             output = response.body.get("output")
-            if response.body.get("rt_cd") == "0" and isinstance(output, dict) and any(output.values()):
+            if response.body.get("rt_cd") == "0" and isinstance(output, dict) and decimal(output, "last") > 0:
                 with self._lock:
                     self._us_exchanges[symbol] = exchange
                 return exchange
@@ -81,6 +86,10 @@ class Trading:
         return account.fetch_buyable(self.context, symbol, limit, exchange)
 
     def _last_price(self, symbol: str, exchange: Exchange) -> Decimal:
+        if self.context.mock:
+            raise TradingUnsupportedError(
+                f"the mock host has no last price for {symbol!r} (KIS has no price-detail there): pass price="
+            )
         response = self._price_detail(symbol, exchange)
         output = response.body.get("output")
         last = decimal(output, "last") if isinstance(output, dict) else Decimal(0)
@@ -140,7 +149,7 @@ class Trading:
         if not isinstance(intent, OrderIntent):  # pragma: no cover - reconcile() checked it
             raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
         started = datetime.fromtimestamp(error.started_at, KST).date()
-        first = min(started, kst_today()) - timedelta(days=1)
+        first = min(started, kst_today())  # the overseas query reaches a day back by itself
         records = account.fetch_orders(self.context, first, kst_today(), intent.market)
         return reconcile(error, records, now=time.time(), ledger=self.context.ledger)
 

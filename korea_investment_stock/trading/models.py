@@ -34,7 +34,7 @@ class OrderIntent:
     price: Decimal | None
     market: str
     order_type: str
-    account: str
+    account: str = field(repr=False)  # an account number stays out of tracebacks and logs
     mock: bool
     original: Order | None = None
     all_remaining: bool = False

@@ -36,6 +36,7 @@ from ..errors import (
     AmbiguousOrderError,
     ConfigurationError,
     KISConnectionError,
+    KoreaInvestmentError,
     MalformedResponseError,
     OrderStatusUnknown,
     TradingUnsupportedError,
@@ -127,7 +128,10 @@ class OrderDesk:
             raise ConfigurationError(
                 f"order_type must be KIS's two-digit ORD_DVSN code such as '03', got {order_type!r}"
             )
-        exchange = self._exchange(symbol, market)
+        try:
+            exchange = self._exchange(symbol, market)
+        except KISConnectionError as exc:
+            raise _not_sent("order", "looking up the exchange", exc) from None
         if exchange is None:
             kind_code = order_type or (KR_MARKET if limit is None else KR_LIMIT)
             if kind_code == KR_LIMIT and limit is None:
@@ -209,7 +213,15 @@ class OrderDesk:
             # What remains, read first: the answer carries no quantity, and the caller (and a
             # reconciliation) should know how much moved.  Korea still sends its atomic
             # "all remaining" flag, so a fill meanwhile cannot make the request too large.
-            intent = replace(intent, quantity=self._remaining(order))
+            try:
+                intent = replace(intent, quantity=self._remaining(order))
+            except KoreaInvestmentError as exc:
+                if exchange is not None:  # overseas needs the number: nothing is sent without it
+                    if isinstance(exc, KISConnectionError):
+                        raise _not_sent(intent.kind, "reading what remains", exc) from None
+                    raise
+                # Korea's all-remaining flag needs no number: send it, and say the count is unknown (0)
+                _log.warning("could not read what remains of order %s (%s); sending all-remaining", order.order_no, exc)
         if exchange is None:
             body = {
                 **self._context.account_fields(),
@@ -241,7 +253,10 @@ class OrderDesk:
         what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
         headers = {"Connection": "close"}
         if self._context.hashkey is not None:
-            headers["hashkey"] = self._context.hashkey(body)  # a failure here sends nothing
+            try:
+                headers["hashkey"] = self._context.hashkey(body)
+            except KISConnectionError as exc:
+                raise _not_sent(what, "the hashkey call", exc) from None
         started = time.time()
         ledger = self._context.ledger
         # In flight until every try could have ended (the unsent retries reuse the token, so twice the
@@ -340,6 +355,13 @@ class OrderDesk:
         if record is None or record.remaining_quantity <= 0:
             return 0
         return record.remaining_quantity
+
+
+def _not_sent(what: str, step: str, exc: KISConnectionError) -> KISConnectionError:
+    """A failure before the request itself: whatever that call's fate, the order never left."""
+    return KISConnectionError(
+        f"the {what} was not sent: {step} failed first: {exc}", cause=exc.cause, request_sent=False
+    )
 
 
 def _today_at(clock: str) -> datetime | None:

@@ -45,15 +45,22 @@ def quantity(row: Mapping[str, Any], *names: str) -> int:
 
 
 def kst_datetime(day: str, clock: str = "") -> datetime | None:
-    """``YYYYMMDD`` and ``HHMMSS`` in KST as an aware ``datetime``; ``None`` when the day is blank."""
+    """``YYYYMMDD`` and ``HHMMSS`` in KST as an aware ``datetime``; ``None`` when blank or not a time.
+
+    Lenient on purpose: these stamps describe an order KIS already holds, and a
+    malformed one must cost the timestamp, never the order (or a whole list).
+    """
     day = day.strip()
     if not day:
         return None
-    parsed = datetime.strptime(day[:8], "%Y%m%d").replace(tzinfo=KST)
-    clock = clock.strip()
-    if clock:
-        clock = clock.zfill(6)[:6]
-        parsed = parsed.replace(hour=int(clock[0:2]), minute=int(clock[2:4]), second=int(clock[4:6]))
+    try:
+        parsed = datetime.strptime(day[:8], "%Y%m%d").replace(tzinfo=KST)
+        clock = clock.strip()
+        if clock:
+            clock = clock.zfill(6)[:6]
+            parsed = parsed.replace(hour=int(clock[0:2]), minute=int(clock[2:4]), second=int(clock[4:6]))
+    except ValueError:
+        return None
     return parsed
 
 
