@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,16 +41,16 @@ def until(condition: Callable[[], bool], timeout: float = HANG) -> float:
 
 
 @pytest.fixture
-def server(redis_backend):  # noqa: F811
+def server(redis_backend: Any) -> Any:  # noqa: F811
     return redis_backend
 
 
-def store(server) -> LockingRedisTokenStorage:
+def store(server: Any) -> LockingRedisTokenStorage:
     """One more process sharing the Redis under test."""
     return LockingRedisTokenStorage(client=server.client(), key_prefix=server.prefix)
 
 
-def test_one_holder_and_generations_above_the_issuers(server) -> None:
+def test_one_holder_and_generations_above_the_issuers(server: Any) -> None:
     first, second = store(server), store(server)
     a = first.purpose_lease(APP_KEY, STREAM_OWNER)
     b = second.purpose_lease(APP_KEY, STREAM_OWNER)
@@ -70,7 +71,7 @@ def test_one_holder_and_generations_above_the_issuers(server) -> None:
     assert later is not None and later > generation
 
 
-def test_renewal_is_bounded_and_the_holder_fences_itself_first(server) -> None:
+def test_renewal_is_bounded_and_the_holder_fences_itself_first(server: Any) -> None:
     """No keep(): renewal stops at the bound; held() turns false while the server still holds the lease."""
     a = store(server).purpose_lease(APP_KEY, STREAM_OWNER, lease_seconds=0.5, fence_margin=0.2, hold_seconds=0.4)
     b = store(server).purpose_lease(APP_KEY, STREAM_OWNER, lease_seconds=0.5, fence_margin=0.2)
@@ -87,7 +88,7 @@ def test_renewal_is_bounded_and_the_holder_fences_itself_first(server) -> None:
     assert b.fenced_set(f"{server.prefix}:note", "fresh", 1.0)
 
 
-def test_keep_holds_it_past_many_leases(server) -> None:
+def test_keep_holds_it_past_many_leases(server: Any) -> None:
     a = store(server).purpose_lease(APP_KEY, STREAM_OWNER, lease_seconds=0.3, fence_margin=0.1, hold_seconds=0.25)
     b = store(server).purpose_lease(APP_KEY, STREAM_OWNER, lease_seconds=0.3, fence_margin=0.1)
     assert a.try_acquire() is not None
@@ -101,7 +102,7 @@ def test_keep_holds_it_past_many_leases(server) -> None:
     assert b.try_acquire() is not None
 
 
-def test_an_unknown_purpose_is_refused(server) -> None:
+def test_an_unknown_purpose_is_refused(server: Any) -> None:
     with pytest.raises(ValueError, match="purpose"):
         store(server).purpose_lease(APP_KEY, "stream-ower")
 
