@@ -450,7 +450,10 @@ class Node:
             self._drop_session()
             self._server = None
             server.close()
-            coordinator.release()
+            try:
+                coordinator.release()
+            except Exception as exc:  # the lease lapses by itself; the streams must still hear of the loss
+                _log.warning("releasing the session lease failed: %s", exc)
             with self._cond:
                 self._active = frozenset()
                 self._ready = False

@@ -817,7 +817,8 @@ class RedisHeldLease(HeldLease):
                 keys=[self.lock_key, self._acquire_keys[2]],
                 args=[owner, self._channel, 0, ""],
             )
-        except StorageError as exc:  # it lapses within one lease anyway
+        except Exception as exc:  # best effort, never the caller's failure: it lapses within one lease anyway
+            # (a holder woken from a pause finds redis-py's connections broken under it: not only StorageError)
             logger.warning(
                 "could not release the %s lease (%s); it lapses within %gs", self.purpose, exc, self.lease_seconds
             )
@@ -861,7 +862,7 @@ class RedisHeldLease(HeldLease):
                 keys=[self.lock_key],
                 args=[owner, _ms(self.lease_seconds)],
             )
-        except StorageError as exc:  # held() runs out by itself if this goes on
+        except Exception as exc:  # a store down, or a connection broken by a pause: held() runs out by itself
             logger.warning("could not renew the %s lease (%s); trying again soon", self.purpose, exc)
             return False
         with self._guard:
