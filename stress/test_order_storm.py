@@ -42,9 +42,7 @@ def test_order_storm_leaves_no_order_unknown_or_doubled(backend, kis_factory, fl
     asked = Counter(q for outcome in outcomes if outcome.ok for q in outcome.extra["asked"])
     placed = Counter(row["quantity"] for row in at_fake)
     # an order number held by two callers, or a quantity placed more often than callers asked for it
-    duplicates = sum(n - 1 for n in claimed.values() if n > 1) + sum(
-        max(0, placed[q] - asked[q]) for q in placed
-    )
+    duplicates = sum(n - 1 for n in claimed.values() if n > 1) + sum(max(0, placed[q] - asked[q]) for q in placed)
     unknown = len({row["odno"] for row in at_fake} - set(claimed))
     total = lambda key: sum(outcome.extra.get(key, 0) for outcome in outcomes if outcome.ok)  # noqa: E731
     figures = report(

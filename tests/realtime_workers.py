@@ -56,13 +56,14 @@ def stream_worker(spec: dict[str, Any], commands: Any, results: Any) -> None:
     except Exception:
         results.put({"pid": pid, "kind": "error", "error": traceback.format_exc()})
         return
-    counts = {"trades": 0, "gaps": 0, "other": 0}
+    counts = {"trades": 0, "gaps": 0, "dropped": 0, "other": 0}
     state = {"after_gap": False}
 
     def consume() -> None:
         for event in stream:
             if isinstance(event, Gap):
                 counts["gaps"] += 1
+                counts["dropped"] += event.dropped or 0
                 state["after_gap"] = True
                 results.put(
                     {
@@ -71,6 +72,7 @@ def stream_worker(spec: dict[str, Any], commands: Any, results: Any) -> None:
                         "start": event.start.timestamp(),
                         "end": event.end.timestamp(),
                         "reason": event.reason,
+                        "dropped": event.dropped,
                         "at": time.time(),
                     }
                 )
@@ -157,6 +159,11 @@ class Fleet:
                 self.seen.append(self.results.get(timeout=left))
             except Exception:
                 continue
+
+    def counts(self, pid: int) -> dict[str, Any]:
+        """What the worker's stream has seen so far: trades, gaps, events dropped (as its Gaps said)."""
+        self.send(pid, action="counts")
+        return self.expect(pid, "counts")
 
     def kill(self, pid: int) -> None:
         os.kill(pid, signal.SIGKILL)

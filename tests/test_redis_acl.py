@@ -182,3 +182,52 @@ def test_translated_errors_turns_a_denial_into_a_permission_error() -> None:
             with translated_errors("redis://kis:***@127.0.0.1:6379/0", "listing rate limits", ["s3cret"]):
                 raise denial
         assert type(caught.value).__name__ == "StoragePermissionError" and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.real_redis
+@pytest.mark.slow
+def test_the_documented_acl_streams_and_fails_over(acl_server: tuple[RedisServer, str, str]) -> None:
+    """Two processes share one KIS session as the README's ACL user; the owner is killed, the other
+    takes over: the owner's lease (the token store's), its fenced state and approval key, the wants'
+    scripts and the pub/sub relay, and nothing denied.
+
+    Phase 2's own election ran INCR, which this ACL does not grant: its owner could never be elected.
+    """
+    pytest.importorskip("websockets")
+    import redis
+
+    from korea_investment_stock.testing import FakeKIS
+
+    from .realtime_workers import Fleet, backend_of, owner_pid
+
+    server, password, prefix = acl_server
+    with FakeKIS(rest_rate_limit=None, websocket=True) as fake:
+        fake.stream.configure(data_interval=0.05)
+        spec = {
+            "store": "redis",
+            "redis_url": f"redis://kis:{password}@127.0.0.1:{server.port}/0",
+            "prefix": prefix,
+            "app_key": fake.app_key,
+            "app_secret": fake.app_secret,
+            "kis_url": fake.url,
+            "ws_url": fake.ws_url,
+        }
+        fleet = Fleet(spec)
+        try:
+            pids = fleet.start(2)
+            for pid in pids:
+                fleet.send(pid, action="subscribe", trades=["005930"])
+            for pid in pids:
+                fleet.expect(pid, "subscribed")
+                fleet.expect(pid, "trade")
+            victim = owner_pid(backend_of(spec, fake.app_key))
+            survivor = next(p for p in pids if p != victim)
+            fleet.kill(victim)
+            fleet.expect(survivor, "gap")
+            fleet.expect(survivor, "trade", after_gap=True)
+            stats = fake.stream.stats
+            assert stats.max_concurrent[fake.app_key] == 1 and stats.opsp8996 == 0
+        finally:
+            fleet.close()
+    admin = redis.Redis(port=server.port, socket_timeout=3)
+    assert admin.acl_log() == [], "a command, key or channel was denied"

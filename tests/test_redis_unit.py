@@ -184,7 +184,9 @@ def test_compare_and_delete_only_deletes_the_matching_token(spy):
 def test_every_key_of_one_app_key_shares_a_cluster_slot():
     keys = RedisKeys.for_api_key("korea_investment:token", API_KEY)
     names = [keys.token, keys.lock, keys.generation, keys.fence, keys.failed("0" * 64), keys.channel]
-    assert len(set(names)) == 6
+    names += [keys.lease_lock("stream-owner"), keys.lease_channel("stream-owner")]
+    assert len(set(names)) == 8
+    assert keys.lease_lock("issue") == keys.lock and keys.lease_channel("issue") == keys.channel
     assert {key_slot(name.encode()) for name in names} == {key_slot(f"{{{key_id(API_KEY)}}}".encode())}
     assert all(f"{{{key_id(API_KEY)}}}" in name for name in names)
 
@@ -203,6 +205,10 @@ def test_every_key_one_script_touches_shares_the_hash_tag(spy, fake_kis):
         assert lease.acquire(time.monotonic() + 5) is Acquired.HELD  # acquire again
         assert lease.held()  # the held check
     storage._call("renewing", storage._renew_script, keys=[keys.lock], args=["owner", 1000])
+    held = storage.purpose_lease(fake_kis.app_key, "stream-owner")  # the long-lived hold, same scripts
+    assert held.try_acquire() is not None and held.held()
+    assert held.fenced_set(f"{keys.token}:stream-owner:note", "x", 1.0)  # the fenced write
+    held.release()
     scripted = [c for c in spy.commands if c[0] in ("EVALSHA", "EVAL")]
     seen_scripts = {c[1] for c in scripted}
     assert seen_scripts == {storage._client.register_script(s).sha for s in redis_scripts.ALL_SCRIPTS.values()}

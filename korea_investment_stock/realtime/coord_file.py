@@ -1,13 +1,16 @@
-"""The file store's coordination for one app key's session: an OS lock, a JSON state file, a Unix socket.
+"""The file store's coordination for one app key's session: the store's lease, a JSON state file, a Unix socket.
 
-Why an exclusive OS lock held for the owner's whole life: the kernel frees it the moment the owner's
-process dies (even by SIGKILL), so a follower trying it every 0.2 s takes over at once, with no lease
-to wait out. It lives beside the token file as ``stream-<digest>.lock`` (never deleted, created by
-:func:`~..files.create_lock_file`: 0600, no planted symlink followed).
+Why the store's own lease: one coordination primitive serves every "exactly one in the fleet" job
+(architecture.md). The owner holds the token store's lease for the purpose ``stream-owner``
+(:meth:`~..token.file.FileTokenStorage.purpose_lease`): the same kind of kernel lock as the token
+issuer's, on ``<token file>.<key id>.stream-owner.lock`` beside the token file, held for the
+owner's whole life. The kernel frees it the moment the owner's process dies (even by SIGKILL), so
+a follower trying it every 0.2 s takes over at once, with no lease to wait out.
 
 The shared state (each process's wants with an expiry, the approval key, the owner's session state)
-is one small JSON file ``stream-<digest>.json`` (0600), changed under its own short lock and replaced
-atomically, so readers never see half a file. Times in it are epoch seconds: one host, one clock.
+is one small JSON file ``stream-<digest>.json`` (0600), changed under the store's lock on
+``stream-<digest>.json.lock`` and replaced atomically, so readers never see half a file. Times in
+it are epoch seconds: one host, one clock.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import Timeout, UnixFileLock
+from filelock import Timeout
 
-from ..errors import StorageError, UnsafeLockFile
-from ..files import check_private_directory, create_lock_file
-from ..token.file import ENV_TOKEN_FILE
+from ..errors import StorageError
+from ..files import check_private_directory
+from ..token.file import ENV_TOKEN_FILE, FileHeldLease, FileTokenStorage
+from ..token.lease import STREAM_OWNER
 from ..token.record import key_id
 from .owner import (
     APPROVAL_MAX_AGE,
@@ -50,7 +54,8 @@ MAX_STATE_BYTES = 1 << 20
 class _StateFile:
     """``stream-<digest>.json``: read without a lock (atomic replace), changed under ``.json.lock``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, store: FileTokenStorage, path: Path) -> None:
+        self._store = store
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
 
@@ -74,8 +79,7 @@ class _StateFile:
     @contextlib.contextmanager
     def changing(self) -> Iterator[dict[str, Any]]:
         """The state to change in place; written back atomically (0600) when the block ends."""
-        create_lock_file(self.lock_path)
-        lock = UnixFileLock(str(self.lock_path), mode=0o600)
+        lock = self._store.lock_beside(self.lock_path.name)
         try:
             lock.acquire(timeout=STATE_LOCK_TIMEOUT, poll_interval=0.002)
         except Timeout:
@@ -102,41 +106,37 @@ class _StateFile:
 
 
 class FileCoordinator:
-    """Owner election by an exclusive ``fcntl`` lock held for the owner's lifetime."""
+    """The owner election: the store's ``stream-owner`` lease, plus the owner's entry in the state file."""
 
-    def __init__(self, lock_path: Path, state: _StateFile) -> None:
-        self._lock_path = lock_path
+    def __init__(self, lease: FileHeldLease, state: _StateFile) -> None:
+        self.lease = lease
         self._state = state
-        self._lock: UnixFileLock | None = None
         self._me: HolderInfo | None = None
-        self._generation = 0
 
     def try_acquire(self, me: HolderInfo) -> int | None:
-        if self._lock is not None and self._lock.is_locked:
-            return self._generation
-        try:
-            create_lock_file(self._lock_path)
-        except UnsafeLockFile as exc:
-            raise StorageError(str(exc)) from None
-        lock = UnixFileLock(str(self._lock_path), mode=0o600, thread_local=False)
-        try:
-            lock.acquire(timeout=0, blocking=False)
-        except Timeout:
+        if self.lease.held():
+            return self.lease.generation
+        generation = self.lease.try_acquire()
+        if generation is None:
             return None
-        self._lock, self._me = lock, me
-        with self._state.changing() as state:
-            generation = int(state.get("generation", 0) or 0) + 1
-            state["generation"] = generation
-            state["owner"] = {"info": me.to_dict(), "generation": generation, "session_since": None, "active": []}
-        self._generation = generation
+        self._me = me
+        try:
+            with self._state.changing() as state:
+                state["owner"] = {"info": me.to_dict(), "generation": generation, "session_since": None, "active": []}
+        except BaseException:
+            self.lease.release()
+            raise
         return generation
 
     def held(self) -> bool:
-        return self._lock is not None and self._lock.is_locked
+        return self.lease.held()
+
+    def keep(self) -> None:
+        self.lease.keep()
 
     def release(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is None or not lock.is_locked:
+        if not self.lease.held():
+            self.lease.release()
             return
         with contextlib.suppress(StorageError, OSError), self._state.changing() as state:
             owner = state.get("owner")
@@ -146,7 +146,7 @@ class FileCoordinator:
                 and owner.get("info", {}).get("holder") == self._me.holder
             ):
                 state.pop("owner", None)
-        lock.release(force=True)
+        self.lease.release()
 
     def publish_state(self, info: OwnerInfo) -> None:
         if not self.held():
@@ -250,10 +250,15 @@ class FileWants:
 
 
 class FileApprovals:
-    """The approval key in the 0600 state file (read before anyone issues; only the owner writes)."""
+    """The approval key in the 0600 state file (read before anyone issues; only the owner writes).
 
-    def __init__(self, state: _StateFile) -> None:
+    Written only while this process holds the ``stream-owner`` lease: each Approval call kills the
+    previous key, so issuing and storing one is the owner's job alone.
+    """
+
+    def __init__(self, state: _StateFile, lease: FileHeldLease) -> None:
         self._state = state
+        self._lease = lease
 
     def read(self) -> str | None:
         entry = self._state.read().get("approval")
@@ -264,9 +269,12 @@ class FileApprovals:
             return None
         return str(entry["key"])
 
-    def write(self, key: str) -> None:
+    def write(self, key: str) -> bool:
+        if not self._lease.held():
+            return False
         with self._state.changing() as state:
             state["approval"] = {"key": key, "at": time.time()}
+        return True
 
 
 class FileBackend:
@@ -275,17 +283,18 @@ class FileBackend:
     kind = "file"
     silence_bound: float | None = None  # the Unix socket reports a dead owner itself (EOF)
 
-    def __init__(self, token_file: Path, app_key: str) -> None:
-        self.directory = Path(token_file).expanduser().parent
+    def __init__(self, store: FileTokenStorage, app_key: str) -> None:
+        self.directory = store.file_path.parent
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         check_private_directory(self.directory, ENV_TOKEN_FILE)
         digest = key_id(app_key)[:16]
         self.digest = digest
-        self._state = _StateFile(self.directory / f"stream-{digest}.json")
+        self._state = _StateFile(store, self.directory / f"stream-{digest}.json")
         self.socket_path = self.directory / f"stream-{digest}.sock"
-        self.coordinator = FileCoordinator(self.directory / f"stream-{digest}.lock", self._state)
+        lease = store.purpose_lease(app_key, STREAM_OWNER)
+        self.coordinator = FileCoordinator(lease, self._state)
         self.wants = FileWants(self._state)
-        self.approvals = FileApprovals(self._state)
+        self.approvals = FileApprovals(self._state, lease)
 
     def relay_server(self) -> RelayServer:
         from .relay_file import UnixRelayServer

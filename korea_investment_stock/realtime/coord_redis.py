@@ -1,12 +1,16 @@
-"""The Redis store's coordination for one app key's session: a fenced lease, a capped hash of wants.
+"""The Redis store's coordination for one app key's session: the store's lease, a capped hash of wants.
 
-Why a short lease with self-fencing (not a lock held for life): Redis cannot tell that a process
-died, only that it stopped renewing. The owner takes ``SET owner <id> NX PX ttl`` (with a fencing
-generation from ``INCR``) and renews it every ``ttl/4`` by compare-and-pexpire. It counts its right
-to the socket from the moment it *sent* the last confirmed renewal: once ``ttl - margin`` has passed
-without one, :meth:`RedisCoordinator.held` turns false and the node closes the socket at once, so
-the old session is gone before the lease can lapse and anyone else may acquire. A SIGSTOP'd owner
-loses the lease the same way and fences itself when it wakes.
+Why the store's own lease: one coordination primitive serves every "exactly one in the fleet" job
+(architecture.md). The owner holds the token store's lease for the purpose ``stream-owner``
+(:meth:`~..token.redis.RedisTokenStorage.purpose_lease`): the same ``SET NX PX`` script with a
+fencing generation, owner-checked renewal and release as the token issuer's, on the key
+``<token key>:stream-owner:lock`` beside the token's. Redis cannot tell that a process died, only
+that it stopped renewing; so the lease is short (:data:`OWNER_TTL`) and the owner trusts it only
+``ttl - margin`` past the last renewal the server confirmed: then
+:meth:`RedisCoordinator.held` turns false and the node closes the socket at once, before the lease
+can lapse and anyone else may acquire. A SIGSTOP'd owner loses the lease the same way and fences
+itself the moment it runs again. What the owner writes (its session state, the approval key it
+issued) goes through the lease's fenced write, so a holder that lost the lease writes nothing.
 
 The wants are one hash, ``holder -> {info, subs, expires}``, changed only by Lua scripts that read
 the server's clock (``TIME``), drop expired holders, and refuse a change that would grow the union
@@ -18,12 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-import uuid
 from typing import Any
 
+from ..token.lease import STREAM_OWNER
 from ..token.record import key_id
+from ..token.redis import RedisHeldLease, RedisTokenStorage
 from ..token.redis_connect import text
 from .owner import APPROVAL_MAX_AGE, WANTS_TTL, HolderInfo, OwnerInfo, RelayClient, RelayServer, limit_error
 from .registry import SUBSCRIPTION_CAP, Subscription
@@ -33,46 +36,16 @@ __all__ = ["OWNER_TTL", "RedisBackend", "RedisCoordinator", "RedisWants", "Strea
 
 _log = logging.getLogger(__name__)
 
-#: The owner's lease (seconds); renewed every quarter of it.
+#: The owner's lease (seconds), renewed every fifth of it: short, since a dead owner delays failover
+#: by up to one lease (the 3 s target), and self-fencing, not the length, protects the socket.
 OWNER_TTL = 2.0
 #: The owner stops trusting its lease this long before it could lapse (clock drift, a slow reply).
 FENCE_MARGIN = 0.5
 #: A follower calls the owner gone after this long without any relayed message (the owner's state
 #: goes out every 0.5 s, so this is four missed beats).
 SILENCE_BOUND = 2.0
-
-ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local generation = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-  return generation
-end
-return 0
-"""
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('DEL', KEYS[2])
-  return 1
-end
-return 0
-"""
-
-STATE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-"""
+#: How long the owner's published state lives without a refresh (``stream-status`` of a dead owner).
+STATE_TTL = 10.0
 
 # KEYS[1] wants hash. ARGV: holder, info JSON, subs CSV ('' = none), ttl ms, cap, check ('1'/'0').
 PUT_WANTS = """
@@ -134,14 +107,15 @@ return out
 
 
 class StreamKeys:
-    """The Redis names of one app key's session: ``<prefix>:stream:{<digest>}:...``."""
+    """The Redis names of one app key's session data: ``<prefix>:stream:{<digest>}:...``.
+
+    The owner's lease is not here: it is the token store's, for the purpose ``stream-owner``.
+    """
 
     def __init__(self, prefix: str, app_key: str) -> None:
         digest = key_id(app_key)
         self.digest = digest[:16]
         base = f"{prefix}:stream:{{{digest}}}"
-        self.owner = f"{base}:owner"
-        self.generation = f"{base}:generation"
         self.state = f"{base}:state"
         self.wants = f"{base}:wants"
         self.approval = f"{base}:approval"
@@ -150,90 +124,40 @@ class StreamKeys:
 
 
 class RedisCoordinator:
-    """The fenced owner lease (see the module docstring)."""
+    """The owner election: the store's ``stream-owner`` lease, plus the owner's published state."""
 
-    def __init__(self, client: Any, keys: StreamKeys, ttl: float = OWNER_TTL, margin: float = FENCE_MARGIN) -> None:
+    def __init__(self, client: Any, keys: StreamKeys, lease: RedisHeldLease) -> None:
         self._client = client
         self._keys = keys
-        self.ttl = ttl
-        self.margin = margin
-        self._acquire = client.register_script(ACQUIRE)
-        self._renew = client.register_script(RENEW)
-        self._release = client.register_script(RELEASE)
-        self._state = client.register_script(STATE)
-        self._token: str | None = None
-        self._confirmed = 0.0
-        self._generation = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self.lease = lease
 
     def try_acquire(self, me: HolderInfo) -> int | None:
-        if self.held():
-            return self._generation
-        token = f"{me.holder}:{uuid.uuid4().hex[:8]}"
-        sent = time.monotonic()
-        info = json.dumps({"info": me.to_dict(), "generation": 0, "session_since": None, "active": []})
-        generation = int(
-            self._acquire(
-                keys=[self._keys.owner, self._keys.generation, self._keys.state],
-                args=[token, int(self.ttl * 1000), info, int(self.ttl * 1000)],
-            )
-        )
-        if not generation:
-            return None
-        with self._lock:
-            self._token, self._confirmed, self._generation = token, sent, generation
-            self._stop = threading.Event()
-        threading.Thread(target=self._renew_loop, args=(token, self._stop), name="kis-rt-lease", daemon=True).start()
+        generation = self.lease.try_acquire()
+        if generation is not None:
+            self.publish_state(OwnerInfo(me, generation))
         return generation
 
-    def _renew_loop(self, token: str, stop: threading.Event) -> None:
-        while not stop.wait(self.ttl / 4):
-            sent = time.monotonic()
-            try:
-                ok = int(self._renew(keys=[self._keys.owner], args=[token, int(self.ttl * 1000)]))
-            except Exception as exc:  # a slow or lost server: held() runs out by itself
-                _log.warning("renewing the session lease failed: %s", exc)
-                continue
-            with self._lock:
-                if self._token != token:
-                    return
-                if not ok:
-                    _log.warning("the session lease was lost (it lapsed, or the store lost it)")
-                    self._token = None
-                    return
-                self._confirmed = sent
-
     def held(self) -> bool:
-        with self._lock:
-            return self._token is not None and time.monotonic() - self._confirmed < self.ttl - self.margin
+        return self.lease.held()
+
+    def keep(self) -> None:
+        self.lease.keep()
 
     def release(self) -> None:
-        with self._lock:
-            token, self._token = self._token, None
-            self._stop.set()
-        if token is None:
-            return
-        try:
-            self._release(keys=[self._keys.owner, self._keys.state], args=[token])
-        except Exception as exc:  # it lapses within the ttl anyway
-            _log.warning("releasing the session lease failed: %s", exc)
+        self.lease.release()  # the state lingers until STATE_TTL, but state() asks the lease first
 
     def publish_state(self, info: OwnerInfo) -> None:
-        token = self._token
-        if token is None:
-            return
         document = {
             "info": info.owner.to_dict(),
             "generation": info.generation,
             "session_since": info.session_since,
             "active": list(info.active),
         }
-        self._state(keys=[self._keys.owner, self._keys.state], args=[token, json.dumps(document), 10_000])
+        self.lease.fenced_set(self._keys.state, json.dumps(document), STATE_TTL)
 
     def state(self) -> OwnerInfo | None:
         raw = self._client.get(self._keys.state)
-        if raw is None or self._client.get(self._keys.owner) is None:
+        if raw is None or not self.lease.is_taken():
             return None
         try:
             document = json.loads(text(raw))
@@ -326,18 +250,24 @@ class RedisWants:
 
 
 class RedisApprovals:
-    """The approval key under ``...:approval`` with a TTL below KIS's 24 h."""
+    """The approval key under ``...:approval`` with a TTL below KIS's 24 h, written under the owner's lease.
 
-    def __init__(self, client: Any, keys: StreamKeys) -> None:
+    Each Approval call kills the previous key, so issuing is the owner's job alone: the node issues
+    only while its lease holds, and the write is fenced by the lease, so a key issued by an owner
+    that has just lost the lease is never stored over its successor's.
+    """
+
+    def __init__(self, client: Any, keys: StreamKeys, lease: RedisHeldLease) -> None:
         self._client = client
         self._keys = keys
+        self._lease = lease
 
     def read(self) -> str | None:
         value = self._client.get(self._keys.approval)
         return None if value is None else text(value)
 
-    def write(self, key: str) -> None:
-        self._client.set(self._keys.approval, key, px=int(APPROVAL_MAX_AGE * 1000))
+    def write(self, key: str) -> bool:
+        return self._lease.fenced_set(self._keys.approval, key, APPROVAL_MAX_AGE)
 
 
 class RedisBackend:
@@ -346,13 +276,14 @@ class RedisBackend:
     kind = "redis"
     silence_bound: float | None = SILENCE_BOUND
 
-    def __init__(self, client: Any, prefix: str, app_key: str) -> None:
-        self.client = client
-        self.prefix = prefix
-        self.keys = StreamKeys(prefix, app_key)
-        self.coordinator = RedisCoordinator(client, self.keys)
-        self.wants = RedisWants(client, self.keys)
-        self.approvals = RedisApprovals(client, self.keys)
+    def __init__(self, store: RedisTokenStorage, app_key: str) -> None:
+        self.client = store.redis_client
+        self.prefix = store.key_prefix
+        self.keys = StreamKeys(self.prefix, app_key)
+        lease = store.purpose_lease(app_key, STREAM_OWNER, lease_seconds=OWNER_TTL, fence_margin=FENCE_MARGIN)
+        self.coordinator = RedisCoordinator(self.client, self.keys, lease)
+        self.wants = RedisWants(self.client, self.keys)
+        self.approvals = RedisApprovals(self.client, self.keys, lease)
 
     def relay_server(self) -> RelayServer:
         from .relay_redis import RedisRelayServer

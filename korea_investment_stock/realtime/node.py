@@ -2,11 +2,12 @@
 
 Why one node per process and app key: KIS allows one WebSocket session per app key, so every
 stream of every process sharing the token store must be served by one socket. Each process runs
-one node; the nodes elect an owner through the store (:mod:`.owner`, :mod:`.coord_file`,
-:mod:`.coord_redis`). The owner's node holds the phase-1 :class:`~.session.Session`, hands events
-to its own streams in memory and relays every frame to the followers; a follower's node parses the
-relayed frames and hands the events to its streams. Both implement the streams'
-:class:`~.stream.Feed`, so a stream cannot tell which one serves it.
+one node; the nodes elect an owner through the token store's lease (purpose ``stream-owner``, the
+token issuer's machinery; :mod:`.owner`, :mod:`.coord_file`, :mod:`.coord_redis`). The owner's
+node holds the phase-1 :class:`~.session.Session`, hands events to its own streams in memory and
+relays every frame to the followers; a follower's node parses the relayed frames and hands the
+events to its streams. Both implement the streams' :class:`~.stream.Feed`, so a stream cannot tell
+which one serves it.
 
 The rules the node keeps:
 
@@ -17,9 +18,13 @@ The rules the node keeps:
   :data:`RECONCILE_INTERVAL`, so a dead process's wants (expired after :data:`~.owner.WANTS_TTL`)
   are unsubscribed.
 * **Never two sockets.** A new owner waits :data:`TAKEOVER_GRACE` before connecting (KIS frees a
-  dead session's key with a lag); OPSP8996 on takeover means "the old session is still releasing":
-  the socket is closed, and the owner backs off and tries again. ``held()`` is asked before every
-  connect, and a watchdog closes the socket the moment it turns false (self-fencing).
+  dead session's key with a lag); OPSP8996 on takeover means "the old session is still releasing"
+  (or a stopped owner's socket is still open at KIS): the socket is closed before another is
+  opened, and the owner backs off (jittered, at most :data:`OPENS_PER_MINUTE` sockets a minute) and
+  tries again. ``held()`` is asked before every connect, and a watchdog closes the socket the moment
+  it turns false (self-fencing). Only a holder of the lease issues an approval key (each issuance
+  kills the previous key) or relays anything, so an owner that wakes from a pause past its lease
+  neither disturbs its successor's session nor feeds stale frames to the followers.
 * **Failover is a Gap.** When the owner goes away, every stream of every surviving process gets
   one :class:`~.events.Gap` from the last frame seen to the moment the new owner's session is back,
   then events again.
@@ -43,7 +48,7 @@ from ..errors import (
     SubscriptionRefusedError,
 )
 from . import frames
-from .backoff import Backoff
+from .backoff import Backoff, ReconnectBudget
 from .events import Event, Gap, kst_now
 from .hub import holders_of
 from .owner import WANTS_HEARTBEAT, Backend, OwnerInfo, RelayClient, RelayServer, new_holder
@@ -52,7 +57,15 @@ from .relay import control, decode, events_of, gap_message, parse_gap, subscript
 from .session import Session
 from .stream import DEFAULT_QUEUE_SIZE, Stream
 
-__all__ = ["ELECTION_POLL", "RECONCILE_INTERVAL", "TAKEOVER_GRACE", "Node", "close_nodes", "node_for"]
+__all__ = [
+    "ELECTION_POLL",
+    "OPENS_PER_MINUTE",
+    "RECONCILE_INTERVAL",
+    "TAKEOVER_GRACE",
+    "Node",
+    "close_nodes",
+    "node_for",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -67,6 +80,9 @@ RECONCILE_INTERVAL = 0.5
 FENCE_CHECK = 0.05
 #: How often the owner records its session's state for ``stream-status``.
 STATUS_INTERVAL = 3.0
+#: At most this many new sockets a minute from one owner (KIS may block an app key for connect loops),
+#: however often OPSP8996 sends it back.
+OPENS_PER_MINUTE = 12
 #: How long ``subscribe`` waits for the owner's confirmation by default (covers one failover).
 DEFAULT_ACK_TIMEOUT = 10.0
 
@@ -122,6 +138,7 @@ class Node:
         self._generation = 0
         self._owner_generation: int | None = None
         self._ready = False
+        self._opens = ReconnectBudget(OPENS_PER_MINUTE)
         self.stats = {"owned": 0, "gaps": 0, "opsp8996": 0, "relayed": 0}
         self._threads = [
             threading.Thread(target=self._run, name="kis-rt-node", daemon=True),
@@ -361,26 +378,35 @@ class Node:
         return not self._closing.is_set() and self.backend.coordinator.held()
 
     def _approval_keys(self, stale: str | None) -> str:
-        """The shared approval key: the stored one unless it is the refused one; else issue and store."""
+        """The shared approval key: the stored one unless it is the refused one; else issue and store.
+
+        Issued only under the session lease: every Approval call kills the app key's previous key,
+        so a process that is not (or no longer) the owner must never call it.
+        """
         with self._approval_lock:
             stored = self.backend.approvals.read()
             if stored and stored != stale:
                 return stored
+            if not self._held():
+                raise RealtimeError("not issuing an approval key: this process no longer owns the app key's session")
             key = self._issue_approval()
-            self.backend.approvals.write(key)
+            if not self.backend.approvals.write(key):
+                _log.warning("the approval key just issued was not stored: the session lease was lost meanwhile")
             return key
+
+    def _relay(self, message: str) -> None:
+        """Publish to the followers, only while the lease holds (a paused owner's backlog goes nowhere)."""
+        server = self._server
+        if server is not None and self.backend.coordinator.held():
+            server.publish(message)
 
     def _on_session_event(self, event: Event) -> None:
         if isinstance(event, Gap):
-            server = self._server
-            if server is not None:
-                server.publish(gap_message(event))
+            self._relay(gap_message(event))
         self._dispatch(event)
 
     def _on_frame(self, text: str) -> None:
-        server = self._server
-        if server is not None:
-            server.publish(text)
+        self._relay(text)
 
     def _state_message(self) -> str:
         with self._cond:
@@ -403,7 +429,7 @@ class Node:
             self._active, self._ready = frozenset(), False
         server.start(self._nudge.set, self._state_message)
         self._server = server
-        server.publish(self._state_message())  # the new generation, before any frame of ours
+        self._relay(self._state_message())  # the new generation, before any frame of ours
         watchdog = threading.Thread(target=self._fence, name="kis-rt-fence", daemon=True)
         watchdog.start()
         backoff = Backoff(base=0.25, cap=2.0)
@@ -412,6 +438,7 @@ class Node:
             if self._closing.wait(self.grace):
                 return
             while self._held():
+                coordinator.keep()  # this loop is alive: the lease may be renewed a while more
                 self._nudge.clear()  # before reading the wants: a nudge from now on is seen next round
                 if not self._own_cycle(server, backoff):
                     continue
@@ -423,7 +450,10 @@ class Node:
             self._drop_session()
             self._server = None
             server.close()
-            coordinator.release()
+            try:
+                coordinator.release()
+            except Exception as exc:  # the lease lapses by itself; the streams must still hear of the loss
+                _log.warning("releasing the session lease failed: %s", exc)
             with self._cond:
                 self._active = frozenset()
                 self._ready = False
@@ -436,6 +466,12 @@ class Node:
         desired = set(self.backend.wants.union())
         session = self._session
         if session is None and desired - set(self._refused):
+            wait = self._opens.wait_time()
+            if wait > 0:
+                _log.warning("opened %d sockets in the last minute; waiting %.1fs", OPENS_PER_MINUTE, wait)
+                self._closing.wait(min(wait, RECONCILE_INTERVAL * 4))
+                return False
+            self._opens.record()
             session = self._open_session()
             if session is None:
                 self._closing.wait(backoff.next())
@@ -449,7 +485,7 @@ class Node:
         self._set_active(session, desired)
         if not self._ready and (session is not None or not desired):
             self._ready = True
-        server.publish(self._state_message())
+        self._relay(self._state_message())
         if self._lost_since is not None and self._ready:
             self._resume()
         return True
@@ -506,6 +542,7 @@ class Node:
         for subscription in sorted(desired - current - set(self._refused)):
             if not self._held():
                 return True
+            self.backend.coordinator.keep()
             try:
                 session.subscribe(subscription.tr_id(mock=self.mock), subscription.key)
             except SessionInUseError:
@@ -525,8 +562,7 @@ class Node:
                 _log.warning("the session failed while subscribing %s: %s", subscription, exc)
                 return False
             self._set_active(session, desired)
-            if self._server is not None:
-                self._server.publish(self._state_message())
+            self._relay(self._state_message())
         for subscription in sorted(current - desired):
             try:
                 session.unsubscribe(subscription.tr_id(mock=self.mock), subscription.key)

@@ -1,8 +1,10 @@
 """The parts a fleet needs to share one KIS session, as small protocols with one backend per store kind.
 
-Why protocols: the file store (one host) and Redis (the fleet) elect the owner, share the wants and
-relay frames with different primitives (an OS lock and a Unix socket; a fenced lease and pub/sub),
-but the node (:mod:`.node`) runs the same rules on top of either:
+Why protocols: the file store (one host) and Redis (the fleet) share the wants and relay frames
+with different primitives (a JSON file and a Unix socket; Lua over a hash and pub/sub), and both
+elect the owner through the token store's own lease (purpose ``stream-owner``, the token issuer's
+machinery: :class:`~..token.lease.HeldLease`), but the node (:mod:`.node`) runs the same rules on
+top of either:
 
 * :class:`Coordinator` - who owns the app key's session. ``held()`` is the owner's *confirmed*
   right to hold the socket; the node checks it before every connect and closes the socket at once
@@ -103,7 +105,11 @@ class Coordinator(Protocol):
         ...
 
     def held(self) -> bool:
-        """Still the owner, confirmed recently enough to keep the socket open."""
+        """Still the owner, confirmed recently enough to keep the socket open (no I/O)."""
+        ...
+
+    def keep(self) -> None:
+        """The owner's loop is alive: its lease may be renewed a while more (bounded renewal)."""
         ...
 
     def release(self) -> None:
@@ -145,7 +151,9 @@ class ApprovalStore(Protocol):
         """The stored approval key, if fresh enough to use."""
         ...
 
-    def write(self, key: str) -> None: ...
+    def write(self, key: str) -> bool:
+        """Store a key this process just issued; False (nothing written) once it no longer owns the session."""
+        ...
 
 
 class RelayServer(Protocol):
@@ -239,6 +247,9 @@ class _LocalCoordinator:
     def held(self) -> bool:
         return self._owner is not None
 
+    def keep(self) -> None:
+        return None
+
     def release(self) -> None:
         with self._lock:
             self._owner = None
@@ -301,8 +312,9 @@ class _LocalApprovals:
         key = self._key
         return key[0] if key is not None and time.time() - key[1] < APPROVAL_MAX_AGE else None
 
-    def write(self, key: str) -> None:
+    def write(self, key: str) -> bool:
         self._key = (key, time.time())
+        return True
 
 
 class _NoRelay:
@@ -349,9 +361,9 @@ def backend_for(store: Any, app_key: str) -> Backend:
     if isinstance(store, FileTokenStorage):
         from .coord_file import FileBackend
 
-        return FileBackend(store.file_path, app_key)
+        return FileBackend(store, app_key)
     if isinstance(store, RedisTokenStorage):
         from .coord_redis import RedisBackend
 
-        return RedisBackend(store.redis_client, store.key_prefix, app_key)
+        return RedisBackend(store, app_key)
     return LocalBackend()

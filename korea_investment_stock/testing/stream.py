@@ -126,9 +126,12 @@ class FakeStreamStats:
     ``(monotonic time, app key, sessions now)``; ``max_concurrent`` is its maximum per app key, so
     ``max_concurrent[key] <= 1`` proves there were never two sessions. A *session* is a connection
     whose subscribe was accepted for an app key; a refused second connection never becomes one.
+    ``max_connections`` is the most connections open at once, sessions or not (a client that never
+    holds two sockets of its own at a time, beside one other, keeps it at 2).
     """
 
     connections: int = 0
+    max_connections: int = 0
     refused_connections: int = 0
     sessions_opened: dict[str, int] = field(default_factory=dict)
     live_sessions: dict[str, int] = field(default_factory=dict)
@@ -485,6 +488,7 @@ class FakeStream:
             session = _Session(self._numbers, conn, time.monotonic(), self._settings.ping_interval)
             self._sessions.append(session)
             self._counts["connections"] += 1
+            self._counts["max_connections"] = max(self._counts["max_connections"], len(self._sessions))
             self._changed.notify_all()
         self._wake.set()
         try:

@@ -51,7 +51,7 @@ from ..files import (
     fsync_directory,
 )
 from .credentials import Credentials
-from .lease import Acquired, IssuanceLease, LongWait, SaveOutcome
+from .lease import ISSUE, Acquired, HeldLease, IssuanceLease, LongWait, SaveOutcome, check_purpose
 from .legacy import load_plain_pickle, looks_like_pickle
 from .record import TokenRecord, key_id, token_digest
 from .status import StorageDescription, StorageHealth
@@ -181,6 +181,29 @@ class FileTokenStorage(RecordTokenStorage):
         """The lock file held while a token for ``api_key`` is being issued."""
         return self.file_path.with_name(f"{self.file_path.name}.{key_id(api_key)[:LOCK_ID_CHARS]}.lock")
 
+    def lock_beside(self, name: str) -> FileLock:
+        """The store's lock on a file ``name`` beside the token file, for a short read-modify-write.
+
+        Created as the token file's own locks are (ours, 0600, no symlink followed, never
+        deleted); the real-time room keeps its shared state under one.
+        """
+        self._ensure_directory()
+        return self._safe_lock(self.file_path.with_name(name))
+
+    def lease_lock_path(self, api_key: str, purpose: str) -> Path:
+        """The lock file of ``api_key``'s lease for ``purpose``: the issuance lock, or ``….<purpose>.lock``."""
+        if check_purpose(purpose) == ISSUE:
+            return self.issuance_lock_path(api_key)
+        return self.file_path.with_name(f"{self.file_path.name}.{key_id(api_key)[:LOCK_ID_CHARS]}.{purpose}.lock")
+
+    def purpose_lease(self, api_key: str, purpose: str) -> FileHeldLease:
+        """A long-lived hold of ``api_key``'s lease for ``purpose`` (see :class:`~.lease.HeldLease`).
+
+        The same kind of lock as the token issuer's (:meth:`issuance_lock_path`), on the purpose's
+        own lock file beside the token file.
+        """
+        return FileHeldLease(self, api_key, purpose)
+
     def _lock_for(self, path: Path) -> FileLock:
         """This process's lock object for ``path``.
 
@@ -270,13 +293,15 @@ class FileTokenStorage(RecordTokenStorage):
             self._warn_once("lock", "cannot use the lock file %s (%s)", self.lock_path, exc)
             return contextlib.nullcontext()
 
-    def _safe_lock(self, path: Path) -> FileLock:
+    def _safe_lock(self, path: Path, *, own: bool = False) -> FileLock:
         """The lock object for ``path``, once the file is known to be a regular file of ours.
 
         We create the file ourselves (``O_NOFOLLOW``, no ``O_TRUNC``, 0600)
         before filelock opens it, so a symlink planted at the path can neither
         redirect the lock nor truncate its target.  :class:`Uncoordinated`
-        when the file cannot be created at all (read-only disk).
+        when the file cannot be created at all (read-only disk).  ``own``: a
+        new object of the caller's alone, usable from any thread (a held lease
+        is asked from several), never the process's shared, reentrant one.
         """
         try:
             create_lock_file(path)
@@ -284,6 +309,8 @@ class FileTokenStorage(RecordTokenStorage):
             raise Uncoordinated(str(exc)) from None
         except UnsafeLockFile as exc:
             raise StorageError(str(exc)) from None
+        if own:
+            return FileLock(str(path), mode=0o600, thread_local=False)
         return self._lock_for(path)
 
     def _store(self, record: TokenRecord) -> SaveOutcome:
@@ -576,3 +603,85 @@ class FileLease(IssuanceLease):
         if self._lock is not None and self._lock.is_locked:
             self._lock.release()  # the very object acquired, whatever the store's lock map is by now
         self._lock = None
+
+
+class FileHeldLease(HeldLease):
+    """A long-lived hold of one app key's lease for a purpose, as a kernel lock on its own lock file.
+
+    The same lock as :class:`FileLease` (created by us, never deleted, 0600, no symlink followed),
+    taken without waiting and held for the holder's life.  The kernel frees it the moment the
+    holder's process dies, even by SIGKILL, so a peer trying it takes over at once; and it cannot
+    be lost while the process lives, so :meth:`held` needs no I/O, nothing is renewed, and a
+    stopped holder keeps it (nobody else may take over until it runs or dies).  Each hold gets a
+    generation one above the last, kept beside the lock as ``….<purpose>.generation`` and written
+    only by the holder.
+    """
+
+    def __init__(self, storage: FileTokenStorage, api_key: str, purpose: str) -> None:
+        super().__init__(purpose)
+        self._storage = storage
+        self.path = storage.lease_lock_path(api_key, purpose)
+        self._counter = self.path.with_name(self.path.name.removesuffix(".lock") + ".generation")
+        self._lock: FileLock | None = None
+        self._pid = os.getpid()
+
+    def try_acquire(self) -> int | None:
+        if self.held():
+            return self.generation
+        storage = self._storage
+        try:
+            storage._ensure_directory()
+            lock = storage._safe_lock(self.path, own=True)
+        except Uncoordinated as exc:
+            raise StorageError(f"cannot hold the {self.purpose} lease at {self.path}: {exc}") from None
+        try:
+            lock.acquire(timeout=0, blocking=False)
+        except Timeout:
+            return None
+        try:
+            generation = self._read_counter() + 1
+            self._write_counter(generation)
+        except OSError as exc:
+            lock.release(force=True)
+            raise StorageError(f"cannot write {self._counter}: {exc.strerror or exc}") from None
+        except BaseException:
+            lock.release(force=True)
+            raise
+        self._lock, self._pid, self.generation = lock, os.getpid(), generation
+        logger.debug("took the %s lease %s (generation %d)", self.purpose, self.path, generation)
+        return generation
+
+    def held(self) -> bool:
+        lock = self._lock
+        return lock is not None and self._pid == os.getpid() and lock.is_locked
+
+    def release(self) -> None:
+        lock, self._lock = self._lock, None
+        self.generation = 0
+        if lock is not None and self._pid == os.getpid() and lock.is_locked:
+            lock.release(force=True)
+
+    def _read_counter(self) -> int:
+        try:
+            fd = os.open(self._counter, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._counter}: {exc.strerror or exc}; remove it") from None
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read(64)
+        try:
+            return max(0, int(data.strip() or b"0"))
+        except ValueError:
+            return 0  # damaged: counting starts again, and the holder's pid still tells holds apart
+
+    def _write_counter(self, generation: int) -> None:
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(str(generation).encode())
+            os.replace(temp, self._counter)  # replaces a planted symlink itself, never its target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise

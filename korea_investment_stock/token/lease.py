@@ -88,6 +88,21 @@ class SaveOutcome(enum.Enum):
     NOT_STORED = "not stored"
 
 
+#: The purposes one app key's lease serves.  Each purpose is its own lease (one holder each), taken
+#: and renewed the same way: the token issuer holds :data:`ISSUE` for one tokenP call; the real-time
+#: session owner holds :data:`STREAM_OWNER` for as long as it keeps the socket.
+ISSUE = "issue"
+STREAM_OWNER = "stream-owner"
+PURPOSES = (ISSUE, STREAM_OWNER)
+
+
+def check_purpose(purpose: str) -> str:
+    """``purpose`` if it names a lease we know (a typo would silently elect a second owner)."""
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown lease purpose {purpose!r}; one of {', '.join(PURPOSES)}")
+    return purpose
+
+
 #: How a :class:`ProcessLease` stores a record.
 SaveFn = Callable[[TokenRecord], "SaveOutcome"]
 
@@ -193,4 +208,66 @@ class ProcessLease(IssuanceLease):
         pass
 
 
-__all__ = ["LONG_WAIT_SECONDS", "Acquired", "IssuanceLease", "LongWait", "ProcessLease", "SaveOutcome"]
+class HeldLease(ABC):
+    """A store's lease on one app key and purpose, held as long as its holder lives and keeps it.
+
+    Why beside :class:`IssuanceLease`: "exactly one in the fleet" jobs that last (the real-time
+    session owner) need the same election as the token issuer, not a second one, but a different
+    shape of hold.  An issuance lease is waited for and held for one tokenP call; a held lease is
+    *tried* without waiting (the caller polls), held for hours, and asked every few milliseconds,
+    so :meth:`held` must answer without I/O from what the store last confirmed.  The backends
+    build both from the same scripts / locks (``token/redis.py``, ``token/file.py``)::
+
+        lease = storage.purpose_lease(api_key, STREAM_OWNER)
+        if lease.try_acquire() is not None:      # the fencing generation, or None: someone else holds it
+            while lease.held():                  # confirmed recently enough: keep the job running
+                lease.keep()                     # the holder is alive: renewals may go on a while more
+                ...
+            lease.release()                      # owner-checked: never frees a successor's lease
+
+    On a store that can lose a lease (Redis) :meth:`held` turns false ``fence_margin`` before the
+    lease could lapse without a confirmed renewal, so a holder that closes its resource when it does
+    (self-fencing) is gone before anyone else can acquire.  Renewal is bounded: it stops
+    ``hold_seconds`` after the last :meth:`keep`, so a hung holder cannot keep the lease forever.
+    """
+
+    def __init__(self, purpose: str) -> None:
+        self.purpose = check_purpose(purpose)
+        #: The fencing generation of the current hold (0 when not held): higher than every earlier one.
+        self.generation = 0
+
+    @abstractmethod
+    def try_acquire(self) -> int | None:
+        """Take the lease now, without waiting: its generation, or None while another holds it.
+
+        Already held: the same generation.  A storage error is raised (the caller tries again).
+        """
+
+    @abstractmethod
+    def held(self) -> bool:
+        """Still ours, as last confirmed by the store; never does I/O."""
+
+    def keep(self) -> None:  # a lease that cannot lapse (a kernel lock) needs nothing
+        """The holder is alive and working: renewals may go on ``hold_seconds`` from now."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lease back (owner-checked, idempotent); :meth:`held` is false from now on."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.purpose!r}, generation={self.generation}, held={self.held()})"
+
+
+__all__ = [
+    "ISSUE",
+    "LONG_WAIT_SECONDS",
+    "PURPOSES",
+    "STREAM_OWNER",
+    "Acquired",
+    "HeldLease",
+    "IssuanceLease",
+    "LongWait",
+    "ProcessLease",
+    "SaveOutcome",
+    "check_purpose",
+]

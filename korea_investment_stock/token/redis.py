@@ -64,7 +64,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from ..errors import (
     ConfigurationError,
@@ -82,7 +82,7 @@ from ..validation import check_seconds
 from . import redis_scripts as lua
 from .credentials import Credentials
 from .hostcopy import HostCopy, host_copy_path
-from .lease import Acquired, IssuanceLease, LongWait, ProcessLease, SaveOutcome
+from .lease import ISSUE, Acquired, HeldLease, IssuanceLease, LongWait, ProcessLease, SaveOutcome, check_purpose
 from .record import TokenRecord, key_id, token_digest
 from .redis_connect import (
     DEFAULT_REDIS_URL,
@@ -127,6 +127,11 @@ MAX_POLL_INTERVAL = 0.5
 GENERATION_TTL_MS = 2 * 86400 * 1000
 #: Hex characters of the credential fingerprint in a failure marker's name.
 MARKER_ID_CHARS = 16
+#: A held lease (:meth:`RedisTokenStorage.purpose_lease`) stops trusting itself this long before it
+#: could lapse without a confirmed renewal: a slow reply, clock drift between us and the server.
+DEFAULT_FENCE_MARGIN = 0.5
+#: A held lease is renewed for at most this long after its holder last said it is alive (``keep``).
+DEFAULT_HOLD_SECONDS = 30.0
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
@@ -136,6 +141,7 @@ __all__ = [
     "ENV_REDIS_URL",
     "LockingRedisTokenStorage",
     "RedisHealth",
+    "RedisHeldLease",
     "RedisKeys",
     "RedisTokenStorage",
 ]
@@ -173,6 +179,14 @@ class RedisKeys:
     def failed(self, fingerprint: str) -> str:
         """The failure marker of one credential: another secret's failure never blocks this one."""
         return f"{self.token}:failed:{fingerprint[:MARKER_ID_CHARS]}"
+
+    def lease_lock(self, purpose: str) -> str:
+        """The lease of ``purpose``: ``…:lock`` for the token issuer (as ever), ``…:<purpose>:lock`` else."""
+        return self.lock if check_purpose(purpose) == ISSUE else f"{self.token}:{purpose}:lock"
+
+    def lease_channel(self, purpose: str) -> str:
+        """Where the lease of ``purpose`` announces a release: ``…:ready`` for the token issuer."""
+        return self.channel if check_purpose(purpose) == ISSUE else f"{self.token}:{purpose}:ready"
 
 
 #: What :meth:`RedisTokenStorage.health_check` returns (the stores share one type).
@@ -255,6 +269,12 @@ class RedisTokenStorage(RecordTokenStorage):
         self._host = HostCopy(host_copy_path(self.location, key_prefix)) if host_copy else None
         self._store_script = self._client.register_script(lua.STORE)
         self._delete_script = self._client.register_script(lua.COMPARE_AND_DELETE)
+        # The lease's scripts: the locking store's issuer, and every store's held leases.
+        self._acquire_script = self._client.register_script(lua.ACQUIRE)
+        self._renew_script = self._client.register_script(lua.RENEW)
+        self._held_script = self._client.register_script(lua.HELD)
+        self._release_script = self._client.register_script(lua.RELEASE)
+        self._fenced_set_script = self._client.register_script(lua.FENCED_SET)
         # The locking store decides once its own settings are checked (a bad one is no connection problem).
         if not isinstance(self, LockingRedisTokenStorage) and _pings(ping, client, by_default=True):
             self._check_connection()
@@ -331,6 +351,24 @@ class RedisTokenStorage(RecordTokenStorage):
             return StorageHealth(reachable=False, round_trip_ms=None, location=self.location, error=str(exc))
         rtt = (time.perf_counter() - started) * 1000
         return StorageHealth(reachable=True, round_trip_ms=rtt, location=self.location, detail="reachable (PING)")
+
+    def purpose_lease(
+        self,
+        api_key: str,
+        purpose: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        fence_margin: float = DEFAULT_FENCE_MARGIN,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
+    ) -> RedisHeldLease:
+        """A long-lived hold of ``api_key``'s lease for ``purpose`` (see :class:`~.lease.HeldLease`).
+
+        The same ``SET NX PX`` lease, generation, renewal and owner-checked release as the token
+        issuer's, on the purpose's own key beside the token's (one cluster slot).
+        """
+        return RedisHeldLease(
+            self, api_key, purpose, lease_seconds=lease_seconds, fence_margin=fence_margin, hold_seconds=hold_seconds
+        )
 
     # ------------------------------------------------------------------ 0.6.x API
     def save_token(self, token_data: dict[str, Any]) -> bool:
@@ -463,10 +501,6 @@ class LockingRedisTokenStorage(RedisTokenStorage):
         self.poll_interval = check_seconds("poll_interval", poll_interval, positive=True)
         if self.poll_interval > MAX_POLL_INTERVAL:
             raise ConfigurationError(f"poll_interval must be at most {MAX_POLL_INTERVAL} s, got {poll_interval!r}")
-        self._acquire_script = self._client.register_script(lua.ACQUIRE)
-        self._renew_script = self._client.register_script(lua.RENEW)
-        self._held_script = self._client.register_script(lua.HELD)
-        self._release_script = self._client.register_script(lua.RELEASE)
         self._fenced_save_script = self._client.register_script(lua.FENCED_SAVE)
         if _pings(ping, client, by_default=False):
             self._check_connection()
@@ -512,6 +546,7 @@ class RedisLease(IssuanceLease):
         #: True while the fenced save runs: its release of the lock is not a loss.
         self.saving = False
         self._stop = threading.Event()
+        self._until = 0.0
         weakref.finalize(self, self._stop.set)
 
     def acquire(self, deadline: float) -> Acquired:
@@ -653,58 +688,237 @@ class RedisLease(IssuanceLease):
         hold = self.hold_seconds
         if hold is None:
             hold = storage.issue_deadline + DEFAULT_CALL_SECONDS + HOLD_SLACK
-        until = time.monotonic() + hold
-        threading.Thread(
-            target=_renew,
-            args=(weakref.ref(self), self._stop, storage.lease_seconds / RENEWALS_PER_LEASE, until),
-            name="kis-token-lease-renewal",
-            daemon=True,
-        ).start()
+        self._until = time.monotonic() + hold
+        _start_renewal(self, self._stop, storage.lease_seconds / RENEWALS_PER_LEASE, "kis-token-lease-renewal")
+
+    def renewal_until(self) -> float:
+        """When renewal stops (monotonic): the issuance's whole bound, fixed when the lease was taken."""
+        return self._until
+
+    def renew_once(self) -> bool | None:
+        """One renewal: True when extended, False to retry soon (store down), None to stop."""
+        if self.settled:
+            return None
+        storage = self._storage
+        try:
+            renewed = storage._call(
+                "renewing the issuance lease",
+                storage._renew_script,
+                keys=[self.keys.lock],
+                args=[self.owner, _ms(storage.lease_seconds)],
+            )
+        except StorageError as exc:
+            logger.warning("could not renew the token issuance lease (%s); trying again soon", exc)
+            return False
+        if not renewed and not self._stop.is_set() and not self.saving:
+            self.lost = True
+            logger.warning(
+                "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
+            )
+            return None
+        return True
 
     def __repr__(self) -> str:
         return f"RedisLease(generation={self.generation}, taken={self.taken}, settled={self.settled}, lost={self.lost})"
 
 
-def _renew(ref: weakref.ref[RedisLease], stop: threading.Event, interval: float, until: float) -> None:
-    """Extend a lease every ``interval`` seconds until ``stop``, ``until`` (monotonic) or its object is gone.
+class RedisHeldLease(HeldLease):
+    """A long-lived hold of one app key's lease for a purpose: the token issuer's lease, held for hours.
+
+    Taken by the same ``ACQUIRE`` script as :class:`RedisLease` (``SET NX PX``, a generation above
+    every earlier one, shared with the issuer's counter), renewed by the same owner-checked
+    ``RENEW`` every fifth of the lease, released by the same owner-checked ``RELEASE``.  What
+    differs is what a long hold needs:
+
+    * **Self-fencing.**  :meth:`held` is the time since the last renewal the server *confirmed*,
+      counted from when it was sent, against ``lease - fence_margin``: no I/O, and false before
+      the lease can lapse at the server.  A holder paused (SIGSTOP, a VM freeze) finds it false the
+      moment it runs again, since the monotonic clock ran on.
+    * **Bounded renewal.**  Renewal goes on only ``hold_seconds`` past the holder's last
+      :meth:`keep`; a renewal the server refuses (the lease lapsed and maybe moved on) ends the
+      hold for good.
+    * **Fenced writes.**  :meth:`fenced_set` writes a key only while the server still names us.
+    """
+
+    def __init__(
+        self,
+        storage: RedisTokenStorage,
+        api_key: str,
+        purpose: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        fence_margin: float = DEFAULT_FENCE_MARGIN,
+        hold_seconds: float = DEFAULT_HOLD_SECONDS,
+    ) -> None:
+        super().__init__(purpose)
+        self.lease_seconds = check_seconds("lease_seconds", lease_seconds, positive=True)
+        self.fence_margin = check_seconds("fence_margin", fence_margin)
+        if self.fence_margin >= self.lease_seconds:
+            raise ConfigurationError("fence_margin must be shorter than lease_seconds")
+        self.hold_seconds = check_seconds("hold_seconds", hold_seconds, positive=True)
+        self._storage = storage
+        keys = storage.redis_keys(api_key)
+        self.lock_key = keys.lease_lock(purpose)
+        self._channel = keys.lease_channel(purpose)
+        self._acquire_keys = [self.lock_key, keys.generation, f"{self.lock_key}:failed", keys.fence]
+        self._guard = threading.Lock()
+        self._owner: str | None = None
+        self._confirmed = 0.0
+        self._until = 0.0
+        self._pid = os.getpid()
+        self._stop = threading.Event()
+
+    def try_acquire(self) -> int | None:
+        if self.held():
+            return self.generation
+        self._end_hold()  # a lapsed hold of ours: stop its renewal first
+        owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(12)}"
+        storage = self._storage
+        sent = time.monotonic()
+        verdict = storage._call(
+            f"taking the {self.purpose} lease",
+            storage._acquire_script,
+            keys=self._acquire_keys,
+            args=[owner, _ms(self.lease_seconds), GENERATION_TTL_MS],
+        )
+        if text(verdict[0]) != "lead":
+            return None
+        stop = threading.Event()
+        with self._guard:
+            self._owner, self._confirmed, self._stop, self._pid = owner, sent, stop, os.getpid()
+            self._until = sent + self.hold_seconds
+            self.generation = int(verdict[1])
+        _start_renewal(self, stop, self.lease_seconds / RENEWALS_PER_LEASE, f"kis-lease-{self.purpose}")
+        logger.debug("took the %s lease (generation %d)", self.purpose, self.generation)
+        return self.generation
+
+    def held(self) -> bool:
+        with self._guard:
+            return (
+                self._owner is not None
+                and self._pid == os.getpid()
+                and time.monotonic() - self._confirmed < self.lease_seconds - self.fence_margin
+            )
+
+    def keep(self) -> None:
+        with self._guard:
+            if self._owner is not None:
+                self._until = time.monotonic() + self.hold_seconds
+
+    def release(self) -> None:
+        owner = self._end_hold()
+        if owner is None:
+            return
+        storage = self._storage
+        try:
+            storage._call(
+                f"releasing the {self.purpose} lease",
+                storage._release_script,
+                keys=[self.lock_key, self._acquire_keys[2]],
+                args=[owner, self._channel, 0, ""],
+            )
+        except Exception as exc:  # best effort, never the caller's failure: it lapses within one lease anyway
+            # (a holder woken from a pause finds redis-py's connections broken under it: not only StorageError)
+            logger.warning(
+                "could not release the %s lease (%s); it lapses within %gs", self.purpose, exc, self.lease_seconds
+            )
+
+    def fenced_set(self, key: str, value: str, ttl_seconds: float) -> bool:
+        """``SET key value PX ttl`` only while the server still names us the holder; True when written."""
+        with self._guard:
+            owner = self._owner
+        if owner is None:
+            return False
+        storage = self._storage
+        written = storage._call(
+            f"writing under the {self.purpose} lease",
+            storage._fenced_set_script,
+            keys=[self.lock_key, key],
+            args=[owner, value, _ms(ttl_seconds)],
+        )
+        return bool(written)
+
+    def is_taken(self) -> bool:
+        """Whether anyone holds the lease now (one ``GET``: the minimal ACL has no ``EXISTS``)."""
+        storage = self._storage
+        return storage._call(f"reading the {self.purpose} lease", storage._client.get, self.lock_key) is not None
+
+    def renewal_until(self) -> float:
+        with self._guard:
+            return self._until
+
+    def renew_once(self) -> bool | None:
+        """One renewal: True when confirmed, False to retry soon (store slow or down), None to stop."""
+        with self._guard:
+            owner = self._owner
+        if owner is None or self._pid != os.getpid():
+            return None
+        storage = self._storage
+        sent = time.monotonic()
+        try:
+            renewed = storage._call(
+                f"renewing the {self.purpose} lease",
+                storage._renew_script,
+                keys=[self.lock_key],
+                args=[owner, _ms(self.lease_seconds)],
+            )
+        except Exception as exc:  # a store down, or a connection broken by a pause: held() runs out by itself
+            logger.warning("could not renew the %s lease (%s); trying again soon", self.purpose, exc)
+            return False
+        with self._guard:
+            if self._owner != owner:
+                return None  # released meanwhile
+            if not renewed:
+                self._owner = None
+                logger.warning("lost the %s lease (it lapsed, or the store lost it)", self.purpose)
+                return None
+            self._confirmed = sent
+        return True
+
+    def _end_hold(self) -> str | None:
+        with self._guard:
+            owner, self._owner = self._owner, None
+            self._stop.set()
+            self.generation = 0
+        return owner
+
+
+class _Renewable(Protocol):
+    def renewal_until(self) -> float: ...
+
+    def renew_once(self) -> bool | None: ...
+
+
+def _start_renewal(lease: _Renewable, stop: threading.Event, interval: float, name: str) -> None:
+    threading.Thread(target=_renew, args=(weakref.ref(lease), stop, interval), name=name, daemon=True).start()
+
+
+def _renew(ref: weakref.ref[_Renewable], stop: threading.Event, interval: float) -> None:
+    """Extend a lease every ``interval`` seconds until ``stop``, its renewal bound, or its object is gone.
 
     Holding only a weak reference between two renewals, it cannot keep a
     leaked lease (one whose holder was interrupted and dropped it) alive.
     """
     wait = interval
-    while not stop.wait(max(0.0, min(wait, until - time.monotonic()))):
-        if time.monotonic() >= until:
-            logger.warning("stopped renewing the token issuance lease: the issuance ran past its bound")
+    while True:
+        lease = ref()
+        if lease is None:
             return
-        outcome = _renew_once(ref, stop)
+        until = lease.renewal_until()
+        del lease
+        if stop.wait(max(0.0, min(wait, until - time.monotonic()))):
+            return
+        lease = ref()
+        if lease is None:
+            return
+        if time.monotonic() >= lease.renewal_until():
+            logger.warning("stopped renewing a lease (%r): its holder ran past its bound", lease)
+            return
+        outcome = lease.renew_once()
+        del lease
         if outcome is None:
             return
         wait = interval if outcome else min(interval, 0.5)
-
-
-def _renew_once(ref: weakref.ref[RedisLease], stop: threading.Event) -> bool | None:
-    """One renewal: True when extended, False to retry soon (store down), None to stop."""
-    lease = ref()
-    if lease is None or lease.settled:
-        return None
-    storage = lease._storage
-    try:
-        renewed = storage._call(
-            "renewing the issuance lease",
-            storage._renew_script,
-            keys=[lease.keys.lock],
-            args=[lease.owner, _ms(storage.lease_seconds)],
-        )
-    except StorageError as exc:
-        logger.warning("could not renew the token issuance lease (%s); trying again soon", exc)
-        return False
-    if not renewed and not stop.is_set() and not lease.saving:
-        lease.lost = True
-        logger.warning(
-            "lost the token issuance lease (it expired); the fenced save decides whether our token is stored"
-        )
-        return None
-    return True
 
 
 class _Inbox:

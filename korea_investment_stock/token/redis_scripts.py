@@ -229,6 +229,18 @@ end
 return 1
 """
 
+#: Write a value only while a lease is ours: what the holder of a long-lived lease publishes (the
+#: real-time owner's session state, the approval key it issued) can never come from a holder that
+#: lost the lease, whatever its clock believed.
+#: KEYS: lock, target.  ARGV: owner, value, TTL (ms).  Returns 1 when written, else 0.
+FENCED_SET = """
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
 #: Delete the stored token only if it is still the one that failed, so callers
 #: that saw the same dead token delete it once and never delete its successor.
 #: The fence rises to the deleted token's generation, so a delayed save of any
@@ -277,5 +289,6 @@ ALL_SCRIPTS: dict[str, str] = {
     "renew": RENEW,
     "held": HELD,
     "release": RELEASE,
+    "fenced_set": FENCED_SET,
     "compare_and_delete": COMPARE_AND_DELETE,
 }
