@@ -160,3 +160,20 @@ def test_missing_extras_name_the_realtime_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.count("korea-investment-stock[realtime]") == 2, out
+
+
+def test_a_full_outbox_drops_data_before_control_and_counts_events_not_frames() -> None:
+    """A Gap's count is events lost: a control message is never one, a frame of 2 records is two."""
+    from korea_investment_stock.realtime.relay import Outbox, control, parse_gap
+
+    outbox = Outbox(maxsize=3)
+    outbox.put(control("state", owner="x"))
+    outbox.put("0|H0STCNT0|002|a^b^c^d")
+    outbox.put("0|H0STCNT0|001|e^f")
+    outbox.put("0|H0STCNT0|001|g^h")  # full: the oldest *data* frame goes
+    batch = outbox.take(1.0)
+    import json
+
+    gap = parse_gap(json.loads(batch[0]))
+    assert gap.dropped == 2
+    assert batch[1:] == [control("state", owner="x"), "0|H0STCNT0|001|e^f", "0|H0STCNT0|001|g^h"]

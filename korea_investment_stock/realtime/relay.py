@@ -110,10 +110,15 @@ def subscription_of(text: str) -> Subscription | None:
 
 
 class Outbox:
-    """One follower's bounded queue: :meth:`put` never blocks; when full the oldest message goes."""
+    """One follower's bounded queue: :meth:`put` never blocks; when full the oldest data frame goes.
+
+    Control messages (acks, state, gaps) are kept before data: they are few and a follower needs
+    them.  What a dropped frame costs is counted in events (its record count), so the ``Gap``
+    a follower gets says exactly how many events it missed.
+    """
 
     def __init__(self, maxsize: int = DEFAULT_OUTBOX) -> None:
-        self._queue: deque[str] = deque()
+        self._queue: deque[tuple[str, int]] = deque()  # (message, events it carries)
         self._maxsize = maxsize
         self._cond = threading.Condition()
         self._dropped = 0
@@ -125,13 +130,19 @@ class Outbox:
             if self._closed:
                 return
             if len(self._queue) >= self._maxsize:
-                self._queue.popleft()
-                if self._dropped == 0:
-                    self._dropped_since = kst_now()
-                self._dropped += 1
-            self._queue.append(message)
+                self._drop_oldest()
+            self._queue.append((message, _events_in(message)))
             if len(self._queue) == 1:
                 self._cond.notify()
+
+    def _drop_oldest(self) -> None:
+        index = next((i for i, (_, events) in enumerate(self._queue) if events), 0)
+        _, events = self._queue[index]
+        del self._queue[index]
+        if events:
+            if self._dropped == 0:
+                self._dropped_since = kst_now()
+            self._dropped += events
 
     def take(self, timeout: float) -> list[str]:
         """Everything queued (a ``gap`` message first if some were dropped); [] after ``timeout`` or close."""
@@ -151,7 +162,7 @@ class Outbox:
                     )
                 )
                 self._dropped, self._dropped_since = 0, None
-            batch.extend(self._queue)
+            batch.extend(message for message, _ in self._queue)
             self._queue.clear()
             return batch
 
@@ -164,3 +175,14 @@ class Outbox:
             self._closed = True
             self._queue.clear()
             self._cond.notify_all()
+
+
+def _events_in(message: str) -> int:
+    """How many events a relayed message carries: a data frame's record count, 0 for control."""
+    if message[:1] == "{":
+        return 0
+    parts = message.split("|", 3)
+    try:
+        return max(1, int(parts[2])) if len(parts) > 2 else 1
+    except ValueError:
+        return 1
