@@ -126,8 +126,15 @@ def test_fleet_shares_one_session_and_survives_the_owner(fake: FakeKIS, store_sp
         fleet.kill(victim)
         resumed = []
         for pid in survivors:
-            gap = fleet.expect(pid, "gap", timeout=FAILOVER_HANG)
-            trade = fleet.expect(pid, "trade", timeout=FAILOVER_HANG, after_gap=True)
+            try:
+                gap = fleet.expect(pid, "gap", timeout=FAILOVER_HANG)
+                trade = fleet.expect(pid, "trade", timeout=FAILOVER_HANG, after_gap=True)
+            except AssertionError as exc:  # say what the fake saw: sessions, refusals, the new owner
+                seen = fake.stream.stats
+                raise AssertionError(
+                    f"{exc}; fake: sessions {seen.session_log}, opsp8996={seen.opsp8996}, "
+                    f"owner now {owner_pid(backend)}, survivors {survivors}"
+                ) from None
             assert trade["at"] >= gap["at"]
             resumed.append(trade["at"] - killed_at)
         print(f"\n[{spec['store']}] failover: events again {max(resumed):.2f}s after SIGKILL of the owner")
