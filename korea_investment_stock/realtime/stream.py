@@ -66,6 +66,8 @@ class Stream:
     # -- wants ---------------------------------------------------------------------
 
     def _subscriptions(self, trades: Iterable[str], orderbooks: Iterable[str], notices: bool) -> list[Subscription]:
+        if isinstance(trades, str) or isinstance(orderbooks, str):
+            raise ConfigurationError("trades= and orderbooks= take a list of symbols, not one string")
         wanted = [Subscription("trades", s) for s in trades] + [Subscription("orderbooks", s) for s in orderbooks]
         if notices:
             if not self._hts_id:
@@ -85,8 +87,6 @@ class Stream:
         timeout: float | None = None,
     ) -> None:
         """Want these; raises ``SubscriptionLimitError`` (nothing changed) past the app key's cap."""
-        if isinstance(trades, str) or isinstance(orderbooks, str):
-            raise ConfigurationError("trades= and orderbooks= take a list of symbols, not one string")
         if self._closed:
             raise ConfigurationError("the stream is closed")
         self._feed.subscribe(self, self._subscriptions(trades, orderbooks, notices), timeout)
@@ -100,8 +100,6 @@ class Stream:
         timeout: float | None = None,
     ) -> None:
         """Stop wanting these (KIS is told once no other stream wants them)."""
-        if isinstance(trades, str) or isinstance(orderbooks, str):
-            raise ConfigurationError("trades= and orderbooks= take a list of symbols, not one string")
         self._feed.unsubscribe(self, self._subscriptions(trades, orderbooks, notices), timeout)
 
     # -- the queue -------------------------------------------------------------------------
