@@ -251,7 +251,7 @@ class OrderDesk:
     # ------------------------------------------------------------------ the rule
     def _send(self, intent: OrderIntent, path: str, tr_id_value: str, body: dict[str, Any]) -> Order:
         what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
-        headers = {"Connection": "close"}
+        headers: dict[str, str] = {}  # fresh_connection below also sends Connection: close
         if self._context.hashkey is not None:
             try:
                 headers["hashkey"] = self._context.hashkey(body)
@@ -264,7 +264,7 @@ class OrderDesk:
         until = started + 2 * self._context.order_seconds
         ticket = ledger.begin(intent.account, signature(intent), until)
         try:
-            response = self._post(intent, path, tr_id_value, body, headers, started)
+            response = self._post(intent, what, (path, tr_id_value), body, headers, started)
             return self._accepted(intent, response, started, what)
         finally:
             ledger.end(intent.account, ticket)
@@ -272,13 +272,14 @@ class OrderDesk:
     def _post(
         self,
         intent: OrderIntent,
-        path: str,
-        tr_id_value: str,
+        what: str,
+        target: tuple[str, str],
         body: dict[str, Any],
         headers: dict[str, str],
         started: float,
     ) -> KISResponse:
-        what = {"new": "order", "revise": "revise", "cancel": "cancel"}[intent.kind]
+        """The POST, sent again only while it provably never left (see the module docstring)."""
+        path, tr_id_value = target
         unsent_tries = 0
         while True:
             try:
