@@ -9,14 +9,13 @@ the record's values as KIS sent them for whatever the typed fields do not cover.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-__all__ = ["KST", "Event", "ExecutionNotice", "Gap", "OrderBook", "Trade", "kst_now"]
+from ..token.record import KST
 
-KST = timezone(timedelta(hours=9), "KST")
-"""Korea Standard Time (no daylight saving since 1988)."""
+__all__ = ["KST", "Event", "ExecutionNotice", "Gap", "OrderBook", "Trade", "kst_now"]
 
 
 def kst_now() -> datetime:

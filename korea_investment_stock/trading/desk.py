@@ -16,7 +16,14 @@ from ..transport import KISResponse
 from . import account, history
 from .context import TradingContext
 from .models import Balance, Bar, Buyable, Order, OrderIntent, OrderRecord
-from .orders import DEFAULT_SETTLE_SECONDS, OrderDesk, check_price, reconcile, wait_for_identical_requests
+from .orders import (
+    DEFAULT_SETTLE_SECONDS,
+    OrderDesk,
+    check_price,
+    check_symbol,
+    reconcile,
+    wait_for_identical_requests,
+)
 from .trids import OVERSEAS_EXCHANGES, US_EXCHANGES, Exchange, exchange_for
 from .values import KST, as_date, decimal, kst_today
 
@@ -78,7 +85,7 @@ class Trading:
         return account.fetch_orders(self.context, first, last, market)
 
     def buyable(self, symbol: str, price: object, market: str) -> Buyable:
-        symbol = _symbol(symbol)
+        symbol = check_symbol(symbol)
         exchange = self.exchange_of(symbol, market)
         limit = check_price(price)
         if limit is None and exchange is not None:  # overseas KIS sizes a limit order only: use the last price
@@ -112,7 +119,7 @@ class Trading:
         adjusted: bool,
         market: str,
     ) -> list[Bar]:
-        symbol = _symbol(symbol)
+        symbol = check_symbol(symbol)
         first = as_date("start", start, kst_today())
         last = as_date("end", end, kst_today())
         if not isinstance(adjusted, bool):
@@ -130,34 +137,26 @@ class Trading:
     # ------------------------------------------------------------------ reconciliation
     def reconcile(self, error: OrderStatusUnknown, settle: float) -> Order | None:
         """Settle ``error``: the order KIS has for it, or ``None`` when it was not placed."""
-        if not isinstance(error, OrderStatusUnknown) or not isinstance(error.intent, OrderIntent):
+        intent = error.intent if isinstance(error, OrderStatusUnknown) else None
+        if not isinstance(intent, OrderIntent):
             raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
         if isinstance(settle, bool) or not isinstance(settle, int | float) or not 0 <= settle <= 60:
             raise ConfigurationError(f"settle must be seconds between 0 and 60, got {settle!r}")
-        wait_for_identical_requests(self.context.ledger, error.intent)
-        found = self._look_up(error)  # found at once in the common case: no wait at all
+        wait_for_identical_requests(self.context.ledger, intent)
+        found = self._look_up(error, intent)  # found at once in the common case: no wait at all
         if found is not None:
             return found
         wait = error.ended_at + settle - time.time()
         if wait <= 0:
             return None
         time.sleep(wait)  # absence counts only once KIS has had time to finish with the request
-        return self._look_up(error)
+        return self._look_up(error, intent)
 
-    def _look_up(self, error: OrderStatusUnknown) -> Order | None:
-        intent = error.intent
-        if not isinstance(intent, OrderIntent):  # pragma: no cover - reconcile() checked it
-            raise ConfigurationError("reconcile_order takes the OrderStatusUnknown an order method raised")
+    def _look_up(self, error: OrderStatusUnknown, intent: OrderIntent) -> Order | None:
         started = datetime.fromtimestamp(error.started_at, KST).date()
         first = min(started, kst_today())  # the overseas query reaches a day back by itself
         records = account.fetch_orders(self.context, first, kst_today(), intent.market)
         return reconcile(error, records, now=time.time(), ledger=self.context.ledger)
-
-
-def _symbol(symbol: object) -> str:
-    if not isinstance(symbol, str) or not symbol.strip():
-        raise ConfigurationError(f"symbol must be a non-empty string, got {symbol!r}")
-    return symbol.strip().upper()
 
 
 __all__ = ["DEFAULT_SETTLE_SECONDS", "Trading"]

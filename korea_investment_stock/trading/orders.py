@@ -67,6 +67,13 @@ KR_LIMIT, KR_MARKET = "00", "01"
 OVERSEAS_LIMIT = "00"
 
 
+def check_symbol(symbol: object) -> str:
+    """A symbol as KIS writes it (``005930``, ``AAPL``), else a clear error."""
+    if not isinstance(symbol, str) or not symbol.strip():
+        raise ConfigurationError(f"symbol must be a non-empty string, got {symbol!r}")
+    return symbol.strip().upper()
+
+
 def check_side(side: object) -> Side:
     """``"buy"`` or ``"sell"`` (any case), else a clear error."""
     if isinstance(side, str) and side.strip().lower() in ("buy", "sell"):
@@ -116,9 +123,7 @@ class OrderDesk:
         self, symbol: str, side: object, quantity: object, price: object, market: str, order_type: str | None
     ) -> Order:
         """A new order; see :meth:`KoreaInvestment.place_order`."""
-        if not isinstance(symbol, str) or not symbol.strip():
-            raise ConfigurationError(f"symbol must be a non-empty string, got {symbol!r}")
-        symbol = symbol.strip().upper()
+        symbol = check_symbol(symbol)
         checked_side = check_side(side)
         count = check_quantity("quantity", quantity)
         limit = check_price(price)
@@ -437,7 +442,8 @@ def reconcile(
     intent = unknown.intent
     if not isinstance(intent, OrderIntent):
         raise ConfigurationError("reconcile_order needs the OrderStatusUnknown an order method raised")
-    unclaimed = [record for record in records if not ledger.is_known(intent.account, record.order_no)]
+    same = [record for record in records if _same_request(intent, record)]  # few: the ledger is asked about these
+    unclaimed = [record for record in same if not ledger.is_known(intent.account, record.order_no)]
     latest = max(unknown.ended_at, now)
     candidates = [record for record in unclaimed if matches(intent, record, unknown.started_at, latest)]
     candidates.sort(key=lambda record: (record.ordered_at is None, record.ordered_at, record.order_no))
@@ -449,9 +455,7 @@ def reconcile(
     ahead = [
         record
         for record in unclaimed
-        if record.ordered_at is not None
-        and record.ordered_at.timestamp() > latest + CLOCK_SLACK_SECONDS
-        and _same_request(intent, record)
+        if record.ordered_at is not None and record.ordered_at.timestamp() > latest + CLOCK_SLACK_SECONDS
     ]
     if ahead:
         raise AmbiguousOrderError(

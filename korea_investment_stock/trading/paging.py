@@ -67,7 +67,6 @@ def read_all_pages(
         pages: list[KISResponse] = []
         keys = ("", "")
         seen: set[tuple[str, str]] = set()
-        restarted = False
         while True:
             if len(pages) >= max_pages:
                 raise PagingError(f"{query.what} did not end within {max_pages} pages")
@@ -80,7 +79,6 @@ def read_all_pages(
                 restarts += 1
                 if restarts > max_restarts:
                     raise PagingError(f"{query.what}: the data kept changing between pages ({restarts} restarts)")
-                restarted = True
                 break
             if answer.get("rt_cd") != "0":
                 raise rejection(answer, response.status, query.what)
@@ -91,8 +89,7 @@ def read_all_pages(
             if keys in seen:
                 raise PagingError(f"{query.what}: KIS repeated a continuation key; stopping instead of looping")
             seen.add(keys)
-        if not restarted:  # pragma: no cover - the inner loop only leaves by return, raise or restart
-            return pages
+        # only a restart leaves the inner loop: read again from the first page
 
 
 def _data_changed(answer: dict[str, Any]) -> bool:

@@ -8,14 +8,15 @@ result types never disagree between endpoints.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..token.record import KST
 
-#: Korea Standard Time (no daylight saving since 1988).
-KST = timezone(timedelta(hours=9), "KST")
+#: ``KST`` is the token room's, re-exported: one Korea Standard Time for the whole library.
+__all__ = ["KST", "as_date", "decimal", "kst_datetime", "kst_midnight", "kst_today", "quantity", "text", "ymd"]
 
 
 def text(row: Mapping[str, Any], *names: str) -> str:
