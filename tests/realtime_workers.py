@@ -116,25 +116,30 @@ def stream_worker(spec: dict[str, Any], commands: Any, results: Any) -> None:
 
 
 class Fleet:
-    """Worker processes and their reports (one queue, buffered per pid)."""
+    """Worker processes and their reports: one results queue per worker, buffered in ``seen``.
+
+    One queue each, not one shared: a multiprocessing queue's writers share a lock, and a worker
+    SIGSTOPped while it held that lock would silence every other worker until it ran again.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
-        self.results = CTX.Queue()
         self.workers: dict[int, tuple[Any, Any]] = {}
+        self.results: dict[int, Any] = {}
         self.seen: list[dict[str, Any]] = []
 
     def start(self, count: int) -> list[int]:
         started = []
         for _ in range(count):
-            commands = CTX.Queue()
-            process = CTX.Process(target=stream_worker, args=(self.spec, commands, self.results))
+            commands, results = CTX.Queue(), CTX.Queue()
+            process = CTX.Process(target=stream_worker, args=(self.spec, commands, results))
             process.start()
-            started.append((process, commands))
+            started.append((process, commands, results))
         pids = []
-        for process, commands in started:
+        for process, commands, results in started:
             assert process.pid is not None
             self.workers[process.pid] = (process, commands)
+            self.results[process.pid] = results
             pids.append(process.pid)
         for pid in pids:
             self.expect(pid, "ready")
@@ -156,7 +161,7 @@ class Fleet:
             left = deadline - time.monotonic()
             assert left > 0, f"worker {pid} did not report {kind} {match} within {timeout}s; seen {self.seen}"
             try:
-                self.seen.append(self.results.get(timeout=left))
+                self.seen.append(self.results[pid].get(timeout=left))
             except Exception:
                 continue
 
